@@ -1,0 +1,11 @@
+"""sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
+
+from sam_core.config import SAM_CONFIGS, SamConfig, get_config
+from sam_core.transforms import ResizeLongestSide
+
+__all__ = [
+    "SAM_CONFIGS",
+    "ResizeLongestSide",
+    "SamConfig",
+    "get_config",
+]

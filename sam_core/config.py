@@ -1,0 +1,94 @@
+"""SamConfig and the registry of named model configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Every shape of a SAM model. Defaults are the official ViT-H."""
+
+    image_size: int = 1024
+    patch_size: int = 16
+    encoder_embed_dim: int = 1280
+    encoder_depth: int = 32
+    encoder_num_heads: int = 16
+    encoder_global_attn_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    window_size: int = 14
+    encoder_mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder_global_attn_indexes", tuple(self.encoder_global_attn_indexes))
+        problems = []
+        if self.image_size % self.patch_size:
+            problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            problems.append(f"encoder_embed_dim {self.encoder_embed_dim} is not divisible by encoder_num_heads "
+                            f"{self.encoder_num_heads}")
+        if self.prompt_embed_dim % self.decoder_num_heads or self.prompt_embed_dim % 8:
+            problems.append(f"prompt_embed_dim {self.prompt_embed_dim} must be divisible by 8 and by "
+                            f"decoder_num_heads {self.decoder_num_heads}")
+        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
+        if bad:
+            problems.append(f"encoder_global_attn_indexes {bad} outside 0..{self.encoder_depth - 1}")
+        if self.window_size < 0:
+            problems.append("window_size must be >= 0 (0 means global attention everywhere)")
+        if problems:
+            raise ValueError("invalid SamConfig: " + "; ".join(problems))
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the square image embedding grid (64 for the official models)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def low_res_mask_size(self) -> int:
+        """Side of the decoder's low-resolution masks (256 for the official models)."""
+        return 4 * self.embedding_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "encoder_global_attn_indexes": list(self.encoder_global_attn_indexes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SamConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SamConfig fields: {unknown}")
+        return cls(**values)
+
+
+SAM_CONFIGS: dict[str, SamConfig] = {
+    "vit_h": SamConfig(),
+    "vit_l": SamConfig(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
+                       encoder_global_attn_indexes=(5, 11, 17, 23)),
+    "vit_b": SamConfig(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
+                       encoder_global_attn_indexes=(2, 5, 8, 11)),
+    # A small model for tests and examples: every code path of the large ones (windowed blocks with
+    # padding, global blocks, a decoder with 8 heads) at a fraction of the cost.
+    "vit_tiny": SamConfig(image_size=256, encoder_embed_dim=64, encoder_depth=4, encoder_num_heads=2,
+                          encoder_global_attn_indexes=(1, 3), window_size=6, prompt_embed_dim=64,
+                          decoder_mlp_dim=256, iou_head_hidden_dim=64),
+}
+SAM_CONFIGS["default"] = SAM_CONFIGS["vit_h"]
+
+
+def get_config(name_or_config: str | SamConfig) -> SamConfig:
+    """Return the config itself, or the registry entry of that name."""
+    if isinstance(name_or_config, SamConfig):
+        return name_or_config
+    try:
+        return SAM_CONFIGS[name_or_config]
+    except KeyError:
+        raise ValueError(f"unknown model type {name_or_config!r}; known: {sorted(SAM_CONFIGS)}") from None

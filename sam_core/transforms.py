@@ -1,0 +1,94 @@
+"""ResizeLongestSide: the resize SAM was trained with, for images, points and boxes."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+class ResizeLongestSide:
+    """Scale so the longest side equals ``target_length``; the same scale applies to coordinates.
+
+    The numpy image path resizes with Pillow's bicubic filter, as the reference does, so the pixels fed
+    to the encoder are identical to the reference's.
+    """
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    @staticmethod
+    def get_preprocess_shape(old_h: int, old_w: int, long_side_length: int) -> tuple[int, int]:
+        scale = long_side_length / max(old_h, old_w)
+        return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """HxWxC uint8 -> resized uint8 with the longest side = target_length."""
+        new_h, new_w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
+
+    def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
+        """Rescale (..., 2) x,y coordinates given in the original image's pixel frame."""
+        old_h, old_w = original_size
+        new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
+        if isinstance(coords, torch.Tensor):
+            coords = coords.detach().clone().to(torch.float)
+        else:
+            coords = np.array(coords, dtype=float, copy=True)
+        coords[..., 0] = coords[..., 0] * (new_w / old_w)
+        coords[..., 1] = coords[..., 1] * (new_h / old_h)
+        return coords
+
+    def apply_boxes(self, boxes: Array, original_size: tuple[int, int]) -> Array:
+        """Rescale (..., 4) XYXY boxes."""
+        corners = self.apply_coords(boxes.reshape(-1, 2, 2), original_size)
+        return corners.reshape(-1, 4)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """BxCxHxW float tensor -> resized with antialiased bilinear interpolation."""
+        new_size = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return F.interpolate(image, new_size, mode="bilinear", align_corners=False, antialias=True)
+
+    # The reference names its torch variants separately; coordinates work for both array types here.
+    apply_coords_torch = apply_coords
+    apply_boxes_torch = apply_boxes
+
+
+def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
+    """Bring a user image to the HxWx3 uint8 RGB array SAM expects.
+
+    Converted, because the meaning is unambiguous: gray HxW or HxWx1 (replicated to 3 channels), RGBA/BGRA
+    (alpha dropped), uint16 (scaled by 255/65535), float in [0, 1] (scaled by 255 and rounded), BGR (when
+    ``image_format="BGR"``). Anything else raises ``ValueError`` naming the shape and dtype.
+    """
+    if image_format not in ("RGB", "BGR"):
+        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array image, got {type(image).__name__}")
+    described = f"shape {image.shape} and dtype {image.dtype}"
+    if image.size == 0:
+        raise ValueError(f"image is empty: {described}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got {described}")
+    image = image[:, :, :3]
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError(f"float images must hold finite values in [0, 1]; got {described} "
+                             f"with range [{np.nanmin(image)}, {np.nanmax(image)}]")
+        image = np.round(image * 255.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported image {described}; use uint8, uint16 or float in [0, 1]")
+    if image_format == "BGR":
+        image = image[:, :, ::-1]
+    return np.ascontiguousarray(image)
