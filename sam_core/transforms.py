@@ -15,8 +15,9 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 class ResizeLongestSide:
     """Scale so the longest side equals ``target_length``; the same scale applies to coordinates.
 
-    The numpy image path resizes with Pillow's bicubic filter, as the reference does, so the pixels fed
-    to the encoder are identical to the reference's.
+    The numpy image path resizes with Pillow's bilinear filter (which antialiases when shrinking), the
+    filter the reference reaches through torchvision's PIL resize, so the pixels fed to the encoder are
+    identical to the reference's.
     """
 
     def __init__(self, target_length: int) -> None:
@@ -28,9 +29,9 @@ class ResizeLongestSide:
         return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """HxWxC uint8 -> resized uint8 with the longest side = target_length."""
+        """HxWxC (or HxW) uint8 -> resized uint8 with the longest side = target_length."""
         new_h, new_w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
+        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
     def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
         """Rescale (..., 2) x,y coordinates given in the original image's pixel frame."""

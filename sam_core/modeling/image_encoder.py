@@ -1,0 +1,138 @@
+"""ViT image encoder: patch embedding, windowed/global attention with decomposed relative positions, neck."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam_core.modeling.common import LayerNorm2d, MLPBlock
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> channels-last embeddings (B, H/p, W/p, C)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+def relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
+    """(size, size, C) embeddings of the offset q - k for every query/key position pair along one axis."""
+    if table.shape[0] != 2 * size - 1:
+        raise ValueError(f"relative position table has {table.shape[0]} rows, expected {2 * size - 1}")
+    positions = torch.arange(size, device=table.device)
+    return table[positions[:, None] - positions[None, :] + (size - 1)]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a 2-D grid with a decomposed relative position bias.
+
+    The bias of query (qh, qw) for key (kh, kw) is q . R_h[qh - kh] + q . R_w[qw - kw]; it is computed per axis
+    and broadcast into the attention mask of PyTorch's fused scaled_dot_product_attention.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, H*W, head_dim)
+        bias = self.relative_position_bias(q, height, width)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(batch, height, width, dim))
+
+    def relative_position_bias(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, heads, H*W, H*W) additive bias from the unscaled queries."""
+        batch, heads, _, head_dim = q.shape
+        grid_q = q.reshape(batch, heads, height, width, head_dim)
+        table_h = relative_position_table(height, self.rel_pos_h).to(q.dtype)
+        table_w = relative_position_table(width, self.rel_pos_w).to(q.dtype)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, table_h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, table_w)
+        bias = bias_h[..., :, None] + bias_w[..., None, :]
+        return bias.reshape(batch, heads, height * width, height * width)
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * windows, window, window, C), zero-padding H and W up to multiples of window."""
+    batch, height, width, channels = x.shape
+    pad_h, pad_w = (-height) % window, (-width) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    padded_h, padded_w = height + pad_h, width + pad_w
+    x = x.view(batch, padded_h // window, window, padded_w // window, window, channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels), (padded_h, padded_w)
+
+
+def window_unpartition(windows: torch.Tensor, window: int, padded_hw: tuple[int, int],
+                       hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of window_partition, dropping the padding."""
+    padded_h, padded_w = padded_hw
+    batch = windows.shape[0] // ((padded_h // window) * (padded_w // window))
+    x = windows.view(batch, padded_h // window, padded_w // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
+    return x[:, : hw[0], : hw[1], :].contiguous()
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attends within windows when window_size > 0, else over the whole grid."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, grid_size: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, window_size or grid_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size:
+            hw = x.shape[1], x.shape[2]
+            windows, padded_hw = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(windows), self.window_size, padded_hw, hw)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageEncoderViT(nn.Module):
+    """ViT backbone with absolute + relative positions and a conv neck to ``out_chans`` channels."""
+
+    def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 global_attn_indexes: tuple[int, ...], window_size: int, mlp_ratio: float = 4.0,
+                 out_chans: int = 256, in_chans: int = 3) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid_size = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid_size, grid_size, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, 0 if i in global_attn_indexes else window_size, grid_size)
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))
