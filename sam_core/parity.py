@@ -38,11 +38,7 @@ def make_reference_sam(config: SamConfig, seed: int = 0) -> torch.nn.Module:
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
-    with torch.no_grad():
-        for name, param in sam.named_parameters():
-            if param.dim() >= 2 and "rel_pos" not in name and "pos_embed" not in name:
-                continue  # default init of weight matrices keeps activations in range
-            param.add_(0.1 * torch.randn_like(param))
+    _perturb_(sam)
     return sam.eval()
 
 
@@ -50,3 +46,47 @@ def save_reference_pth(sam: torch.nn.Module, path: Path) -> Path:
     """Write the state dict the way Meta's official checkpoints are written."""
     torch.save(sam.state_dict(), path)
     return path
+
+
+def _perturb_(model: torch.nn.Module) -> None:
+    """Move zero/one-initialised tensors away from their init; leave weight matrices as initialised."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and "rel_pos" not in name and "pos_embed" not in name:
+                continue
+            param.add_(0.1 * torch.randn_like(param))
+
+
+def make_reference_sam_from(sam: torch.nn.Module) -> torch.nn.Module:
+    """Meta's reference model carrying exactly the weights of a sam_core ``Sam``."""
+    reference = make_reference_sam(sam.config)
+    reference.load_state_dict(sam.state_dict())
+    return reference.to(sam.device, sam.dtype)
+
+
+def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
+    """transformers' SamModel with the shapes of ``config`` and random, non-degenerate weights (eval mode)."""
+    from transformers import SamConfig as HFSamConfig
+    from transformers import SamModel
+
+    from sam_core.config import get_config
+
+    config = get_config(config)
+    hf_config = HFSamConfig(
+        vision_config=dict(
+            hidden_size=config.encoder_embed_dim, output_channels=config.prompt_embed_dim,
+            num_hidden_layers=config.encoder_depth, num_attention_heads=config.encoder_num_heads,
+            image_size=config.image_size, patch_size=config.patch_size, mlp_ratio=config.encoder_mlp_ratio,
+            window_size=config.window_size, global_attn_indexes=list(config.encoder_global_attn_indexes),
+            num_pos_feats=config.prompt_embed_dim // 2),
+        prompt_encoder_config=dict(hidden_size=config.prompt_embed_dim, image_size=config.image_size,
+                                   patch_size=config.patch_size, mask_input_channels=config.mask_in_chans),
+        mask_decoder_config=dict(hidden_size=config.prompt_embed_dim, mlp_dim=config.decoder_mlp_dim,
+                                 num_hidden_layers=config.decoder_depth, num_attention_heads=config.decoder_num_heads,
+                                 num_multimask_outputs=config.num_multimask_outputs,
+                                 iou_head_depth=config.iou_head_depth, iou_head_hidden_dim=config.iou_head_hidden_dim),
+    )
+    torch.manual_seed(seed)
+    model = SamModel(hf_config)
+    _perturb_(model)
+    return model.eval()

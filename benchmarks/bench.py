@@ -1,0 +1,185 @@
+"""Benchmark sam_core against Meta's reference and transformers' SamModel on identical weights.
+
+    .venv/bin/python benchmarks/bench.py --image ../shared/images/truck.jpg
+
+One run of this script builds one set of random vit_b weights (in the Hugging Face format, loaded by
+sam_core, whose state dict then loads into the reference), then measures every (task, implementation) pair in
+its own subprocess so that peak RSS is per pair. Timings are medians of ``--runs`` runs after one warm-up.
+The AMG rows also check that sam_core's mask set equals the reference's (count, and IoU of matched masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+
+TASKS = ("encoder", "predict", "amg32", "amg16")
+IMPLEMENTATIONS = ("reference", "transformers", "sam_core")
+PREDICT_CALLS = 20
+
+
+def load_rgb(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def make_weights(model_type: str, directory: Path) -> Path:
+    """Random transformers SamModel weights (save_pretrained) with every tensor perturbed away from its init."""
+    from sam_core.parity import make_hf_sam
+
+    hf_dir = directory / "hf"
+    make_hf_sam(model_type, seed=0).save_pretrained(hf_dir)
+    return hf_dir
+
+
+def timed(function: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    function()  # warm-up: allocator, kernels, caches
+    times, result = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: int, out: Path) -> None:
+    import sam_core
+    from sam_core.parity import make_reference_sam_from
+
+    torch.set_grad_enabled(False)
+    image = load_rgb(image_path)
+    ours = sam_core.load_sam(hf_dir)
+    point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
+    label = np.array([1])
+    result: dict[str, Any] = {}
+
+    if implementation == "sam_core":
+        model: Any = ours
+    elif implementation == "reference":
+        model = make_reference_sam_from(ours)
+    else:
+        from transformers import SamModel
+
+        model = SamModel.from_pretrained(hf_dir).eval()
+        del ours
+
+    if task == "encoder":
+        transform = sam_core.ResizeLongestSide(1024)
+        pixels = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1)[None].float()
+        prepared = sam_core.build_sam("vit_b").preprocess(pixels)
+        encode = model.get_image_embeddings if implementation == "transformers" else model.image_encoder
+        times, _ = timed(lambda: encode(prepared), runs)
+    elif task == "predict":
+        if implementation == "transformers":
+            raise SystemExit("not measured")
+        predictor_class = sam_core.Predictor if implementation == "sam_core" else _reference_predictor()
+        predictor = predictor_class(model)
+        predictor.set_image(image)
+        calls, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+        times = calls
+    else:
+        points_per_side = int(task.removeprefix("amg"))
+        if implementation == "transformers":
+            raise SystemExit("not measured")
+        if implementation == "sam_core":
+            generator = sam_core.AutomaticMaskGenerator(model, points_per_side=points_per_side,
+                                                        output_mode="coco_rle")
+        else:
+            from segment_anything import SamAutomaticMaskGenerator
+
+            generator = SamAutomaticMaskGenerator(model, points_per_side=points_per_side, output_mode="coco_rle")
+        times, records = [], []
+        for _ in range(runs):  # no warm-up: one AMG run is long enough to amortise first-call costs
+            start = time.perf_counter()
+            records = generator.generate(image)
+            times.append(time.perf_counter() - start)
+        result["masks"] = [r["segmentation"] for r in records]
+    result["times"] = times
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps(result))
+
+
+def _reference_predictor() -> type:
+    from segment_anything import SamPredictor
+
+    return SamPredictor
+
+
+def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
+    """'identical' when counts match and every reference mask has a sam_core mask with IoU >= 0.99."""
+    from pycocotools import mask as mask_utils
+
+    if len(ours) != len(reference):
+        return f"{len(ours)} vs {len(reference)} masks"
+    if not ours:
+        return "identical (0 masks)"
+    for rle in ours + reference:
+        rle["counts"] = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
+    ious = mask_utils.iou(reference, ours, [0] * len(ours))
+    worst = float(np.asarray(ious).max(axis=1).min())
+    return f"identical ({len(ours)} masks, min IoU {worst:.4f})" if worst >= 0.99 else f"min IoU {worst:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--worker", nargs=2, metavar=("TASK", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
+        return
+
+    image = load_rgb(args.image)
+    print(f"# sam_core benchmark: vit_b fp32, random weights, {Path(args.image).name} "
+          f"{image.shape[1]}x{image.shape[0]}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
+    print("| task | implementation | median | vs reference | peak RSS | output |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = make_weights("vit_b", Path(tmp))
+        for task in args.tasks:
+            results: dict[str, dict] = {}
+            for implementation in IMPLEMENTATIONS:
+                out = Path(tmp) / f"{task}-{implementation}.json"
+                command = [sys.executable, __file__, "--worker", task, implementation, "--weights", str(hf_dir),
+                           "--image", args.image, "--runs", str(args.runs), "--out", str(out)]
+                if subprocess.run(command, capture_output=True).returncode != 0 or not out.exists():
+                    continue
+                results[implementation] = json.loads(out.read_text())
+            reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
+            for implementation, result in results.items():
+                median = statistics.median(result["times"])
+                unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
+                ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
+                output = ""
+                if "masks" in result:
+                    output = f"{len(result['masks'])} masks"
+                    if implementation == "sam_core" and "reference" in results:
+                        output = compare_mask_sets(result["masks"], results["reference"]["masks"])
+                print(f"| {task} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
