@@ -1,14 +1,24 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
+from sam_core.checkpoint import CheckpointError, load_sam, save_sam
 from sam_core.config import SAM_CONFIGS, SamConfig, get_config
+from sam_core.mask_generator import AutomaticMaskGenerator, SamAutomaticMaskGenerator
 from sam_core.modeling import Sam, build_sam
+from sam_core.predictor import Predictor, SamPredictor
 from sam_core.transforms import ResizeLongestSide
 
 __all__ = [
+    "AutomaticMaskGenerator",
+    "CheckpointError",
     "SAM_CONFIGS",
+    "Predictor",
     "ResizeLongestSide",
     "Sam",
+    "SamAutomaticMaskGenerator",
     "SamConfig",
+    "SamPredictor",
     "build_sam",
     "get_config",
+    "load_sam",
+    "save_sam",
 ]

@@ -1,0 +1,513 @@
+"""Load and save SAM weights.
+
+Sources understood by :func:`load_sam`:
+
+* Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
+* Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
+* sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
+* a registry name (``vit_b``, ``vit_l``, ``vit_h``): the official file, downloaded once and sha256-checked.
+
+sam_core's parameter names are Meta's, so Meta checkpoints load as they are and Hugging Face ones go
+through a handful of rename rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from sam_core.config import SAM_CONFIGS, SamConfig, get_config
+from sam_core.modeling.sam import Sam, build_sam
+
+StateDict = dict[str, torch.Tensor]
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+FORMAT_KEY = "sam_core.format"
+FORMAT_VERSION = "1"
+CONFIG_KEY = "sam_core.config"
+# Read from shapes is impossible (the heads split one projection); every official model uses 8.
+ASSUMED_DECODER_HEADS = 8
+_LISTED = 10  # how many names of each kind an error message shows
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, unsafe, or does not fit the requested model."""
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    filename: str
+    sha256: str
+    size: int  # bytes
+
+
+OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
+    "vit_h": OfficialCheckpoint("sam_vit_h_4b8939.pth",
+                                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879),
+    "vit_l": OfficialCheckpoint("sam_vit_l_0b3195.pth",
+                                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607),
+    "vit_b": OfficialCheckpoint("sam_vit_b_01ec64.pth",
+                                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383),
+}
+_REGISTRY_ALIASES = {"default": "vit_h"}
+_CHECKPOINT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+def load_sam(source: str | os.PathLike, config: str | SamConfig | None = None,
+             device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Sam:
+    """Build a Sam from a checkpoint (see the module docstring for the accepted sources).
+
+    ``config`` forces the model shapes (a registry name or SamConfig); by default they come from the
+    checkpoint's stored config or, for Meta files, from its tensor shapes. ``dtype`` defaults to the
+    checkpoint's own floating dtype. Raises :class:`CheckpointError` with the file and the problem.
+    """
+    state_dict, stored_config, origin = _read_source(source)
+    if config is not None:
+        wanted, wanted_name = get_config(config), config if isinstance(config, str) else None
+    elif stored_config is not None:
+        wanted, wanted_name = stored_config, None
+    else:
+        wanted, wanted_name = infer_config(state_dict, origin), None
+    _check_fits(state_dict, wanted, wanted_name, origin)
+    sam = build_sam(wanted)
+    sam.load_state_dict(state_dict, strict=True)
+    return sam.to(device=device, dtype=dtype or _common_float_dtype(state_dict))
+
+
+def save_sam(sam: Sam, path: str | os.PathLike) -> Path:
+    """Write ``sam``'s weights to a safetensors file with its config in the metadata (atomically)."""
+    path = Path(path)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in sam.state_dict().items()}
+    config = sam.config or infer_config(tensors, "the model")  # a hand-assembled Sam may carry no config
+    metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: json.dumps(config.to_dict())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = _temp_file_beside(path)
+    try:
+        save_file(tensors, str(temp_path), metadata=metadata)
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    return path
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> SamConfig:
+    """The SamConfig whose shapes produce ``state_dict`` (Meta parameter names).
+
+    Decoder heads cannot be read from shapes; they are assumed to be ``ASSUMED_DECODER_HEADS`` (8),
+    the value of every official model.
+    """
+    def shape(name: str) -> torch.Size:
+        if name not in state_dict:
+            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
+        return state_dict[name].shape
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
+
+    embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
+    grid = shape("image_encoder.pos_embed")[1]
+    depth = count("image_encoder.blocks.")
+    table_lengths = [shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")[0] for i in range(depth)]
+    global_blocks = tuple(i for i, length in enumerate(table_lengths) if length == 2 * grid - 1)
+    window_lengths = {length for length in table_lengths if length != 2 * grid - 1}
+    if len(window_lengths) > 1:
+        raise CheckpointError(f"{origin}: windowed blocks disagree on the window size "
+                              f"(relative position tables of lengths {sorted(window_lengths)})")
+    head_dim = shape("image_encoder.blocks.0.attn.rel_pos_h")[1]
+    try:
+        return SamConfig(
+            image_size=grid * patch_size,
+            patch_size=patch_size,
+            encoder_embed_dim=embed_dim,
+            encoder_depth=depth,
+            encoder_num_heads=embed_dim // head_dim,
+            encoder_global_attn_indexes=global_blocks,
+            window_size=(window_lengths.pop() + 1) // 2 if window_lengths else 0,
+            encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
+            prompt_embed_dim=shape("image_encoder.neck.0.weight")[0],
+            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+            decoder_depth=count("mask_decoder.transformer.layers."),
+            decoder_num_heads=ASSUMED_DECODER_HEADS,
+            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
+            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        )
+    except ValueError as error:
+        raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None
+
+
+def model_type_name(config: SamConfig) -> str:
+    """The registry name of ``config`` ("vit_b"...), else a short description of a custom model."""
+    for name, known in SAM_CONFIGS.items():
+        if name not in _REGISTRY_ALIASES and known == config:
+            return name
+    return (f"custom (embed_dim={config.encoder_embed_dim}, depth={config.encoder_depth}, "
+            f"image_size={config.image_size})")
+
+
+def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path to Meta's official checkpoint for ``model_type``, downloading it into the cache first if needed.
+
+    The cache is ``cache_dir``, else ``$SAM_CORE_CACHE``, else ``~/.cache/sam_core``; the download base
+    URL is ``$SAM_CORE_WEIGHTS_URL`` (a mirror) or Meta's. A download goes to a temporary file that is
+    renamed into place only after its sha256 matched; a cached file is trusted when its size matches.
+    ``SAM_CORE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` forbid downloading.
+    """
+    entry = OFFICIAL_CHECKPOINTS.get(_REGISTRY_ALIASES.get(model_type, model_type))
+    if entry is None:
+        raise CheckpointError(f"{model_type!r} has no official checkpoint (official: {sorted(OFFICIAL_CHECKPOINTS)});"
+                              " use sam_core.build_sam for random weights")
+    directory = Path(cache_dir or os.environ.get("SAM_CORE_CACHE") or "~/.cache/sam_core").expanduser()
+    target = directory / entry.filename
+    url = os.environ.get("SAM_CORE_WEIGHTS_URL", OFFICIAL_BASE_URL).rstrip("/") + "/" + entry.filename
+    if target.is_file() and target.stat().st_size == entry.size:
+        return target
+    how_to_fix = (f"download {url} (sha256 {entry.sha256}, {entry.size} bytes) and put it at {target}, "
+                  "or pass the file's path to load_sam")
+    if _env_flag("SAM_CORE_OFFLINE") or _env_flag("HF_HUB_OFFLINE"):
+        found = f" (the file there has {target.stat().st_size} bytes)" if target.exists() else ""
+        raise CheckpointError(f"{model_type}: offline and {entry.filename} is not in the cache{found}; "
+                              f"{how_to_fix}")
+    directory.mkdir(parents=True, exist_ok=True)
+    temp_path = _temp_file_beside(target)
+    try:
+        with open(temp_path, "wb") as handle:
+            digest = _stream_to(url, handle, entry)
+        if digest != entry.sha256:
+            raise CheckpointError(f"{model_type}: sha256 mismatch for {url}: got {digest}, expected "
+                                  f"{entry.sha256}; the download was deleted")
+        os.replace(temp_path, target)
+    except (urllib.error.URLError, OSError) as error:
+        raise CheckpointError(f"{model_type}: could not download {url} ({error}); {how_to_fix}") from None
+    finally:
+        temp_path.unlink(missing_ok=True)  # a no-op once renamed into place
+    return target
+
+
+# ------------------------------------------------------------------------------------------- source reading
+
+def _read_source(source: str | os.PathLike) -> tuple[StateDict, SamConfig | None, str]:
+    """(state dict with Meta names, config stored alongside it or None, description for messages)."""
+    path = Path(source).expanduser()
+    text = os.fspath(source)
+    if path.is_dir():
+        return _read_hf_directory(path)
+    if path.is_file():
+        return _read_file(path)
+    if text in OFFICIAL_CHECKPOINTS or text in SAM_CONFIGS:
+        return _read_file(download_official_checkpoint(text))
+    if _HUB_ID.match(text) and path.suffix not in _CHECKPOINT_SUFFIXES:
+        return _read_hub(text)
+    raise CheckpointError(
+        f"checkpoint not found: {text} (expected an existing .pth/.safetensors/.bin file, a Hugging Face "
+        f"checkpoint directory, a hub id like 'facebook/sam-vit-base', or one of {sorted(OFFICIAL_CHECKPOINTS)})")
+
+
+def _read_file(path: Path) -> tuple[StateDict, SamConfig | None, str]:
+    origin = str(path)
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        tensors, metadata = _load_safetensors(path)
+        stored = _stored_config(metadata, origin) if FORMAT_KEY in metadata else None
+        return _as_meta_names(tensors, origin), stored, origin
+    return _as_meta_names(_load_torch(path), origin), None, origin
+
+
+def _read_hf_directory(directory: Path) -> tuple[StateDict, SamConfig | None, str]:
+    for weights_name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / weights_name).is_file():
+            return _read_hf_files(directory / "config.json", directory / weights_name)
+    raise CheckpointError(f"{directory} is not a Hugging Face SAM checkpoint directory: "
+                          "it has neither model.safetensors nor pytorch_model.bin")
+
+
+def _read_hf_files(config_path: Path, weights_path: Path) -> tuple[StateDict, SamConfig | None, str]:
+    origin = str(weights_path)
+    if weights_path.suffix == ".safetensors":
+        tensors, _ = _load_safetensors(weights_path)
+    else:
+        tensors = _load_torch(weights_path)
+    config = None
+    if config_path.is_file():
+        try:
+            hf_config = json.loads(config_path.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{config_path}: not a readable JSON config ({error})") from None
+        config = sam_config_from_hf(hf_config, str(config_path))
+    return _as_meta_names(tensors, origin), config, origin
+
+
+def _read_hub(repo_id: str) -> tuple[StateDict, SamConfig | None, str]:
+    """Fetch config.json and the weights of a hub repo through huggingface_hub's cache (offline-aware)."""
+    # Imported here: huggingface_hub is slow to import and only hub ids need it.
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    def not_available(reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"{repo_id}: {reason}. Fetch config.json and model.safetensors from https://huggingface.co/{repo_id} "
+            f"where there is network (e.g. `hf download {repo_id} config.json model.safetensors`) and either "
+            f"keep them in the Hugging Face cache ({constants.HF_HUB_CACHE}) or put both in one folder and "
+            "pass that folder to load_sam")
+
+    offline = constants.is_offline_mode()
+    reason = ("offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache" if offline
+              else "not in the Hugging Face cache and the hub could not be reached")
+    try:
+        config_path = Path(hf_hub_download(repo_id, "config.json"))
+        for weights_name in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                return _read_hf_files(config_path, Path(hf_hub_download(repo_id, weights_name)))
+            except EntryNotFoundError:
+                continue  # not in the repo (online) or not cached (offline): try the other format
+    except LocalEntryNotFoundError:
+        raise not_available(reason) from None
+    except HfHubHTTPError as error:
+        raise CheckpointError(f"{repo_id}: no local file or folder of that name, and the Hugging Face hub "
+                              f"refused the download ({error})") from None
+    raise not_available(reason if offline else "the repo has neither model.safetensors nor pytorch_model.bin")
+
+
+def _load_torch(path: Path) -> Mapping[str, object]:
+    """torch.load restricted to tensors and plain containers: pickled code is refused, never run."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # The safe unpickler names every callable or class it blocks as "GLOBAL module.name".
+        if blocked := re.search(r"GLOBAL ([\w.]+)", str(error)):
+            raise CheckpointError(
+                f"{path}: refused to load; its pickle references {blocked.group(1)}, which is not a tensor and "
+                "could run code. sam_core only loads plain state dicts with torch.load(weights_only=True)"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a state dict of tensors was expected)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = str(error).split("\n")[0].split(". ")[0] or "the file ends early"
+        raise CheckpointError(f"{path}: unreadable or truncated PyTorch checkpoint ({reason}); a state dict of "
+                              "tensors was expected") from None
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict of tensors")
+    return loaded
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors file (SAM weights were expected): "
+                              f"{error}") from None
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length followed by a JSON object."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _stored_config(metadata: Mapping[str, str], origin: str) -> SamConfig:
+    if metadata[FORMAT_KEY] != FORMAT_VERSION:
+        raise CheckpointError(f"{origin}: sam_core format {metadata[FORMAT_KEY]!r} is not supported "
+                              f"(this version reads {FORMAT_VERSION!r})")
+    try:
+        return SamConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{origin}: the config stored in the metadata is invalid ({error})") from None
+
+
+def _as_meta_names(tensors: Mapping[str, object], origin: str) -> StateDict:
+    """Check that ``tensors`` is a SAM state dict and return it with Meta's (= sam_core's) names."""
+    not_tensors = [name for name, value in tensors.items() if not isinstance(value, torch.Tensor)]
+    if not tensors or not_tensors:
+        raise CheckpointError(f"{origin}: not a SAM state dict (expected names mapped to tensors; "
+                              f"non-tensor entries: {_listing(not_tensors)})")
+    names = list(tensors)
+    if any(name.startswith("vision_encoder.") for name in names):
+        return hf_to_meta_state_dict(tensors)  # type: ignore[arg-type]
+    if any(name.startswith("image_encoder.") for name in names):
+        return dict(tensors)  # type: ignore[arg-type]
+    raise CheckpointError(f"{origin}: not a SAM checkpoint (no image_encoder.* or vision_encoder.* tensors; "
+                          f"found {_listing(names)})")
+
+
+# ------------------------------------------------------------------------------------- Hugging Face format
+
+# Hugging Face's SamModel names -> Meta's, applied in order to each name.
+_HF_RENAMES: list[tuple[str, str]] = [
+    (r"^vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"image_encoder.blocks.\1.norm\2."),
+    (r"^vision_encoder\.layers\.", "image_encoder.blocks."),
+    (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
+    (r"^vision_encoder\.neck\.conv1\.", "image_encoder.neck.0."),
+    (r"^vision_encoder\.neck\.layer_norm1\.", "image_encoder.neck.1."),
+    (r"^vision_encoder\.neck\.conv2\.", "image_encoder.neck.2."),
+    (r"^vision_encoder\.neck\.layer_norm2\.", "image_encoder.neck.3."),
+    (r"^vision_encoder\.", "image_encoder."),
+    (r"^shared_image_embedding\.positional_embedding$", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
+    (r"^prompt_encoder\.point_embed\.", "prompt_encoder.point_embeddings."),
+    (r"^prompt_encoder\.mask_embed\.conv1\.", "prompt_encoder.mask_downscaling.0."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "prompt_encoder.mask_downscaling.1."),
+    (r"^prompt_encoder\.mask_embed\.conv2\.", "prompt_encoder.mask_downscaling.3."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "prompt_encoder.mask_downscaling.4."),
+    (r"^prompt_encoder\.mask_embed\.conv3\.", "prompt_encoder.mask_downscaling.6."),
+    (r"^(mask_decoder\.transformer\.layers\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "mask_decoder.transformer.norm_final_attn."),
+    (r"^mask_decoder\.upscale_conv1\.", "mask_decoder.output_upscaling.0."),
+    (r"^mask_decoder\.upscale_layer_norm\.", "mask_decoder.output_upscaling.1."),
+    (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
+]
+# Hugging Face splits each decoder MLP into proj_in / layers.i / proj_out; Meta numbers them all layers.i.
+_HF_MLP = re.compile(r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\."
+                     r"(proj_in|proj_out|layers\.(\d+))\.")
+# SamModel ties the prompt encoder's copy of the positional matrix to the shared one.
+_HF_TIED_COPY = "prompt_encoder.shared_embedding.positional_embedding"
+_HF_SHARED = "shared_image_embedding.positional_embedding"
+
+
+def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> StateDict:
+    """Rename a ``transformers`` SamModel state dict to Meta's names (the layouts are the same)."""
+    tensors = dict(tensors)
+    tied_copy = tensors.pop(_HF_TIED_COPY, None)
+    if _HF_SHARED not in tensors and tied_copy is not None:
+        tensors[_HF_SHARED] = tied_copy
+    hidden_layers: dict[str, int] = {}
+    for name in tensors:
+        if (match := _HF_MLP.match(name)) and match.group(3) is not None:
+            hidden_layers[match.group(1)] = max(hidden_layers.get(match.group(1), 0), int(match.group(3)) + 1)
+
+    def rename_mlp(match: re.Match[str]) -> str:
+        prefix, part, index = match.groups()
+        position = {"proj_in": 0, "proj_out": hidden_layers.get(prefix, 0) + 1}.get(part)
+        return f"{prefix}.layers.{position if index is None else int(index) + 1}."
+
+    renamed = {}
+    for name, tensor in tensors.items():
+        new_name = _HF_MLP.sub(rename_mlp, name)
+        for pattern, replacement in _HF_RENAMES:
+            new_name = re.sub(pattern, replacement, new_name)
+        renamed[new_name] = tensor
+    return renamed
+
+
+# Defaults of transformers' SAM configs, for fields a config.json may leave out.
+_HF_DEFAULTS = {
+    "vision_config": {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12,
+                      "num_attention_heads": 12, "image_size": 1024, "patch_size": 16, "mlp_ratio": 4.0,
+                      "window_size": 14, "global_attn_indexes": [2, 5, 8, 11], "num_channels": 3,
+                      "hidden_act": "gelu", "use_abs_pos": True, "use_rel_pos": True, "qkv_bias": True},
+    "prompt_encoder_config": {"hidden_size": 256, "mask_input_channels": 16, "num_point_embeddings": 4,
+                              "hidden_act": "gelu"},
+    "mask_decoder_config": {"hidden_size": 256, "mlp_dim": 2048, "num_hidden_layers": 2,
+                            "num_attention_heads": 8, "attention_downsample_rate": 2, "num_multimask_outputs": 3,
+                            "iou_head_depth": 3, "iou_head_hidden_dim": 256, "hidden_act": "relu"},
+}
+# Settings that sam_core's architecture fixes (Meta's values); a config.json that differs cannot be loaded.
+_HF_FIXED = {
+    "vision_config": ("num_channels", "hidden_act", "use_abs_pos", "use_rel_pos", "qkv_bias"),
+    "prompt_encoder_config": ("num_point_embeddings", "hidden_act"),
+    "mask_decoder_config": ("attention_downsample_rate", "hidden_act"),
+}
+
+
+def sam_config_from_hf(hf_config: Mapping[str, object], origin: str = "config.json") -> SamConfig:
+    """Translate a ``transformers`` SamConfig (as the dict of its config.json) into a SamConfig."""
+    if hf_config.get("model_type", "sam") != "sam":
+        raise CheckpointError(f"{origin}: describes a {hf_config['model_type']!r} model, not SAM")
+    parts = {key: {**defaults, **(hf_config.get(key) or {})} for key, defaults in _HF_DEFAULTS.items()}
+    unsupported = [f"{key}.{field}={parts[key][field]!r}" for key, fields in _HF_FIXED.items() for field in fields
+                   if parts[key][field] != _HF_DEFAULTS[key][field]]
+    if unsupported:
+        raise CheckpointError(f"{origin}: settings sam_core does not implement: {', '.join(unsupported)}")
+    vision, prompt, decoder = (parts[key] for key in _HF_DEFAULTS)
+    mlp_dim = vision.get("mlp_dim") or vision["hidden_size"] * vision["mlp_ratio"]
+    try:
+        return SamConfig(
+            image_size=vision["image_size"], patch_size=vision["patch_size"],
+            encoder_embed_dim=vision["hidden_size"], encoder_depth=vision["num_hidden_layers"],
+            encoder_num_heads=vision["num_attention_heads"],
+            encoder_global_attn_indexes=tuple(vision["global_attn_indexes"]), window_size=vision["window_size"],
+            encoder_mlp_ratio=mlp_dim / vision["hidden_size"], prompt_embed_dim=vision["output_channels"],
+            mask_in_chans=prompt["mask_input_channels"], decoder_depth=decoder["num_hidden_layers"],
+            decoder_num_heads=decoder["num_attention_heads"], decoder_mlp_dim=decoder["mlp_dim"],
+            num_multimask_outputs=decoder["num_multimask_outputs"], iou_head_depth=decoder["iou_head_depth"],
+            iou_head_hidden_dim=decoder["iou_head_hidden_dim"],
+        )
+    except ValueError as error:
+        raise CheckpointError(f"{origin}: not a valid SAM configuration ({error})") from None
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _check_fits(state_dict: StateDict, config: SamConfig, config_name: str | None, origin: str) -> None:
+    """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        expected = {name: tensor.shape for name, tensor in build_sam(config).state_dict().items()}
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    mismatched = [f"{name} {tuple(state_dict[name].shape)} vs {tuple(shape)}"
+                  for name, shape in expected.items() if name in state_dict and state_dict[name].shape != shape]
+    if not (missing or unexpected or mismatched):
+        return
+    try:
+        detected = model_type_name(infer_config(state_dict, origin))
+    except CheckpointError:
+        detected = "unrecognised"
+    requested = config_name or model_type_name(config)
+    raise CheckpointError(
+        f"{origin} does not fit the requested model {requested}: the checkpoint holds a {detected} model\n"
+        f"  missing keys ({len(missing)}): {_listing(missing)}\n"
+        f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}\n"
+        f"  shape mismatches, checkpoint vs model ({len(mismatched)}): {_listing(mismatched)}")
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED]) or "none"
+    return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def _common_float_dtype(state_dict: StateDict) -> torch.dtype:
+    dtypes = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
+def _temp_file_beside(path: Path) -> Path:
+    """A new empty file in ``path``'s folder, so that the final rename is atomic."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    return Path(name)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _stream_to(url: str, handle: BinaryIO, entry: OfficialCheckpoint) -> str:
+    """Copy ``url`` into the open file ``handle`` with a progress bar; return the sha256 of the bytes."""
+    digest = hashlib.sha256()
+    progress = tqdm(total=entry.size, unit="B", unit_scale=True, desc=entry.filename, disable=None)
+    with urllib.request.urlopen(url, timeout=60) as response, progress:
+        while chunk := response.read(1 << 20):
+            handle.write(chunk)
+            digest.update(chunk)
+            progress.update(len(chunk))
+    return digest.hexdigest()
