@@ -1,6 +1,6 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
-from sam_core.checkpoint import CheckpointError, load_sam, save_sam
+from sam_core.checkpoint import CheckpointError, load_sam, sam_model_registry, save_sam
 from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.mask_generator import AutomaticMaskGenerator, SamAutomaticMaskGenerator
 from sam_core.modeling import Sam, build_sam
@@ -20,5 +20,6 @@ __all__ = [
     "build_sam",
     "get_config",
     "load_sam",
+    "sam_model_registry",
     "save_sam",
 ]

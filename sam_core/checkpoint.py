@@ -92,6 +92,23 @@ def load_sam(source: str | os.PathLike, config: str | SamConfig | None = None,
     return sam.to(device=device, dtype=dtype or _common_float_dtype(state_dict))
 
 
+class _RegistryBuilder:
+    """``sam_model_registry[name](checkpoint=...)``: the reference's entry point, backed by load_sam."""
+
+    def __init__(self, model_type: str) -> None:
+        self.model_type = model_type
+
+    def __call__(self, checkpoint: str | os.PathLike | None = None) -> Sam:
+        if checkpoint is None:
+            return build_sam(self.model_type)
+        return load_sam(checkpoint, config=self.model_type)
+
+
+sam_model_registry: dict[str, _RegistryBuilder] = {
+    name: _RegistryBuilder(name) for name in ("default", "vit_h", "vit_l", "vit_b")
+}
+
+
 def save_sam(sam: Sam, path: str | os.PathLike) -> Path:
     """Write ``sam``'s weights to a safetensors file with its config in the metadata (atomically)."""
     path = Path(path)

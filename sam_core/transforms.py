@@ -31,7 +31,8 @@ class ResizeLongestSide:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWxC (or HxW) uint8 -> resized uint8 with the longest side = target_length."""
         new_h, new_w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+        # np.array (not asarray): a writable copy, so torch.as_tensor can wrap it without warnings.
+        return np.array(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
     def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
         """Rescale (..., 2) x,y coordinates given in the original image's pixel frame."""
@@ -80,13 +81,16 @@ def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got {described}")
-    image = image[:, :, :3]
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
     if image.dtype == np.uint16:
         image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+        if not np.isfinite(image).all():
+            raise ValueError(f"float images must hold finite values in [0, 1]; got NaN or inf in {described}")
+        if image.min() < 0.0 or image.max() > 1.0:
             raise ValueError(f"float images must hold finite values in [0, 1]; got {described} "
-                             f"with range [{np.nanmin(image)}, {np.nanmax(image)}]")
+                             f"with range [{image.min()}, {image.max()}]")
         image = np.round(image * 255.0).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ValueError(f"unsupported image {described}; use uint8, uint16 or float in [0, 1]")
