@@ -28,17 +28,23 @@ def relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
     return table[positions[:, None] - positions[None, :] + (size - 1)]
 
 
+# Working-set size (elements) of one attention chunk: ~2 MB in fp32, so scores stay in cache.
+_CHUNK_ELEMENTS = 1 << 19
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over a 2-D grid with a decomposed relative position bias.
 
-    The bias of query (qh, qw) for key (kh, kw) is q . R_h[qh - kh] + q . R_w[qw - kw]; it is computed per axis
-    and broadcast into the attention mask of PyTorch's fused scaled_dot_product_attention.
+    The bias of query (qh, qw) for key (kh, kw) is q . R_h[qh - kh] + q . R_w[qw - kw]. Materialising it for a
+    64x64 global block takes (heads, 4096, 4096) floats, 800 MB for ViT-B; instead the scores are computed in
+    query chunks whose bias, scores and softmax fit in cache (see ``decomposed_attention``).
     """
 
     def __init__(self, dim: int, num_heads: int, grid_size: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid_size - 1, head_dim))
@@ -47,21 +53,50 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, dim = x.shape
         qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, H*W, head_dim)
-        bias = self.relative_position_bias(q, height, width)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(batch, height, width, dim))
+        q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
+        grid_q = q.view(batch * self.num_heads, height, width, -1)
+        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, relative_position_table(height, self.rel_pos_h))
+        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, relative_position_table(width, self.rel_pos_w))
+        if torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad):
+            out = self._attention_autograd(q, k, v, bias_h, bias_w)
+        else:
+            out = decomposed_attention(q, k, v, bias_h, bias_w, self.scale)
+        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(batch, height, width, dim))
 
-    def relative_position_bias(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, heads, H*W, H*W) additive bias from the unscaled queries."""
-        batch, heads, _, head_dim = q.shape
-        grid_q = q.reshape(batch, heads, height, width, head_dim)
-        table_h = relative_position_table(height, self.rel_pos_h).to(q.dtype)
-        table_w = relative_position_table(width, self.rel_pos_w).to(q.dtype)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, table_h)
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, table_w)
-        bias = bias_h[..., :, None] + bias_w[..., None, :]
-        return bias.reshape(batch, heads, height * width, height * width)
+    @staticmethod
+    def _attention_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor,
+                            bias_w: torch.Tensor) -> torch.Tensor:
+        """Differentiable path for training: the full bias as an attention mask."""
+        tokens = q.shape[1]
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(-1, tokens, tokens)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def decomposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor,
+                         bias_w: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(scale * q k^T + bias_h[.., kh] + bias_w[.., kw]) v without materialising the full bias.
+
+    q, k, v: (N, H*W, C); bias_h: (N, H, W, H); bias_w: (N, H, W, W). Work proceeds in chunks of query rows
+    (global attention) or of whole windows (windowed attention), reusing one preallocated score buffer.
+    """
+    batch, height, width, _ = bias_h.shape
+    tokens = height * width
+    rows = max(1, min(height, _CHUNK_ELEMENTS // (width * tokens)))
+    group = max(1, _CHUNK_ELEMENTS // (rows * width * tokens)) if rows == height else 1
+    out = torch.empty_like(q)
+    keys_t = k.transpose(1, 2)
+    scores_buffer = q.new_empty((min(group, batch), rows * width, tokens))
+    for b0 in range(0, batch, group):
+        b1 = min(batch, b0 + group)
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            scores = scores_buffer[: b1 - b0, : (r1 - r0) * width]
+            torch.add(bias_h[b0:b1, r0:r1, :, :, None], bias_w[b0:b1, r0:r1, :, None, :],
+                      out=scores.view(b1 - b0, r1 - r0, width, height, width))
+            scores.baddbmm_(q[b0:b1, r0 * width : r1 * width], keys_t[b0:b1], alpha=scale)
+            torch.bmm(torch.softmax(scores, dim=-1), v[b0:b1], out=out[b0:b1, r0 * width : r1 * width])
+    return out
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
