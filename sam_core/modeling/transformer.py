@@ -28,9 +28,13 @@ class Attention(nn.Module):
         return x.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(
-            self._split_heads(self.q_proj(q)), self._split_heads(self.k_proj(k)), self._split_heads(self.v_proj(v))
-        )
+        """q: (Bq, Nq, C), k and v: (Bk, Nk, C); a batch of 1 on either side is shared by the other's batch."""
+        q = self._split_heads(self.q_proj(q))
+        k = self._split_heads(self.k_proj(k))
+        v = self._split_heads(self.v_proj(v))
+        batch = max(q.shape[0], k.shape[0])
+        out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k.expand(batch, -1, -1, -1),
+                                             v.expand(batch, -1, -1, -1))
         batch, _, tokens, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
@@ -85,7 +89,11 @@ class TwoWayTransformer(nn.Module):
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                 point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe: (B, C, H, W); point_embedding: (B, N, C) -> (tokens, image tokens)."""
+        """image_embedding, image_pe: (B or 1, C, H, W); point_embedding: (B, N, C) -> (tokens, image tokens).
+
+        A single image embedding is shared by all B prompt sets: the first layer's image-side projections then
+        run once, not B times, since the image tokens only become prompt-dependent after that layer.
+        """
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding
