@@ -21,6 +21,8 @@ BOX_COLOR: Color = (0, 255, 0)
 
 def random_colors(count: int, seed: int | None = 0) -> np.ndarray:
     """``count`` distinct-looking saturated RGB colours (count x 3 uint8); the same for the same seed."""
+    if count == 0:  # OpenCV rejects an empty image
+        return np.zeros((0, 3), dtype=np.uint8)
     rng = np.random.default_rng(seed)
     # Random hues at full saturation and high value stay visible on most photos, unlike uniform RGB.
     hsv = np.stack([rng.integers(0, 180, count), np.full(count, 255), rng.integers(200, 256, count)], axis=1)

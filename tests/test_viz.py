@@ -105,3 +105,9 @@ def test_bad_colours_alpha_and_paths_raise(image, masks, tmp_path):
         viz.save_png(tmp_path / "overlay.jpg", image)
     with pytest.raises(OSError, match="could not write"):
         viz.save_png(tmp_path / "missing_folder" / "overlay.png", image)
+
+
+def test_drawing_no_masks_returns_the_image_unchanged():
+    image = np.full((20, 30, 3), 77, dtype=np.uint8)
+    assert viz.random_colors(0).shape == (0, 3)
+    assert np.array_equal(viz.draw_masks(image, []), image)
