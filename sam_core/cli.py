@@ -1,0 +1,239 @@
+"""Console scripts."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_sam
+from sam_core.config import SAM_CONFIGS
+from sam_core.mask_generator import AutomaticMaskGenerator
+from sam_core.masks import coco_encode_rle, rle_to_mask
+from sam_core.viz import draw_masks
+
+_CONVERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors."""
+    parser = argparse.ArgumentParser(
+        prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format.")
+    parser.add_argument("src", help="Meta .pth, Hugging Face checkpoint folder or hub id, sam_core .safetensors, "
+                                    "or an official model name (vit_b, vit_l, vit_h)")
+    parser.add_argument("dst", type=Path, help="output .safetensors file")
+    parser.add_argument("--config", choices=sorted(SAM_CONFIGS),
+                        help="model type to load as (default: read from the checkpoint)")
+    parser.add_argument("--dtype", choices=list(_CONVERT_DTYPES),
+                        help="dtype of the written weights (default: the source's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    args = parser.parse_args(argv)
+    if args.dst.exists() and not args.overwrite:
+        print(f"sam-convert: {args.dst} exists; skipped (use --overwrite to replace it)", file=sys.stderr)
+        return 0
+    try:
+        sam = load_sam(args.src, config=args.config, dtype=_CONVERT_DTYPES.get(args.dtype))
+        save_sam(sam, args.dst)
+    except CheckpointError as error:
+        print(f"sam-convert: error: {error}", file=sys.stderr)
+        return 1
+    parameters = sum(p.numel() for p in sam.parameters())
+    print(f"wrote {args.dst}: {model_type_name(sam.config)}, {sam.dtype}, {parameters / 1e6:.1f}M parameters")
+    return 0
+
+
+# --- sam-amg -----------------------------------------------------------------------------------------------
+
+_AMG_IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".jp2", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".ras",
+                                 ".sr", ".tif", ".tiff", ".webp"})
+_AMG_CSV_HEADER = ["id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "point_input_x", "point_input_y",
+                   "predicted_iou", "stability_score", "crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h"]
+# Generator options exposed as flags: (flag, type, help). Defaults are the generator's own.
+_AMG_OPTIONS: list[tuple[str, type, str]] = [
+    ("points_per_side", int, "grid points along each side of the image (default 32)"),
+    ("points_per_batch", int, "point prompts decoded together (default 64)"),
+    ("pred_iou_thresh", float, "keep masks whose predicted IoU is above this (default 0.88)"),
+    ("stability_score_thresh", float, "keep masks whose stability score is at least this (default 0.95)"),
+    ("stability_score_offset", float, "logit offset of the stability score (default 1.0)"),
+    ("box_nms_thresh", float, "box IoU for duplicate suppression within a crop (default 0.7)"),
+    ("crop_n_layers", int, "also run on crops; layer i has (2**i)**2 crops (default 0)"),
+    ("crop_nms_thresh", float, "box IoU for duplicate suppression between crops (default 0.7)"),
+    ("crop_overlap_ratio", float, "overlap of neighbouring crops, fraction of the short side (default 512/1500)"),
+    ("crop_n_points_downscale_factor", int, "points per side shrink by this factor per crop layer (default 1)"),
+    ("min_mask_region_area", int, "fill holes and drop islands smaller than this many pixels (default 0: off)"),
+]
+
+
+def amg_main(argv: list[str] | None = None) -> int:
+    """``sam-amg``: automatic masks for an image or a folder of images, written as PNGs or COCO RLE JSON.
+
+    Resumable: images whose outputs exist are skipped unless ``--overwrite``. Unreadable images are
+    reported and skipped; the exit status is 1 if any image failed, 2 for bad arguments or model.
+    """
+    parser = _amg_parser()
+    args = parser.parse_args(argv)
+    if not args.input.exists():
+        parser.error(f"--input {args.input} does not exist")
+    if args.input.is_dir() and args.output.resolve() == args.input.resolve():
+        parser.error("--output must differ from the --input folder (the outputs would be read as inputs)")
+    images = _amg_list_images(args.input)
+    if not images:
+        parser.error(f"no images ({', '.join(sorted(_AMG_IMAGE_SUFFIXES))}) in {args.input}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    jobs = list(zip(images, _amg_output_names(images)))
+    pending = [(image, name) for image, name in jobs if args.overwrite or not _amg_is_done(args, name)]
+    started = time.perf_counter()
+    done = failed = masks_written = 0
+    if pending:
+        try:
+            generator = _amg_generator(args)
+        except (CheckpointError, OSError, ValueError) as error:
+            print(f"sam-amg: error: {error}", file=sys.stderr)
+            return 2
+        for image_path, name in tqdm(pending, desc="sam-amg", unit="image", file=sys.stderr, disable=None):
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            if image is None:
+                tqdm.write(f"sam-amg: warning: cannot read {image_path} as an image; skipped", file=sys.stderr)
+                failed += 1
+                continue
+            try:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                records = generator.generate(image)
+                _amg_write_outputs(args, name, image, records)
+            except (OSError, ValueError, RuntimeError, cv2.error) as error:
+                tqdm.write(f"sam-amg: warning: {image_path} failed: {error}; skipped", file=sys.stderr)
+                failed += 1
+                continue
+            done += 1
+            masks_written += len(records)
+    skipped = len(jobs) - len(pending)
+    print(f"sam-amg: {len(jobs)} images: {done} processed ({masks_written} masks), {skipped} skipped "
+          f"(outputs exist), {failed} failed; {time.perf_counter() - started:.1f} s; outputs in {args.output}")
+    return 1 if failed else 0
+
+
+def _amg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-amg", description="Segment everything: automatic SAM masks for an image or a folder of images.")
+    parser.add_argument("--input", type=Path, required=True, help="an image, or a folder of images (not recursive)")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the results (created if needed)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="registry name (vit_b, vit_l, vit_h), Hugging Face id, or checkpoint path")
+    model.add_argument("--checkpoint", type=Path, help="checkpoint file (Meta .pth, sam_core .safetensors, ...)")
+    parser.add_argument("--model-type", choices=sorted(SAM_CONFIGS),
+                        help="model type of --checkpoint (default: inferred from the weights)")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--output-format", choices=("png", "coco"), default="png",
+                        help="png: a folder per image with one PNG per mask and metadata.csv; "
+                             "coco: one JSON per image with COCO RLE masks (default: png)")
+    parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png with all masks drawn")
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    options = parser.add_argument_group("mask generator options (defaults: AutomaticMaskGenerator's)")
+    for option, kind, text in _AMG_OPTIONS:
+        options.add_argument("--" + option.replace("_", "-"), dest=option, type=kind, help=text)
+    options.add_argument("--point-grids", type=Path,
+                         help=".npy (one grid) or .npz (one grid per crop layer, in order) of points in [0, 1]; "
+                              "replaces --points-per-side")
+    return parser
+
+
+def _amg_generator(args: argparse.Namespace) -> AutomaticMaskGenerator:
+    options = {option: getattr(args, option) for option, _, _ in _AMG_OPTIONS if getattr(args, option) is not None}
+    if args.point_grids is not None:
+        if args.points_per_side is not None:
+            raise ValueError("give --points-per-side or --point-grids, not both")
+        loaded = np.load(args.point_grids)
+        options["point_grids"] = [loaded] if isinstance(loaded, np.ndarray) else [loaded[k] for k in loaded.files]
+        options["points_per_side"] = None
+    source = args.model if args.model is not None else args.checkpoint
+    sam = load_sam(source, config=args.model_type, device=args.device)
+    # The CLI converts each mask to what it writes, so keep the compact form until then.
+    return AutomaticMaskGenerator(sam, output_mode="uncompressed_rle", **options)
+
+
+def _amg_list_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    return sorted(path for path in source.iterdir()
+                  if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in _AMG_IMAGE_SUFFIXES)
+
+
+def _amg_output_names(images: list[Path]) -> list[str]:
+    """Outputs are named after the image without its suffix, unless two images share that stem."""
+    stems = [image.stem for image in images]
+    return [image.stem if stems.count(image.stem) == 1 else image.name.replace(".", "_") for image in images]
+
+
+def _amg_is_done(args: argparse.Namespace, name: str) -> bool:
+    main = args.output / name / "metadata.csv" if args.output_format == "png" else args.output / f"{name}.json"
+    return main.exists() and (not args.overlay or (args.output / f"{name}_overlay.png").exists())
+
+
+def _amg_write_outputs(args: argparse.Namespace, name: str, image: np.ndarray, records: list[dict]) -> None:
+    if args.output_format == "png":
+        _amg_write_mask_folder(args.output / name, records)
+    else:
+        coco_records = [{**record, "segmentation": coco_encode_rle(record["segmentation"])} for record in records]
+        _amg_write_file_atomically(args.output / f"{name}.json", json.dumps(coco_records).encode("utf-8"))
+    if args.overlay:
+        # Largest masks first, so that small ones stay visible on top.
+        by_area = sorted(records, key=lambda record: record["area"], reverse=True)
+        masks = np.stack([rle_to_mask(record["segmentation"]) for record in by_area]) if by_area else \
+            np.zeros((0, *image.shape[:2]), dtype=bool)
+        drawn = cv2.cvtColor(draw_masks(image, masks), cv2.COLOR_RGB2BGR)
+        _amg_write_file_atomically(args.output / f"{name}_overlay.png", _amg_png_bytes(drawn))
+
+
+def _amg_write_mask_folder(folder: Path, records: list[dict]) -> None:
+    """Write ``<i>.png`` (0/255) per mask and metadata.csv into a temporary folder, then move it into place."""
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        rows = []
+        for index, record in enumerate(records):
+            mask = rle_to_mask(record["segmentation"]).astype(np.uint8) * 255
+            (temporary / f"{index}.png").write_bytes(_amg_png_bytes(mask))
+            rows.append([index, record["area"], *record["bbox"], *record["point_coords"][0],
+                         record["predicted_iou"], record["stability_score"], *record["crop_box"]])
+        with open(temporary / "metadata.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(_AMG_CSV_HEADER)
+            writer.writerows(rows)
+        if folder.exists():  # --overwrite: swap the old folder out, then delete it
+            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.replace(folder, retired / folder.name)
+            os.replace(temporary, folder)
+            shutil.rmtree(retired)
+        else:
+            os.replace(temporary, folder)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+
+
+def _amg_write_file_atomically(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _amg_png_bytes(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return encoded.tobytes()

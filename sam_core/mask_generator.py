@@ -1,0 +1,372 @@
+"""AutomaticMaskGenerator: "segment everything" by prompting SAM with a grid of points.
+
+It returns the same masks as Meta's ``SamAutomaticMaskGenerator`` (same options, names, defaults and
+record dicts), but orders the work so that most of what the reference computes and then throws away is
+never computed. Each step below is an exact reordering: every mask that reaches the output went
+through the same arithmetic as in the reference, so the records are bit-identical when both drive the
+same model (the tests check this).
+
+- Each crop is resized and encoded once. The dense positional encoding is computed once per image, and
+  the prompt encoder's "no mask" embedding is a broadcast view; the decoder receives the crop's single
+  image embedding for a whole batch of prompts.
+- Point prompts are decoded in batches of ``points_per_batch``, as in the reference (the batch size can
+  change the last bits of a matrix product, so it is kept).
+- The predicted-IoU filter runs on the decoder's scores *before* any upsampling. The reference upsamples
+  all masks of a batch to the crop's size and filters afterwards; bilinear upsampling treats every mask
+  independently, so upsampling only the survivors gives them bit-identical logits.
+- The first upsampling step (low-res -> model input size, then cutting off the padding) only computes
+  the rows and columns that survive the cut: the low-res logits are trimmed to the rows and columns that
+  the kept pixels read from, with a margin. The scale factor, and so every kept value, is unchanged.
+- Survivors are upsampled in chunks of bounded memory (``_UPSCALE_CHUNK_BYTES``); stability score,
+  thresholding, boxes and the crop-edge filter follow per chunk, vectorised over its masks. Masks that
+  pass the stability filter are thresholded one by one into a preallocated boolean stack, so their float
+  logits are never copied.
+- The stability score is NOT computed at low resolution: the reference computes it on logits upsampled
+  to the crop size, and thresholding low-res logits gives different pixel counts.
+- RLEs are computed for a whole chunk at once, straight from the crop-sized masks, without padding them
+  into the full image first.
+- Unchanged: NMS within and between crops (torchvision, called as the reference calls it, so ties break
+  the same way) and the small-region cleanup (OpenCV, one mask at a time).
+- Images so small that some crops are empty (where the reference fails) skip those crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_area
+
+from sam_core.masks import (
+    Rle,
+    area_from_rle,
+    batched_mask_to_box,
+    box_nms,
+    box_xyxy_to_xywh,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    coco_encode_rle,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    mask_to_rle_pytorch,
+    remove_small_regions,
+    rle_to_mask,
+    uncrop_boxes_xyxy,
+    uncrop_points,
+)
+from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Upper bound on the float32 logits upsampled at once (the crop-sized masks of one chunk).
+_UPSCALE_CHUNK_BYTES = 1 << 27
+
+
+@dataclass
+class _Proposals:
+    """Candidate masks and what is known about them, one row per mask."""
+
+    rles: list[Rle] = field(default_factory=list)
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.int64))  # XYXY
+    iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2), dtype=torch.float64))
+    stability_scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.int64))  # XYXY
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def take(self, index: torch.Tensor) -> _Proposals:
+        """Rows at ``index`` (int indices, in that order)."""
+        return _Proposals(
+            rles=[self.rles[i] for i in index.tolist()], boxes=self.boxes[index], iou_preds=self.iou_preds[index],
+            points=self.points[index], stability_scores=self.stability_scores[index],
+            crop_boxes=self.crop_boxes[index],
+        )
+
+    @staticmethod
+    def concat(parts: list[_Proposals]) -> _Proposals:
+        if not parts:
+            return _Proposals()
+        return _Proposals(
+            rles=[rle for part in parts for rle in part.rles],
+            boxes=torch.cat([part.boxes for part in parts]),
+            iou_preds=torch.cat([part.iou_preds for part in parts]),
+            points=torch.cat([part.points for part in parts]),
+            stability_scores=torch.cat([part.stability_scores for part in parts]),
+            crop_boxes=torch.cat([part.crop_boxes for part in parts]),
+        )
+
+
+class AutomaticMaskGenerator:
+    """Masks for everything in an image: a grid of point prompts, then quality filters and NMS.
+
+    Options, names and defaults are those of the reference's ``SamAutomaticMaskGenerator`` (tuned for
+    ViT-H):
+
+    - ``points_per_side``: points along each side of the grid (``points_per_side**2`` prompts); ``None``
+      when ``point_grids`` is given.
+    - ``points_per_batch``: prompts decoded together; more is faster and uses more memory.
+    - ``pred_iou_thresh``: keep masks whose predicted IoU is above this.
+    - ``stability_score_thresh``, ``stability_score_offset``: keep masks whose IoU between the masks
+      binarised at ``threshold +- offset`` is at least this.
+    - ``box_nms_thresh``: box IoU above which duplicate masks are suppressed, within a crop.
+    - ``crop_n_layers``: run again on crops; layer i has ``(2**i)**2`` crops.
+    - ``crop_nms_thresh``: box IoU for the suppression of duplicates between crops.
+    - ``crop_overlap_ratio``: overlap of neighbouring crops, as a fraction of the image's short side at
+      the first layer (scaled down at later layers).
+    - ``crop_n_points_downscale_factor``: layer i uses ``points_per_side / factor**i`` points a side.
+    - ``point_grids``: explicit grids in [0, 1] x [0, 1], one per crop layer (instead of points_per_side).
+    - ``min_mask_region_area``: if > 0, fill holes and remove islands smaller than this (in pixels), then
+      suppress duplicates again.
+    - ``output_mode``: ``"binary_mask"`` (HxW bool arrays), ``"uncompressed_rle"`` or ``"coco_rle"``
+      (pycocotools' compressed RLE, JSON-serialisable).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if crop_n_layers < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if points_per_side is not None:
+            if crop_n_points_downscale_factor < 1:
+                raise ValueError(f"crop_n_points_downscale_factor must be >= 1, got {crop_n_points_downscale_factor}")
+            smallest = int(points_per_side / crop_n_points_downscale_factor**crop_n_layers)
+            if smallest < 1:
+                raise ValueError(f"points_per_side={points_per_side} leaves no points in crop layer {crop_n_layers} "
+                                 f"with crop_n_points_downscale_factor={crop_n_points_downscale_factor}")
+            point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        else:
+            point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+            if len(point_grids) < crop_n_layers + 1:
+                raise ValueError(f"point_grids has {len(point_grids)} grids; crop_n_layers={crop_n_layers} needs "
+                                 f"{crop_n_layers + 1} (one per layer, the whole image being layer 0)")
+            for grid in point_grids:
+                if grid.ndim != 2 or grid.shape[1] != 2 or len(grid) == 0:
+                    raise ValueError(f"each point grid must be a non-empty (N, 2) array, got shape {grid.shape}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        if min_mask_region_area < 0:
+            raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+
+        self.model = model
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.point_grids = point_grids
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str | torch.device | None = None,
+                        **options: Any) -> AutomaticMaskGenerator:
+        """Load a model with ``sam_core.load_sam(source, device=device)`` and wrap it with these options."""
+        from sam_core.checkpoint import load_sam
+
+        return cls(load_sam(source, device=device), **options)
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Masks for an HxWx3 uint8 RGB image (gray, RGBA, uint16 and float [0, 1] are converted).
+
+        Returns one dict per mask: ``segmentation`` (per ``output_mode``), ``area`` (pixels), ``bbox``
+        (XYWH), ``predicted_iou``, ``point_coords`` (the prompt, ``[[x, y]]``), ``stability_score`` and
+        ``crop_box`` (XYWH of the crop it came from).
+        """
+        image = to_rgb_uint8(image)
+        if self.model.image_format == "BGR":
+            image = np.ascontiguousarray(image[:, :, ::-1])
+        proposals = self._generate_proposals(image)
+        if self.min_mask_region_area > 0:
+            proposals = self._remove_small_regions(proposals)
+        return [self._record(proposals, i) for i in range(len(proposals))]
+
+    def _record(self, proposals: _Proposals, i: int) -> dict[str, Any]:
+        rle = proposals.rles[i]
+        if self.output_mode == "coco_rle":
+            segmentation: Any = coco_encode_rle(rle)
+        elif self.output_mode == "binary_mask":
+            segmentation = rle_to_mask(rle)
+        else:
+            segmentation = rle
+        return {
+            "segmentation": segmentation,
+            "area": area_from_rle(rle),
+            "bbox": box_xyxy_to_xywh(proposals.boxes[i]).tolist(),
+            "predicted_iou": proposals.iou_preds[i].item(),
+            "point_coords": [proposals.points[i].tolist()],
+            "stability_score": proposals.stability_scores[i].item(),
+            "crop_box": box_xyxy_to_xywh(proposals.crop_boxes[i]).tolist(),
+        }
+
+    def _generate_proposals(self, image: np.ndarray) -> _Proposals:
+        image_size = image.shape[:2]
+        crop_boxes, layer_indexes = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
+        dense_pe = self.model.prompt_encoder.get_dense_pe()
+        # Images a few pixels across get empty crops (on which the reference fails); they hold nothing.
+        proposals = _Proposals.concat([self._process_crop(image, crop_box, layer, dense_pe)
+                                       for crop_box, layer in zip(crop_boxes, layer_indexes)
+                                       if crop_box[2] > crop_box[0] and crop_box[3] > crop_box[1]])
+        if len(crop_boxes) > 1 and len(proposals):
+            # Between crops, prefer the masks of smaller crops.
+            keep = box_nms(proposals.boxes, 1 / box_area(proposals.crop_boxes), self.crop_nms_thresh)
+            proposals = proposals.take(keep)
+        return proposals
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int,
+                      dense_pe: torch.Tensor) -> _Proposals:
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        crop_size = crop.shape[:2]
+        resized = self.transform.apply_image(crop)
+        pixels = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1).contiguous()[None]
+        features = self.model.image_encoder(self.model.preprocess(pixels))
+
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        parts = [
+            self._process_batch(features, dense_pe, points[start:start + self.points_per_batch],
+                                resized.shape[:2], crop_box, image.shape[:2])
+            for start in range(0, len(points), self.points_per_batch)
+        ]
+        proposals = _Proposals.concat(parts)
+        proposals = proposals.take(box_nms(proposals.boxes, proposals.iou_preds, self.box_nms_thresh))
+        proposals.boxes = uncrop_boxes_xyxy(proposals.boxes, crop_box)
+        proposals.points = uncrop_points(proposals.points, crop_box)
+        return proposals
+
+    def _process_batch(self, features: torch.Tensor, dense_pe: torch.Tensor, points: np.ndarray,
+                       input_size: tuple[int, int], crop_box: list[int],
+                       image_size: tuple[int, int]) -> _Proposals:
+        crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        # float64 coordinates, as the reference passes them to the prompt encoder.
+        coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.model.device)
+        labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
+        sparse, dense = self.model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+        low_res, iou_preds = self.model.mask_decoder(
+            image_embeddings=features, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=True,
+        )
+        masks_per_point = low_res.shape[1]
+        low_res = low_res.flatten(0, 1).float()
+        iou_preds = iou_preds.flatten(0, 1).float()
+        prompt_points = torch.as_tensor(points).repeat_interleave(masks_per_point, dim=0)
+        if self.pred_iou_thresh > 0.0:
+            keep = iou_preds > self.pred_iou_thresh
+            low_res, iou_preds, prompt_points = low_res[keep], iou_preds[keep], prompt_points[keep.cpu()]
+
+        per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
+        chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
+        parts = []
+        for start in range(0, len(low_res), chunk):
+            index = slice(start, start + chunk)
+            parts.append(self._filter_and_encode(low_res[index], iou_preds[index], prompt_points[index],
+                                                 input_size, crop_box, image_size))
+        return _Proposals.concat(parts)
+
+    def _filter_and_encode(self, low_res: torch.Tensor, iou_preds: torch.Tensor, points: torch.Tensor,
+                           input_size: tuple[int, int], crop_box: list[int],
+                           image_size: tuple[int, int]) -> _Proposals:
+        """Upsample one chunk of masks, apply the stability and crop-edge filters, and RLE-encode them."""
+        crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        logits = self._upscale(low_res, input_size, crop_size)
+        stability = calculate_stability_score(logits, self.model.mask_threshold, self.stability_score_offset)
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+            iou_preds, stability, points = iou_preds[keep], stability[keep], points[keep.cpu()]
+            kept = keep.nonzero().squeeze(1).tolist()
+        else:
+            kept = range(len(logits))
+        # Thresholded one by one, so that the float logits of the kept masks are never copied.
+        masks = torch.empty((len(kept), *crop_size), dtype=torch.bool, device=logits.device)
+        for row, index in enumerate(kept):
+            torch.gt(logits[index], self.model.mask_threshold, out=masks[row])
+        del logits
+        boxes = batched_mask_to_box(masks)
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
+        masks, boxes, iou_preds, stability = masks[keep], boxes[keep], iou_preds[keep], stability[keep]
+        return _Proposals(rles=mask_to_rle_pytorch(masks, crop_box, image_size), boxes=boxes.cpu(),
+                          iou_preds=iou_preds.cpu(), points=points[keep.cpu()], stability_scores=stability.cpu(),
+                          crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(len(boxes), 4))
+
+    def _upscale(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                 crop_size: tuple[int, int]) -> torch.Tensor:
+        """(N, h, w) low-res logits -> (N, crop_h, crop_w) logits, bit-identical to ``Sam.postprocess_masks``.
+
+        The reference upsamples to the square model input, cuts off the padding, and resizes to the crop.
+        Output pixel i of the first, integer-factor step reads low-res pixels floor((i + 0.5) / f - 0.5)
+        and the one after; trimming the low-res logits to what the kept pixels read (plus a margin)
+        leaves the scale factor and those values unchanged.
+        """
+        low_h, low_w = low_res.shape[-2:]
+        model_size = self.model.image_encoder.img_size
+        factor = model_size // low_h
+        if factor >= 1 and factor * low_h == model_size and factor * low_w == model_size:
+            rows = min(low_h, int((input_size[0] - 0.5) / factor - 0.5) + 3)
+            cols = min(low_w, int((input_size[1] - 0.5) / factor - 0.5) + 3)
+            upscaled = F.interpolate(low_res[:, None, :rows, :cols], (rows * factor, cols * factor),
+                                     mode="bilinear", align_corners=False)
+        else:  # not a square integer scale: upsample everything, as the reference does
+            upscaled = F.interpolate(low_res[:, None], (model_size, model_size), mode="bilinear",
+                                     align_corners=False)
+        upscaled = upscaled[..., : input_size[0], : input_size[1]]
+        return F.interpolate(upscaled, crop_size, mode="bilinear", align_corners=False)[:, 0]
+
+    def _remove_small_regions(self, proposals: _Proposals) -> _Proposals:
+        """Fill small holes and drop small islands, then suppress new duplicates, preferring untouched masks.
+
+        As in the reference, NMS runs on the cleaned masks' boxes; only the kept masks that changed get
+        their new RLE and box.
+        """
+        if not len(proposals):
+            return proposals
+        cleaned_boxes, scores, cleaned_rles = [], [], {}
+        for i, rle in enumerate(proposals.rles):
+            mask, filled = remove_small_regions(rle_to_mask(rle), self.min_mask_region_area, "holes")
+            mask, dropped = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            mask_tensor = torch.from_numpy(mask)
+            cleaned_boxes.append(batched_mask_to_box(mask_tensor))
+            scores.append(0.0 if filled or dropped else 1.0)
+            if filled or dropped:
+                cleaned_rles[i] = mask_to_rle_pytorch(mask_tensor[None])[0]
+        cleaned_boxes_tensor = torch.stack(cleaned_boxes)
+        keep = box_nms(cleaned_boxes_tensor, torch.tensor(scores),
+                       max(self.box_nms_thresh, self.crop_nms_thresh))
+        boxes = proposals.boxes.clone()
+        rles = list(proposals.rles)
+        for i in keep.tolist():
+            if i in cleaned_rles:
+                rles[i] = cleaned_rles[i]
+                boxes[i] = cleaned_boxes_tensor[i]
+        return _Proposals(rles=rles, boxes=boxes, iou_preds=proposals.iou_preds, points=proposals.points,
+                          stability_scores=proposals.stability_scores,
+                          crop_boxes=proposals.crop_boxes).take(keep)
+
+
+SamAutomaticMaskGenerator = AutomaticMaskGenerator
