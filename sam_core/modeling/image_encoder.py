@@ -20,12 +20,27 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-def relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
-    """(size, size, C) embeddings of the offset q - k for every query/key position pair along one axis."""
-    if table.shape[0] != 2 * size - 1:
-        raise ValueError(f"relative position table has {table.shape[0]} rows, expected {2 * size - 1}")
-    positions = torch.arange(size, device=table.device)
-    return table[positions[:, None] - positions[None, :] + (size - 1)]
+def relative_position_bias(grid_q: torch.Tensor, rel_pos_h: torch.Tensor,
+                           rel_pos_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decomposed relative position terms for queries on an HxW grid: (N, H, W, H) and (N, H, W, W).
+
+    The term for query (qh, qw) and key row kh is q . rel_pos_h[qh - kh + H - 1] (likewise for columns). One
+    matrix product against the flipped table gives q . rel_pos_h[j] for every offset j; the per-query
+    selection of H consecutive offsets is then a strided view ("skewing") rather than a gather or copy.
+    """
+    batch, height, width, _ = grid_q.shape
+    for table, size in ((rel_pos_h, height), (rel_pos_w, width)):
+        if table.shape[0] != 2 * size - 1:
+            raise ValueError(f"relative position table has {table.shape[0]} rows, expected {2 * size - 1}")
+    proj_h = grid_q @ rel_pos_h.flip(0).T  # [..., j] = q . rel_pos_h[2H - 2 - j]
+    proj_w = grid_q @ rel_pos_w.flip(0).T
+    s_n, s_h, s_w, _ = proj_h.stride()
+    bias_h = proj_h.as_strided((batch, height, width, height), (s_n, s_h - 1, s_w, 1),
+                               proj_h.storage_offset() + height - 1)
+    s_n, s_h, s_w, _ = proj_w.stride()
+    bias_w = proj_w.as_strided((batch, height, width, width), (s_n, s_h, s_w - 1, 1),
+                               proj_w.storage_offset() + width - 1)
+    return bias_h, bias_w
 
 
 # Working-set size (elements) of one attention chunk: ~2 MB in fp32, so scores stay in cache.
@@ -40,29 +55,42 @@ class Attention(nn.Module):
     query chunks whose bias, scores and softmax fit in cache (see ``decomposed_attention``).
     """
 
-    def __init__(self, dim: int, num_heads: int, grid_size: int) -> None:
+    def __init__(self, dim: int, num_heads: int, grid_size: int, window_size: int = 0) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.window_size = window_size
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
-        self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid_size - 1, head_dim))
-        self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid_size - 1, head_dim))
+        attended_size = window_size or grid_size
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * attended_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * attended_size - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        """(B, H, W, C) -> (B, H, W, C), attending within windows when ``window_size`` > 0."""
+        qkv = self.qkv(x)
+        if not self.window_size:
+            return self.proj(self._attend(qkv))
+        # Windows are zero-padded; a zero token's projection is exactly the qkv bias, so padding the projected
+        # tokens with it skips projecting (and later back-projecting) the padding.
+        windows, padded_hw = window_partition(qkv, self.window_size, pad_value=self.qkv.bias)
+        out = window_unpartition(self._attend(windows), self.window_size, padded_hw, x.shape[1:3])
+        return self.proj(out)
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention over each (H, W) grid of projected tokens: (N, H, W, 3C) -> (N, H, W, C)."""
+        batch, height, width, _ = qkv.shape
+        qkv = qkv.reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
         grid_q = q.view(batch * self.num_heads, height, width, -1)
-        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, relative_position_table(height, self.rel_pos_h))
-        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, relative_position_table(width, self.rel_pos_w))
-        if torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad):
+        bias_h, bias_w = relative_position_bias(grid_q, self.rel_pos_h, self.rel_pos_w)
+        if torch.is_grad_enabled() and q.requires_grad:
             out = self._attention_autograd(q, k, v, bias_h, bias_w)
         else:
             out = decomposed_attention(q, k, v, bias_h, bias_w, self.scale)
         out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
-        return self.proj(out.reshape(batch, height, width, dim))
+        return out.reshape(batch, height, width, -1)
 
     @staticmethod
     def _attention_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor,
@@ -99,13 +127,19 @@ def decomposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias
     return out
 
 
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * windows, window, window, C), zero-padding H and W up to multiples of window."""
+def window_partition(x: torch.Tensor, window: int,
+                     pad_value: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * windows, window, window, C), padding H and W up to multiples of window with
+    ``pad_value`` (a C-vector; zeros when None)."""
     batch, height, width, channels = x.shape
-    pad_h, pad_w = (-height) % window, (-width) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    padded_h, padded_w = height + pad_h, width + pad_w
+    padded_h, padded_w = height + (-height) % window, width + (-width) % window
+    if (padded_h, padded_w) != (height, width):
+        padded = x.new_empty((batch, padded_h, padded_w, channels))
+        padded[:, :height, :width] = x
+        fill = 0.0 if pad_value is None else pad_value
+        padded[:, height:] = fill
+        padded[:, :height, width:] = fill
+        x = padded
     x = x.view(batch, padded_h // window, window, padded_w // window, window, channels)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels), (padded_h, padded_w)
 
@@ -117,7 +151,7 @@ def window_unpartition(windows: torch.Tensor, window: int, padded_hw: tuple[int,
     batch = windows.shape[0] // ((padded_h // window) * (padded_w // window))
     x = windows.view(batch, padded_h // window, padded_w // window, window, window, -1)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
-    return x[:, : hw[0], : hw[1], :].contiguous()
+    return x[:, : hw[0], : hw[1], :]  # a view: the residual add that follows reads it in place
 
 
 class Block(nn.Module):
@@ -125,22 +159,13 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, grid_size: int) -> None:
         super().__init__()
-        self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, window_size or grid_size)
+        self.attn = Attention(dim, num_heads, grid_size, window_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.norm1(x)
-        if self.window_size:
-            hw = x.shape[1], x.shape[2]
-            windows, padded_hw = window_partition(x, self.window_size)
-            x = window_unpartition(self.attn(windows), self.window_size, padded_hw, hw)
-        else:
-            x = self.attn(x)
-        x = shortcut + x
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
