@@ -5,12 +5,13 @@ from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.mask_generator import AutomaticMaskGenerator, SamAutomaticMaskGenerator
 from sam_core.modeling import Sam, build_sam
 from sam_core.predictor import Predictor, SamPredictor
+from sam_core.runtime import keep_freed_memory
 from sam_core.transforms import ResizeLongestSide
 
 __all__ = [
+    "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
-    "SAM_CONFIGS",
     "Predictor",
     "ResizeLongestSide",
     "Sam",
@@ -19,6 +20,7 @@ __all__ = [
     "SamPredictor",
     "build_sam",
     "get_config",
+    "keep_freed_memory",
     "load_sam",
     "sam_model_registry",
     "save_sam",
