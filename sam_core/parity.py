@@ -88,5 +88,12 @@ def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
     )
     torch.manual_seed(seed)
     model = SamModel(hf_config)
+    with torch.no_grad():
+        # transformers initialises the vision weights with std 1e-10, which leaves every activation at its
+        # bias; trained-like scales exercise the whole network. The Fourier matrix gets Meta's scale of 1.
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and "pos_embed" not in name and "rel_pos" not in name:
+                param.normal_(0.0, 0.02)
+        model.shared_image_embedding.positional_embedding.normal_()
     _perturb_(model)
     return model.eval()

@@ -3,11 +3,25 @@ upscaled image embedding give the masks, and an MLP on the IoU token scores them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sam_core.modeling.common import LayerNorm2d
+
+
+@dataclass
+class DecodedTokens:
+    """Transformer outputs for B prompt sets: enough to score them now and draw their masks later."""
+
+    mask_tokens: torch.Tensor  # (B, num_mask_tokens, C)
+    image_tokens: torch.Tensor  # (B, H, W, C), channels-last
+    iou_pred: torch.Tensor  # (B, num_mask_tokens)
+
+    def take(self, index: torch.Tensor) -> "DecodedTokens":
+        return DecodedTokens(self.mask_tokens[index], self.image_tokens[index], self.iou_pred[index])
 
 
 class MLP(nn.Module):
@@ -64,6 +78,17 @@ class MaskDecoder(nn.Module):
                       sparse_prompt_embeddings: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All mask tokens' logits and IoU predictions."""
+        decoded = self.decode_tokens(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+        return self.masks_from_tokens(decoded), decoded.iou_pred
+
+    def decode_tokens(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                      sparse_prompt_embeddings: torch.Tensor,
+                      dense_prompt_embeddings: torch.Tensor) -> "DecodedTokens":
+        """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
+
+        Split in two so that callers filtering on predicted IoU (the automatic mask generator) upscale only
+        the prompts they keep: the IoU depends on the transformer alone.
+        """
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
@@ -75,36 +100,42 @@ class MaskDecoder(nn.Module):
         src = image_embeddings + dense_prompt_embeddings
         _, channels, height, width = src.shape
         hs, src = self.transformer(src, image_pe, tokens)
-        src = src.expand(batch, -1, -1)
-        iou_token_out = hs[:, 0]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
-
-        upscaled = self._upscale(src.reshape(batch, height, width, channels))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        return DecodedTokens(
+            mask_tokens=hs[:, 1 : 1 + self.num_mask_tokens],
+            image_tokens=src.expand(batch, -1, -1).reshape(batch, height, width, channels),
+            iou_pred=self.iou_prediction_head(hs[:, 0]),
         )
-        up_height, up_width = upscaled.shape[1:3]
-        masks = (hyper_in @ upscaled.reshape(batch, up_height * up_width, -1).transpose(1, 2))
-        masks = masks.reshape(batch, -1, up_height, up_width)
-        return masks, self.iou_prediction_head(iou_token_out)
 
-    def _upscale(self, x: torch.Tensor) -> torch.Tensor:
-        """``output_upscaling`` on channels-last (B, H, W, C) tokens -> (B, 4H, 4W, C/8), channels-last.
+    def masks_from_tokens(self, decoded: "DecodedTokens") -> torch.Tensor:
+        """Low-res logits (B, num_mask_tokens, 4H, 4W) of decoded prompts."""
+        hyper_in = torch.stack(
+            [mlp(decoded.mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        return self._upscaled_masks(decoded.image_tokens, hyper_in)
 
-        The transformer already yields channels-last tokens, and a 2x2 stride-2 transposed convolution is a
-        per-pixel matrix product followed by a pixel shuffle; staying channels-last avoids layout copies and
-        the slow transposed-convolution kernel (identical results).
+    def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` of channels-last image tokens (B, H, W, C), dotted with the hypernetwork
+        outputs (B, M, C/8): mask logits (B, M, 4H, 4W).
+
+        A 2x2 stride-2 transposed convolution is one matrix product per input pixel, each producing a 2x2
+        block of output pixels. Keeping those blocks as separate axes, (B, H, W, 2, 2, 2, 2, C/8), instead
+        of interleaving them into an image after each layer avoids two large layout copies; only the final
+        M-channel masks are interleaved. Same products and sums as the convolutions.
         """
         conv1, norm, act1, conv2, act2 = self.output_upscaling
-        x = act1(F.layer_norm(_conv_transpose_2x2(x, conv1), (norm.weight.shape[0],), norm.weight, norm.bias,
-                              norm.eps))
-        return act2(_conv_transpose_2x2(x, conv2))
+        batch, height, width, _ = tokens.shape
+        x = F.linear(tokens, *_as_linear(conv1))  # (B, H, W, 2*2*C1)
+        x = x.view(batch, height, width, 2, 2, norm.weight.shape[0])
+        x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = act2(F.linear(x, *_as_linear(conv2)))  # (B, H, W, 2, 2, 2*2*C2)
+        num_masks, channels = hyper_in.shape[1:]
+        masks = x.view(batch, height * width * 16, channels) @ hyper_in.transpose(1, 2)  # (B, H*W*16, M)
+        masks = masks.view(batch, height, width, 2, 2, 2, 2, num_masks)  # b, i, j, di1, dj1, di2, dj2, m
+        # Output pixel (4i + 2*di1 + di2, 4j + 2*dj1 + dj2).
+        return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(batch, num_masks, 4 * height, 4 * width)
 
 
-def _conv_transpose_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
-    """ConvTranspose2d(kernel_size=2, stride=2) on a channels-last (B, H, W, C) tensor."""
-    batch, height, width, _ = x.shape
-    out_channels = conv.weight.shape[1]
-    y = (x @ conv.weight.flatten(1)).view(batch, height, width, out_channels, 2, 2)
-    y = y.permute(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, out_channels)
-    return y + conv.bias
+def _as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a 2x2 stride-2 ConvTranspose2d as a linear map C_in -> (2, 2, C_out) per pixel."""
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.weight.shape[0])  # ((di, dj, o), c)
+    return weight, conv.bias.repeat(4)

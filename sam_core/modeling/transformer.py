@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sam_core.modeling.common import MLPBlock
@@ -23,20 +22,65 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, internal_dim)
         self.out_proj = nn.Linear(internal_dim, embedding_dim)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, width = x.shape
-        return x.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)
-
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: (Bq, Nq, C), k and v: (Bk, Nk, C); a batch of 1 on either side is shared by the other's batch."""
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
-        batch = max(q.shape[0], k.shape[0])
-        out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k.expand(batch, -1, -1, -1),
-                                             v.expand(batch, -1, -1, -1))
-        batch, _, tokens, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        if q.shape[1] <= k.shape[1]:
+            out = _attend_few_queries(q, k, v, self.num_heads)
+        else:
+            out = _attend_few_keys(q, k, v, self.num_heads)
+        return self.out_proj(out)
+
+
+# The decoder attends between a handful of prompt tokens and thousands of image tokens. Splitting heads
+# the usual way copies the image side into (B, heads, N, head_dim) and runs many tiny attention problems.
+# Instead the few tokens are spread into a block-diagonal matrix, (heads * few, width), whose row for head h
+# holds only head h's channels; one matrix product against the image tokens in their natural layout then
+# gives every head's scores. The zero blocks cost extra multiply-adds on the small side only.
+
+
+def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, heads * N, C) where row h * N + i keeps only head h's channels of token i."""
+    batch, tokens, width = x.shape
+    head_dim = width // num_heads
+    heads = torch.arange(num_heads, device=x.device)
+    out = x.new_zeros((batch, num_heads, tokens, num_heads, head_dim))
+    out[:, heads, :, heads] = x.view(batch, tokens, num_heads, head_dim).permute(2, 0, 1, 3)
+    return out.view(batch, num_heads * tokens, width)
+
+
+def _attend_few_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Attention of a few queries (B, Nq, C) over many keys (B or 1, Nk, C) -> (B, Nq, C)."""
+    batch, num_queries, width = q.shape
+    head_dim = width // num_heads
+    rows = num_heads * num_queries
+    queries = _block_diagonal(q * head_dim**-0.5, num_heads)  # (B, heads * Nq, C)
+    if k.shape[0] == 1:  # keys shared by the whole batch: one large product instead of B small ones
+        probs = (queries.reshape(-1, width) @ k[0].T).softmax(dim=-1)
+        out = (probs @ v[0]).view(batch, rows, width)
+    else:
+        out = torch.softmax(queries @ k.transpose(1, 2), dim=-1) @ v
+    # Row (h, i) holds head h's output for query i in channel block h.
+    out = out.view(batch, num_heads, num_queries, num_heads, head_dim).diagonal(dim1=1, dim2=3)
+    return out.permute(0, 1, 3, 2).reshape(batch, num_queries, width)
+
+
+def _attend_few_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Attention of many queries (B or 1, Nq, C) over a few keys (B, Nk, C) -> (B, Nq, C).
+
+    Scores are laid out keys-first, (B, heads, Nk, Nq), so the softmax runs along a non-innermost axis,
+    vectorised over the queries; a softmax along an innermost axis of a handful of keys is very slow.
+    """
+    batch, num_keys, width = k.shape
+    head_dim = width // num_heads
+    keys = _block_diagonal(k * head_dim**-0.5, num_heads)  # (B, heads * Nk, C)
+    values = _block_diagonal(v, num_heads)  # (B, heads * Nk, C)
+    if q.shape[0] == 1:  # queries shared by the whole batch: one product over all prompts
+        scores = keys.view(-1, width) @ q[0].T  # (B * heads * Nk, Nq)
+    else:
+        scores = keys @ q.transpose(1, 2)  # (B, heads * Nk, Nq)
+    probs = scores.view(batch, num_heads, num_keys, -1).softmax(dim=2).view(batch, num_heads * num_keys, -1)
+    return probs.transpose(1, 2) @ values
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -69,7 +113,8 @@ class TwoWayAttentionBlock(nn.Module):
         keys_with_pe = keys + key_pe
         queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_with_pe, keys))
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(keys + self.cross_attn_image_to_token(keys_with_pe, queries + query_pe, queries))
+        # The attention output comes first: it has the full batch, while the keys may still be one shared copy.
+        keys = self.norm4(self.cross_attn_image_to_token(keys_with_pe, queries + query_pe, queries) + keys)
         return queries, keys
 
 
