@@ -5,7 +5,7 @@ from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.mask_generator import AutomaticMaskGenerator, SamAutomaticMaskGenerator
 from sam_core.modeling import Sam, build_sam
 from sam_core.predictor import Predictor, SamPredictor
-from sam_core.runtime import keep_freed_memory
+from sam_core.runtime import keep_freed_memory, quantize_encoder_int8
 from sam_core.transforms import ResizeLongestSide
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "get_config",
     "keep_freed_memory",
     "load_sam",
+    "quantize_encoder_int8",
     "sam_model_registry",
     "save_sam",
 ]

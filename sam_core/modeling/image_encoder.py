@@ -72,9 +72,10 @@ class Attention(nn.Module):
         qkv = self.qkv(x)
         if not self.window_size:
             return self.proj(self._attend(qkv))
-        # Windows are zero-padded; a zero token's projection is exactly the qkv bias, so padding the projected
-        # tokens with it skips projecting (and later back-projecting) the padding.
-        windows, padded_hw = window_partition(qkv, self.window_size, pad_value=self.qkv.bias)
+        # Windows are zero-padded; every padding token projects to the projection of a zero token (the qkv
+        # bias), so padding the projected tokens with it skips projecting (and back-projecting) the padding.
+        zero_token = self.qkv(x.new_zeros((1, x.shape[-1])))[0]
+        windows, padded_hw = window_partition(qkv, self.window_size, pad_value=zero_token)
         out = window_unpartition(self._attend(windows), self.window_size, padded_hw, x.shape[1:3])
         return self.proj(out)
 

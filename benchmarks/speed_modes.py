@@ -1,0 +1,98 @@
+"""Opt-in speed modes against sam_core's exact path: encoder speed-up and mask agreement.
+
+    .venv/bin/python benchmarks/speed_modes.py --image ../shared/images/truck.jpg
+
+Modes: int8 dynamic quantisation of the encoder's linear layers (``sam_core.quantize_encoder_int8``).
+Agreement is the IoU between each mode's mask and the exact path's mask for the same prompt (the best of the
+three multimask outputs), for a 4x4 grid of point prompts, on random vit_b weights and on the small
+prompt-sensitive shapes model shipped in weights/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sam_core
+from sam_core.parity import make_hf_sam
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench import load_rgb  # noqa: E402
+from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS  # noqa: E402
+from make_shapes_model import draw_shapes_image  # noqa: E402
+
+
+def encoder_seconds(sam: sam_core.Sam, image: torch.Tensor, runs: int) -> list[float]:
+    sam.image_encoder(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sam.image_encoder(image)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def best_masks(predictor: sam_core.Predictor, points: np.ndarray) -> list[np.ndarray]:
+    masks = []
+    for point in points:
+        candidates, scores, _ = predictor.predict(point[None], np.array([1]))
+        masks.append(candidates[scores.argmax()])
+    return masks
+
+
+def mean_and_min_iou(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[float, float]:
+    ious = [((a & b).sum() / max((a | b).sum(), 1)) for a, b in zip(first, second)]
+    return float(np.mean(ious)), float(np.min(ious))
+
+
+def grid_points(height: int, width: int) -> np.ndarray:
+    return np.array([[(i + 0.5) * width / 4, (j + 0.5) * height / 4] for j in range(4) for i in range(4)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    photo = load_rgb(args.image)
+    shapes, _ = draw_shapes_image(np.random.default_rng(4), 300, 400, n_shapes=6)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_hf_sam("vit_b", seed=0).save_pretrained(tmp)
+        exact, int8 = sam_core.load_sam(tmp), sam_core.quantize_encoder_int8(sam_core.load_sam(tmp))
+    pixels = exact.preprocess(torch.rand(1, 3, 1024, 1024) * 255)
+    exact_times, int8_times = [], []
+    for _ in range(args.runs):  # interleaved, against drifts in the machine's speed
+        exact_times += encoder_seconds(exact, pixels, 1)
+        int8_times += encoder_seconds(int8, pixels, 1)
+    rows = []
+    for name, model, quantized, image in [
+        ("vit_b (random weights)", exact, int8, photo),
+        ("vit_tiny shapes model", sam_core.load_sam(SHAPES_WEIGHTS),
+         sam_core.quantize_encoder_int8(sam_core.load_sam(SHAPES_WEIGHTS)), shapes),
+    ]:
+        points = grid_points(*image.shape[:2])
+        reference, approximate = sam_core.Predictor(model), sam_core.Predictor(quantized)
+        reference.set_image(image)
+        approximate.set_image(image)
+        rows.append((name, *mean_and_min_iou(best_masks(reference, points), best_masks(approximate, points))))
+
+    exact_median, int8_median = statistics.median(exact_times), statistics.median(int8_times)
+    print(f"# speed modes: torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.runs}\n")
+    print("| mode | vit_b encoder | speed-up | mask IoU vs exact (mean / min, 16 prompts) |")
+    print("|---|---|---|---|")
+    print(f"| exact (default) | {exact_median:.2f} s | 1.00x | 1 / 1 |")
+    ious = "; ".join(f"{name}: {mean:.3f} / {worst:.3f}" for name, mean, worst in rows)
+    print(f"| int8 encoder linears | {int8_median:.2f} s | {exact_median / int8_median:.2f}x | {ious} |")
+
+
+if __name__ == "__main__":
+    main()
