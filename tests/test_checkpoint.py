@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_reference_sam, save_reference_pth
 from safetensors import safe_open
 
 import sam_core
-from conftest import make_reference_sam, save_reference_pth
 from sam_core import checkpoint
 from sam_core.cli import convert_main
 from sam_core.config import SAM_CONFIGS, SamConfig

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_reference_sam, save_reference_pth
 
 import sam_core
-from conftest import make_reference_sam, save_reference_pth
 
 TINY_TOL = 1e-4
 
