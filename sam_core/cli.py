@@ -21,7 +21,7 @@ from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save
 from sam_core.config import SAM_CONFIGS
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.masks import coco_encode_rle, rle_to_mask
-from sam_core.runtime import keep_freed_memory
+from sam_core.runtime import keep_freed_memory_by_default
 from sam_core.viz import draw_masks
 
 _CONVERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -97,7 +97,7 @@ def amg_main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     done = failed = masks_written = 0
     if pending:
-        keep_freed_memory()  # this process is ours: reuse big activation blocks instead of re-faulting them
+        keep_freed_memory_by_default()
         try:
             generator = _amg_generator(args)
         except (CheckpointError, OSError, ValueError) as error:

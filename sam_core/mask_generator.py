@@ -57,6 +57,7 @@ from sam_core.masks import (
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from sam_core.runtime import keep_freed_memory_by_default
 from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -171,6 +172,7 @@ class AutomaticMaskGenerator:
         if min_mask_region_area < 0:
             raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
 
+        keep_freed_memory_by_default()
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.point_grids = point_grids
@@ -292,10 +294,11 @@ class AutomaticMaskGenerator:
         predicted IoU passes the filter. Each prompt's outputs do not depend on its batch-mates.
         """
         decoder = self.model.mask_decoder
+        image = decoder.prepare_image(features, dense_pe, dense)
         low_res, iou_preds, kept_points = [], [], []
         for start in range(0, len(points), _DECODER_BATCH):
             part = slice(start, start + _DECODER_BATCH)
-            decoded = decoder.decode_tokens(features, dense_pe, sparse[part], dense[part])
+            decoded = decoder.decode_tokens(features, dense_pe, sparse[part], dense[part], image=image)
             scores = decoded.iou_pred[:, 1:].float()  # the multimask outputs
             if self.pred_iou_thresh > 0.0:
                 keep = scores > self.pred_iou_thresh
@@ -305,7 +308,7 @@ class AutomaticMaskGenerator:
             if not len(prompts):
                 continue
             keep = keep[prompts]
-            low_res.append(decoder.masks_from_tokens(decoded.take(prompts))[:, 1:].float()[keep])
+            low_res.append(decoder.masks_from_tokens(decoded.take(prompts), slice(1, None)).float()[keep])
             iou_preds.append(scores[prompts][keep])
             kept_points.append(points[part][prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
         if not low_res:

@@ -14,6 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sam_core.checkpoint import load_sam
+from sam_core.modeling.transformer import ImageTokens
+from sam_core.runtime import keep_freed_memory_by_default
 from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
 
 Size = tuple[int, int]
@@ -35,6 +37,7 @@ class Predictor:
     """
 
     def __init__(self, sam: torch.nn.Module) -> None:
+        keep_freed_memory_by_default()
         self.model = sam
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.reset_image()
@@ -57,6 +60,9 @@ class Predictor:
         self.input_size: Size | None = None
         self.original_sizes: list[Size] = []
         self.input_sizes: list[Size] = []
+        # Per image index: the decoder's prompt-independent image input, built on the first prompt without
+        # a mask input and reused by the next ones (see MaskDecoder.prepare_image).
+        self._prepared_images: dict[int, ImageTokens] = {}
 
     # ------------------------------------------------------------------ images and embeddings
 
@@ -107,6 +113,7 @@ class Predictor:
 
     def _set_state(self, features: torch.Tensor, original_sizes: list[Size], input_sizes: list[Size]) -> None:
         self.features = features
+        self._prepared_images = {}
         self.original_sizes = list(original_sizes)
         self.input_sizes = [(int(h), int(w)) for h, w in input_sizes]
         single = len(self.original_sizes) == 1
@@ -199,8 +206,7 @@ class Predictor:
         if self.features.shape[0] != 1:
             raise RuntimeError(f"{self.features.shape[0]} images are set; use predict_batch, or set_image for one")
         prompts = self._numpy_prompts(point_coords, point_labels, box, mask_input, self.original_size)
-        masks, scores, low_res = self._decode(self.features, self.input_size, self.original_size, *prompts,
-                                              multimask_output, return_logits)
+        masks, scores, low_res = self._decode(0, *prompts, multimask_output, return_logits)
         return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
 
     def predict_batch(self, point_coords: Sequence[np.ndarray | None] | None = None,
@@ -229,9 +235,7 @@ class Predictor:
         results = []
         for index, (coords, labels, box, mask) in enumerate(zip(*per_image)):
             prompts = self._numpy_prompts(coords, labels, box, mask, self.original_sizes[index])
-            masks, scores, low_res = self._decode(self.features[index:index + 1], self.input_sizes[index],
-                                                  self.original_sizes[index], *prompts, multimask_output,
-                                                  return_logits)
+            masks, scores, low_res = self._decode(index, *prompts, multimask_output, return_logits)
             results.append((_to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])))
         return results
 
@@ -252,24 +256,34 @@ class Predictor:
         if self.features.shape[0] != 1:
             raise RuntimeError(f"{self.features.shape[0]} images are set; predict_torch decodes one image")
         prompts = self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        return self._decode(self.features, self.input_size, self.original_size, *prompts, multimask_output,
-                            return_logits)
+        return self._decode(0, *prompts, multimask_output, return_logits)
 
-    def _decode(self, features: torch.Tensor, input_size: Size, original_size: Size,
-                coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
-                mask_input: torch.Tensor | None, multimask_output: bool,
+    def _decode(self, index: int, coords: torch.Tensor | None, labels: torch.Tensor | None,
+                boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask_output: bool,
                 return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode prompts on image ``index`` of the set images."""
+        features = self.features[index:index + 1]
+        decoder = self.model.mask_decoder
         with torch.inference_mode():
             points = None if coords is None else (coords, labels)
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res, scores = self.model.mask_decoder(
-                image_embeddings=features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
-            masks = self.model.postprocess_masks(low_res, input_size, original_size)
+            if mask_input is None and hasattr(decoder, "prepare_image"):
+                if index not in self._prepared_images:
+                    pe = self.model.prompt_encoder.get_dense_pe()
+                    self._prepared_images[index] = decoder.prepare_image(features, pe, dense)
+                decoded = decoder.decode_tokens(features, None, sparse, dense, image=self._prepared_images[index])
+                selected = slice(1, None) if multimask_output else slice(0, 1)
+                low_res = decoder.masks_from_tokens(decoded, selected)
+                scores = decoded.iou_pred[:, selected]
+            else:
+                low_res, scores = decoder(
+                    image_embeddings=features,
+                    image_pe=self.model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask_output,
+                )
+            masks = self.model.postprocess_masks(low_res, self.input_sizes[index], self.original_sizes[index])
             if not return_logits:
                 masks = masks > self.model.mask_threshold
         return masks, scores, low_res

@@ -251,6 +251,18 @@ def test_reset_image_and_device(predictor, native_tiny):
         fresh.get_image_embedding()
 
 
+def test_decoder_image_input_is_rebuilt_for_each_new_image(native_tiny, tiny_reference):
+    """predict reuses the decoder's prompt-independent image input across calls; a new image replaces it."""
+    ours, theirs = Predictor(native_tiny), ReferencePredictor(tiny_reference)
+    prompt = dict(point_coords=np.array([[60.0, 70.0]]), point_labels=np.array([1]))
+    for seed in (0, 1):
+        image = synthetic_image(150, 200, seed=seed)
+        ours.set_image(image)
+        theirs.set_image(image)
+        for _ in range(2):  # the second call runs on the prepared input built by the first
+            assert_same_prediction(ours.predict(**prompt), theirs.predict(**prompt))
+
+
 def test_image_embedding_can_feed_a_trained_head(predictor):
     # Caching embeddings to fine-tune a decoder is common; the embedding must work with autograd.
     head = torch.nn.Conv2d(64, 1, 1)

@@ -69,29 +69,32 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), attending within windows when ``window_size`` > 0."""
-        qkv = self.qkv(x)
-        if not self.window_size:
-            return self.proj(self._attend(qkv))
-        # Windows are zero-padded; every padding token projects to the projection of a zero token (the qkv
-        # bias), so padding the projected tokens with it skips projecting (and back-projecting) the padding.
-        zero_token = self.qkv(x.new_zeros((1, x.shape[-1])))[0]
-        windows, padded_hw = window_partition(qkv, self.window_size, pad_value=zero_token)
-        out = window_unpartition(self._attend(windows), self.window_size, padded_hw, x.shape[1:3])
-        return self.proj(out)
-
-    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Attention over each (H, W) grid of projected tokens: (N, H, W, 3C) -> (N, H, W, C)."""
-        batch, height, width, _ = qkv.shape
-        qkv = qkv.reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
-        grid_q = q.view(batch * self.num_heads, height, width, -1)
-        bias_h, bias_w = relative_position_bias(grid_q, self.rel_pos_h, self.rel_pos_w)
-        if torch.is_grad_enabled() and q.requires_grad:
-            out = self._attention_autograd(q, k, v, bias_h, bias_w)
+        batch, height, width, channels = x.shape
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))  # (B, H, W, 3, heads, head_dim)
+        out = x.new_empty((batch, height, width, self.num_heads, channels // self.num_heads))
+        if self.window_size:
+            # Windows are zero-padded; every padding token projects to the projection of one zero token (the
+            # qkv bias), so the padding is filled with it instead of being projected like real tokens.
+            pad = self.qkv(x.new_zeros((1, channels)))[0].view(3, self.num_heads, -1)
+            windows = partition_windows(qkv, self.window_size, pad)  # (3, B * windows * heads, w * w, hd)
+            attended = self._attend(*windows.unbind(0), self.window_size, self.window_size)
+            unpartition_windows(attended, self.window_size, out)
         else:
-            out = decomposed_attention(q, k, v, bias_h, bias_w, self.scale)
-        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
-        return out.reshape(batch, height, width, -1)
+            # Heads are read in place from the projection and written in place to the output: strided
+            # matrices that the batched matrix products take as they are, with no head-splitting copies.
+            for index in range(batch):
+                q, k, v = qkv[index].flatten(0, 1).permute(1, 2, 0, 3).unbind(0)  # each (heads, H*W, hd)
+                self._attend(q, k, v, height, width, out=out[index].flatten(0, 1).transpose(0, 1))
+        return self.proj(out.flatten(-2))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, height: int, width: int,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention within (height, width) grids of tokens: q, k, v (N, height*width, head_dim) -> ``out``."""
+        bias_h, bias_w = relative_position_bias(q.unflatten(1, (height, width)), self.rel_pos_h, self.rel_pos_w)
+        if torch.is_grad_enabled() and q.requires_grad:
+            attended = self._attention_autograd(q, k, v, bias_h, bias_w)
+            return attended if out is None else out.copy_(attended)
+        return decomposed_attention(q, k, v, bias_h, bias_w, self.scale, out)
 
     @staticmethod
     def _attention_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor,
@@ -103,17 +106,18 @@ class Attention(nn.Module):
 
 
 def decomposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor,
-                         bias_w: torch.Tensor, scale: float) -> torch.Tensor:
+                         bias_w: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(scale * q k^T + bias_h[.., kh] + bias_w[.., kw]) v without materialising the full bias.
 
-    q, k, v: (N, H*W, C); bias_h: (N, H, W, H); bias_w: (N, H, W, W). Work proceeds in chunks of query rows
-    (global attention) or of whole windows (windowed attention), reusing one preallocated score buffer.
+    q, k, v: (N, H*W, C), possibly strided; bias_h: (N, H, W, H); bias_w: (N, H, W, W). Work proceeds in
+    chunks of query rows (global attention) or of whole windows (windowed attention), reusing one
+    preallocated score buffer. The result goes to ``out`` (any (N, H*W, C) view) when given.
     """
     batch, height, width, _ = bias_h.shape
     tokens = height * width
     rows = max(1, min(height, _CHUNK_ELEMENTS // (width * tokens)))
     group = max(1, _CHUNK_ELEMENTS // (rows * width * tokens)) if rows == height else 1
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     keys_t = k.transpose(1, 2)
     scores_buffer = q.new_empty((min(group, batch), rows * width, tokens))
     for b0 in range(0, batch, group):
@@ -128,31 +132,53 @@ def decomposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias
     return out
 
 
-def window_partition(x: torch.Tensor, window: int,
-                     pad_value: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * windows, window, window, C), padding H and W up to multiples of window with
-    ``pad_value`` (a C-vector; zeros when None)."""
-    batch, height, width, channels = x.shape
-    padded_h, padded_w = height + (-height) % window, width + (-width) % window
-    if (padded_h, padded_w) != (height, width):
-        padded = x.new_empty((batch, padded_h, padded_w, channels))
-        padded[:, :height, :width] = x
-        fill = 0.0 if pad_value is None else pad_value
-        padded[:, height:] = fill
-        padded[:, :height, width:] = fill
-        x = padded
-    x = x.view(batch, padded_h // window, window, padded_w // window, window, channels)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels), (padded_h, padded_w)
+def _window_pieces(size: int, window: int) -> list[tuple[slice, slice, slice]]:
+    """Cover positions 0..size of a grid axis cut into windows: (positions, window indices, offsets within
+    the window) for the run of whole windows, then for the partial last window."""
+    whole = size // window * window
+    pieces = []
+    if whole:
+        pieces.append((slice(0, whole), slice(0, whole // window), slice(None)))
+    if whole < size:
+        last = whole // window
+        pieces.append((slice(whole, size), slice(last, last + 1), slice(0, size - whole)))
+    return pieces
 
 
-def window_unpartition(windows: torch.Tensor, window: int, padded_hw: tuple[int, int],
-                       hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of window_partition, dropping the padding."""
-    padded_h, padded_w = padded_hw
-    batch = windows.shape[0] // ((padded_h // window) * (padded_w // window))
-    x = windows.view(batch, padded_h // window, padded_w // window, window, window, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
-    return x[:, : hw[0], : hw[1], :]  # a view: the residual add that follows reads it in place
+def partition_windows(qkv: torch.Tensor, window: int, pad: torch.Tensor | float) -> torch.Tensor:
+    """(B, H, W, 3, heads, hd) -> (3, B * windows * heads, window * window, hd): projected tokens grouped
+    into window-major, head-split matrices in one copy, the grid padded up to whole windows with ``pad``.
+
+    The destination seen as a grid, (B, windows down, row in window, windows across, column in window, ...),
+    receives the real tokens in at most four rectangular copies; only the padding strips are filled.
+    """
+    batch, height, width, _, heads, head_dim = qkv.shape
+    across, down = -(-width // window), -(-height // window)
+    windows = qkv.new_empty((3, batch, down, across, heads, window, window, head_dim))
+    grid = windows.permute(1, 2, 5, 3, 6, 0, 4, 7)  # (B, down, wrow, across, wcol, 3, heads, hd)
+    for rows, row_windows, row_offsets in _window_pieces(height, window):
+        for cols, col_windows, col_offsets in _window_pieces(width, window):
+            target = grid[:, row_windows, row_offsets, col_windows, col_offsets]
+            source = qkv[:, rows, cols].unflatten(1, (target.shape[1], -1)).unflatten(3, (target.shape[3], -1))
+            target.copy_(source)
+    if height % window:
+        grid[:, -1, height % window :] = pad
+    if width % window:
+        grid[:, :, :, -1, width % window :] = pad
+    return windows.view(3, -1, window * window, head_dim)
+
+
+def unpartition_windows(windows: torch.Tensor, window: int, out: torch.Tensor) -> torch.Tensor:
+    """Inverse of partition_windows for one of q, k, v: (B * windows * heads, window * window, hd) into
+    ``out`` (B, H, W, heads, hd), dropping the padding."""
+    batch, height, width, heads, head_dim = out.shape
+    across, down = -(-width // window), -(-height // window)
+    grid = windows.view(batch, down, across, heads, window, window, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+    for rows, row_windows, row_offsets in _window_pieces(height, window):
+        for cols, col_windows, col_offsets in _window_pieces(width, window):
+            source = grid[:, row_windows, row_offsets, col_windows, col_offsets]
+            out[:, rows, cols].unflatten(1, (source.shape[1], -1)).unflatten(3, (source.shape[3], -1)).copy_(source)
+    return out
 
 
 class Block(nn.Module):

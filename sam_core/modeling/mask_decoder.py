@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.modeling.common import LayerNorm2d
+from sam_core.modeling.transformer import ImageTokens
 
 
 @dataclass
@@ -81,36 +82,44 @@ class MaskDecoder(nn.Module):
         decoded = self.decode_tokens(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
         return self.masks_from_tokens(decoded), decoded.iou_pred
 
-    def decode_tokens(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                      sparse_prompt_embeddings: torch.Tensor,
-                      dense_prompt_embeddings: torch.Tensor) -> "DecodedTokens":
-        """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
+    def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                      dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
+        """The transformer's image input: embeddings plus dense prompt embeddings, as tokens.
 
-        Split in two so that callers filtering on predicted IoU (the automatic mask generator) upscale only
-        the prompts they keep: the IoU depends on the transformer alone.
+        Prompts without a mask input share one dense embedding, so callers decoding many prompts on one image
+        (the predictor, the automatic mask generator) prepare it once and pass it to ``decode_tokens``.
         """
-        batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
-        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-
         if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
             # One dense embedding for every prompt (no mask input): the transformer then works on a single
             # copy of the image tokens until they first depend on the prompts, instead of on B copies.
             dense_prompt_embeddings = dense_prompt_embeddings[:1]
-        src = image_embeddings + dense_prompt_embeddings
-        _, channels, height, width = src.shape
-        hs, src = self.transformer(src, image_pe, tokens)
+        return ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
+
+    def decode_tokens(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor | None,
+                      sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
+                      image: ImageTokens | None = None) -> DecodedTokens:
+        """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
+
+        Split in two so that callers filtering on predicted IoU (the automatic mask generator) upscale only
+        the prompts they keep: the IoU depends on the transformer alone. ``image``, from ``prepare_image``,
+        replaces the three image arguments, which are then not read.
+        """
+        batch = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
+        if image is None:
+            image = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        hs, src = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
         return DecodedTokens(
             mask_tokens=hs[:, 1 : 1 + self.num_mask_tokens],
-            image_tokens=src.expand(batch, -1, -1).reshape(batch, height, width, channels),
+            image_tokens=src.expand(batch, -1, -1).reshape(batch, *image.grid, -1),
             iou_pred=self.iou_prediction_head(hs[:, 0]),
         )
 
-    def masks_from_tokens(self, decoded: "DecodedTokens") -> torch.Tensor:
-        """Low-res logits (B, num_mask_tokens, 4H, 4W) of decoded prompts."""
-        hyper_in = torch.stack(
-            [mlp(decoded.mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
+    def masks_from_tokens(self, decoded: DecodedTokens, outputs: slice = slice(None)) -> torch.Tensor:
+        """Low-res logits (B, M, 4H, 4W) of decoded prompts, for the mask tokens ``outputs`` selects."""
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](decoded.mask_tokens[:, i])
+                                for i in range(self.num_mask_tokens)[outputs]], dim=1)
         return self._upscaled_masks(decoded.image_tokens, hyper_in)
 
     def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:

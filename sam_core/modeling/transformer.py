@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sam_core.modeling.common import MLPBlock
 
 
+@dataclass
+class ImageTokens:
+    """An image embedding in token-major layout, (1 or B, H*W, C), with its positional encoding added once.
+
+    Built once per image and shared by every prompt decoded on it: the (C, H, W) maps are transposed to
+    contiguous tokens here, rather than read through a transposed view by every operation that follows.
+    """
+
+    tokens: torch.Tensor  # (1 or B, N, C)
+    pe: torch.Tensor  # (1, N, C)
+    tokens_with_pe: torch.Tensor  # tokens + pe
+    grid: tuple[int, int]  # (H, W)
+
+    @classmethod
+    def from_maps(cls, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> "ImageTokens":
+        """From (1 or B, C, H, W) embeddings and a (1, C, H, W) positional encoding."""
+        tokens = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        return cls(tokens, pe, tokens + pe, tuple(image_embedding.shape[-2:]))
+
+    def with_tokens(self, tokens: torch.Tensor) -> "ImageTokens":
+        """The same grid and positional encoding with new tokens."""
+        return ImageTokens(tokens, self.pe, tokens + self.pe, self.grid)
+
+
 class Attention(nn.Module):
-    """Multi-head attention whose inner width may be reduced by ``downsample_rate`` (for cross-attention)."""
+    """Multi-head attention whose inner width may be reduced by ``downsample_rate`` (for cross-attention).
+
+    ``forward`` is plain attention. The decoder's cross-attentions, between a handful of prompt tokens and
+    thousands of image tokens, use ``tokens_to_image`` and ``image_to_tokens``: the same attention with the
+    image-side projections moved onto the few tokens (see there).
+    """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -23,64 +56,72 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(internal_dim, embedding_dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (Bq, Nq, C), k and v: (Bk, Nk, C); a batch of 1 on either side is shared by the other's batch."""
-        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
-        if q.shape[1] <= k.shape[1]:
-            out = _attend_few_queries(q, k, v, self.num_heads)
+        """q: (B, Nq, C), k and v: (B, Nk, C) -> (B, Nq, C)."""
+        q, k, v = (self._split_heads(proj(x)) for proj, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v)))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    # Both cross-attentions below rewrite products with the image side so that every projection lands on
+    # the few tokens. Head h's score between query a and key b is (a Wq_h + bq_h) . (b Wk_h + bk_h); with
+    # (a Wq_h) Wk_h^T precomputed per token, one product against the raw image tokens gives it, with no
+    # (N, inner width) projection of the image. The per-head rows are laid out as a block-diagonal matrix,
+    # (heads * tokens, width), whose row for head h holds only head h's channels, so a single matrix product
+    # serves all heads. Same attention in exact arithmetic; the rounding differs by float reassociation.
+
+    def tokens_to_image(self, queries: torch.Tensor, image: ImageTokens) -> torch.Tensor:
+        """Few queries (B, T, C) attending over the image tokens -> (B, T, C)."""
+        batch, num_tokens, width = queries.shape
+        heads = self.num_heads
+        q = self.q_proj(queries) * (self.q_proj.out_features // heads) ** -0.5
+        # Row (h, t): query t of head h mapped back through Wk_h. The key bias adds q . bk_h to every score
+        # of a row, which the softmax over the image removes, so it is left out.
+        query_rows = _block_diagonal(q, heads) @ self.k_proj.weight  # (B, heads * T, C)
+        if image.tokens.shape[0] == 1:  # one image for every prompt: one large product instead of B small ones
+            probs = (query_rows.view(-1, width) @ image.tokens_with_pe[0].T).softmax(dim=-1)
+            pooled = (probs @ image.tokens[0]).view(batch, heads * num_tokens, width)
         else:
-            out = _attend_few_keys(q, k, v, self.num_heads)
+            probs = torch.softmax(query_rows @ image.tokens_with_pe.transpose(1, 2), dim=-1)
+            pooled = probs @ image.tokens  # (B, heads * T, C): attention-weighted image tokens per row
+        # Each row's weights sum to one, so projecting the pooled tokens equals pooling the projected values.
+        values = F.linear(pooled, self.v_proj.weight)  # row (h, t) holds every head's channels; keep head h's
+        values = values.view(batch, heads, num_tokens, heads, -1).diagonal(dim1=1, dim2=3)  # (B, T, hd, heads)
+        out = values.permute(0, 1, 3, 2).reshape(batch, num_tokens, -1) + self.v_proj.bias
         return self.out_proj(out)
 
-
-# The decoder attends between a handful of prompt tokens and thousands of image tokens. Splitting heads
-# the usual way copies the image side into (B, heads, N, head_dim) and runs many tiny attention problems.
-# Instead the few tokens are spread into a block-diagonal matrix, (heads * few, width), whose row for head h
-# holds only head h's channels; one matrix product against the image tokens in their natural layout then
-# gives every head's scores. The zero blocks cost extra multiply-adds on the small side only.
+    def image_to_tokens(self, image: ImageTokens, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Image tokens attending over few keys and values (B, T, C); returns image tokens + attention output,
+        (B, N, C), the residual sum the decoder needs."""
+        batch, num_tokens, width = keys.shape
+        heads = self.num_heads
+        k = _block_diagonal(self.k_proj(keys) * (self.k_proj.out_features // heads) ** -0.5, heads)
+        key_rows = k @ self.q_proj.weight  # (B, heads * T, C): key t of head h mapped back through Wq_h
+        key_bias = k @ self.q_proj.bias  # (B, heads * T): the query bias's share of each score
+        # Row (h, t): value t of head h through head h's slice of the output projection. Head 0's weights sum
+        # to one over its tokens, so adding the output bias to its rows adds it once to every output.
+        value_rows = _block_diagonal(self.v_proj(values), heads) @ self.out_proj.weight.T  # (B, heads * T, C)
+        value_rows[:, :num_tokens] += self.out_proj.bias
+        if image.tokens_with_pe.shape[0] == 1:
+            scores = (key_rows.view(-1, width) @ image.tokens_with_pe[0].T).view(batch, heads * num_tokens, -1)
+        else:
+            scores = key_rows @ image.tokens_with_pe.transpose(1, 2)  # (B, heads * T, N)
+        scores += key_bias[..., None]
+        # Keys-first layout: the softmax over a head's few keys runs along a non-innermost axis, vectorised
+        # over the image tokens; a softmax along an innermost axis of a handful of keys is very slow.
+        probs = scores.view(batch, heads, num_tokens, -1).softmax(dim=2).view(batch, heads * num_tokens, -1)
+        return torch.baddbmm(image.tokens, probs.transpose(1, 2), value_rows)
 
 
 def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, heads * N, C) where row h * N + i keeps only head h's channels of token i."""
+    """(B, T, C) -> (B, heads * T, C) where row h * T + i keeps only head h's channels of token i."""
     batch, tokens, width = x.shape
     head_dim = width // num_heads
     heads = torch.arange(num_heads, device=x.device)
     out = x.new_zeros((batch, num_heads, tokens, num_heads, head_dim))
     out[:, heads, :, heads] = x.view(batch, tokens, num_heads, head_dim).permute(2, 0, 1, 3)
     return out.view(batch, num_heads * tokens, width)
-
-
-def _attend_few_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Attention of a few queries (B, Nq, C) over many keys (B or 1, Nk, C) -> (B, Nq, C)."""
-    batch, num_queries, width = q.shape
-    head_dim = width // num_heads
-    rows = num_heads * num_queries
-    queries = _block_diagonal(q * head_dim**-0.5, num_heads)  # (B, heads * Nq, C)
-    if k.shape[0] == 1:  # keys shared by the whole batch: one large product instead of B small ones
-        probs = (queries.reshape(-1, width) @ k[0].T).softmax(dim=-1)
-        out = (probs @ v[0]).view(batch, rows, width)
-    else:
-        out = torch.softmax(queries @ k.transpose(1, 2), dim=-1) @ v
-    # Row (h, i) holds head h's output for query i in channel block h.
-    out = out.view(batch, num_heads, num_queries, num_heads, head_dim).diagonal(dim1=1, dim2=3)
-    return out.permute(0, 1, 3, 2).reshape(batch, num_queries, width)
-
-
-def _attend_few_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Attention of many queries (B or 1, Nq, C) over a few keys (B, Nk, C) -> (B, Nq, C).
-
-    Scores are laid out keys-first, (B, heads, Nk, Nq), so the softmax runs along a non-innermost axis,
-    vectorised over the queries; a softmax along an innermost axis of a handful of keys is very slow.
-    """
-    batch, num_keys, width = k.shape
-    head_dim = width // num_heads
-    keys = _block_diagonal(k * head_dim**-0.5, num_heads)  # (B, heads * Nk, C)
-    values = _block_diagonal(v, num_heads)  # (B, heads * Nk, C)
-    if q.shape[0] == 1:  # queries shared by the whole batch: one product over all prompts
-        scores = keys.view(-1, width) @ q[0].T  # (B * heads * Nk, Nq)
-    else:
-        scores = keys @ q.transpose(1, 2)  # (B, heads * Nk, Nq)
-    probs = scores.view(batch, num_heads, num_keys, -1).softmax(dim=2).view(batch, num_heads * num_keys, -1)
-    return probs.transpose(1, 2) @ values
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -99,8 +140,9 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, queries: torch.Tensor, image: ImageTokens,
+                query_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries: (B, T, C) tokens; image: the image tokens -> updated (queries, image tokens (B, N, C))."""
         # The first layer's queries are the prompt embeddings themselves, so adding their PE again is skipped
         # and the attention output replaces them instead of being a residual.
         if self.skip_first_layer_pe:
@@ -109,12 +151,9 @@ class TwoWayAttentionBlock(nn.Module):
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-
-        keys_with_pe = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_with_pe, keys))
+        queries = self.norm2(queries + self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, image))
         queries = self.norm3(queries + self.mlp(queries))
-        # The attention output comes first: it has the full batch, while the keys may still be one shared copy.
-        keys = self.norm4(self.cross_attn_image_to_token(keys_with_pe, queries + query_pe, queries) + keys)
+        keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(image, queries + query_pe, queries))
         return queries, keys
 
 
@@ -132,17 +171,27 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe: (B or 1, C, H, W); point_embedding: (B, N, C) -> (tokens, image tokens).
+    def forward(self, image_embedding: torch.Tensor | ImageTokens, image_pe: torch.Tensor | None,
+                point_embedding: torch.Tensor,
+                num_outputs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embedding, image_pe: (1 or B, C, H, W) and (1, C, H, W), or ImageTokens already built (then
+        image_pe is unused); point_embedding: (B, T, C) -> (tokens (B, T, C), image tokens (B, H*W, C)).
+        With ``num_outputs``, only the first that many tokens are returned, and the final attention runs
+        for those alone: the decoder reads its output tokens and never the prompt tokens that follow them.
 
-        A single image embedding is shared by all B prompt sets: the first layer's image-side projections then
-        run once, not B times, since the image tokens only become prompt-dependent after that layer.
+        A single image embedding is shared by all B prompt sets: the image tokens become prompt-dependent
+        only after the first layer, so until then one copy serves the whole batch.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        if isinstance(image_embedding, ImageTokens):
+            image = image_embedding
+        else:
+            if image_pe is None:
+                raise ValueError("image_pe is required with an image embedding tensor")
+            image = ImageTokens.from_maps(image_embedding, image_pe)
         queries = point_embedding
         for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
-        attended = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
-        return self.norm_final_attn(queries + attended), keys
+            queries, keys = layer(queries, image, point_embedding)
+            image = image.with_tokens(keys)
+        queries, point_embedding = queries[:, :num_outputs], point_embedding[:, :num_outputs]
+        attended = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, image)
+        return self.norm_final_attn(queries + attended), image.tokens
