@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from sam_core.checkpoint import load_sam
 from sam_core.modeling.transformer import ImageTokens
 from sam_core.runtime import keep_freed_memory_by_default
-from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
+from sam_core.transforms import ResizeLongestSide, to_rgb_uint8, upscale_mask_logits
 
 Size = tuple[int, int]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -283,9 +283,14 @@ class Predictor:
                     dense_prompt_embeddings=dense,
                     multimask_output=multimask_output,
                 )
-            masks = self.model.postprocess_masks(low_res, self.input_sizes[index], self.original_sizes[index])
-            if not return_logits:
-                masks = masks > self.model.mask_threshold
+            input_size, original_size = self.input_sizes[index], self.original_sizes[index]
+            if low_res.device.type == "cpu" and low_res.shape[-1] == low_res.shape[-2]:
+                logits = upscale_mask_logits(low_res, self.transform.target_length, input_size, original_size)
+                masks = torch.from_numpy(logits if return_logits else logits > self.model.mask_threshold)
+                masks = masks.to(low_res.dtype) if return_logits else masks
+            else:
+                masks = self.model.postprocess_masks(low_res, input_size, original_size)
+                masks = masks if return_logits else masks > self.model.mask_threshold
         return masks, scores, low_res
 
     # ------------------------------------------------------------------ validation helpers

@@ -84,11 +84,15 @@ class MaskDecoder(nn.Module):
 
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
-        """The transformer's image input: embeddings plus dense prompt embeddings, as tokens.
+        """The transformer's image input for many prompts that share one dense embedding (no mask input):
+        pass it to ``decode_tokens`` for each batch of prompts. It holds the image as tokens with the dense
+        embedding added, and the first layer's image-side projections, all computed once."""
+        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
+        return self.transformer.project_first_layer(image) if image.tokens.shape[0] == 1 else image
 
-        Prompts without a mask input share one dense embedding, so callers decoding many prompts on one image
-        (the predictor, the automatic mask generator) prepare it once and pass it to ``decode_tokens``.
-        """
+    @staticmethod
+    def _image_tokens(image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                      dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
         if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
             # One dense embedding for every prompt (no mask input): the transformer then works on a single
             # copy of the image tokens until they first depend on the prompts, instead of on B copies.
@@ -108,7 +112,7 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
         if image is None:
-            image = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+            image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
         hs, src = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
         return DecodedTokens(
             mask_tokens=hs[:, 1 : 1 + self.num_mask_tokens],

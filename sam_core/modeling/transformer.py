@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,9 @@ class ImageTokens:
     pe: torch.Tensor  # (1, N, C)
     tokens_with_pe: torch.Tensor  # tokens + pe
     grid: tuple[int, int]  # (H, W)
+    # The first layer's image-side projections (token->image keys and values, image->token queries), which
+    # depend on the image alone; set by TwoWayTransformer.project_first_layer for an image shared by prompts.
+    first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_maps(cls, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> "ImageTokens":
@@ -71,47 +75,63 @@ class Attention(nn.Module):
     # (heads * tokens, width), whose row for head h holds only head h's channels, so a single matrix product
     # serves all heads. Same attention in exact arithmetic; the rounding differs by float reassociation.
 
-    def tokens_to_image(self, queries: torch.Tensor, image: ImageTokens) -> torch.Tensor:
-        """Few queries (B, T, C) attending over the image tokens -> (B, T, C)."""
-        batch, num_tokens, width = queries.shape
+    def tokens_to_image(self, queries: torch.Tensor, image: ImageTokens,
+                        projected: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Few queries (B, T, C) attending over the image tokens -> (B, T, C). ``projected``: the image's
+        keys and values through this attention's projections, when computed once for many prompts."""
+        batch, num_tokens, _ = queries.shape
         heads = self.num_heads
-        q = self.q_proj(queries) * (self.q_proj.out_features // heads) ** -0.5
-        # Row (h, t): query t of head h mapped back through Wk_h. The key bias adds q . bk_h to every score
-        # of a row, which the softmax over the image removes, so it is left out.
-        query_rows = _block_diagonal(q, heads) @ self.k_proj.weight  # (B, heads * T, C)
-        if image.tokens.shape[0] == 1:  # one image for every prompt: one large product instead of B small ones
-            probs = (query_rows.view(-1, width) @ image.tokens_with_pe[0].T).softmax(dim=-1)
-            pooled = (probs @ image.tokens[0]).view(batch, heads * num_tokens, width)
+        q = _block_diagonal(self.q_proj(queries) * (self.q_proj.out_features // heads) ** -0.5, heads)
+        if projected is None:
+            # Row (h, t): query t of head h mapped back through Wk_h. The key bias adds q . bk_h to every
+            # score of a row, which the softmax over the image removes, so it is left out.
+            probs = _against_image(q @ self.k_proj.weight, image.tokens_with_pe).softmax(dim=-1)
+            # Each row's weights sum to one: projecting the pooled tokens equals pooling projected values.
+            values = F.linear(_pool(probs, image.tokens), self.v_proj.weight, self.v_proj.bias)
         else:
-            probs = torch.softmax(query_rows @ image.tokens_with_pe.transpose(1, 2), dim=-1)
-            pooled = probs @ image.tokens  # (B, heads * T, C): attention-weighted image tokens per row
-        # Each row's weights sum to one, so projecting the pooled tokens equals pooling the projected values.
-        values = F.linear(pooled, self.v_proj.weight)  # row (h, t) holds every head's channels; keep head h's
+            keys, image_values = projected
+            values = _pool(_against_image(q, keys).softmax(dim=-1), image_values)
+        # Row (h, t) holds every head's channels; head h's are the ones wanted.
         values = values.view(batch, heads, num_tokens, heads, -1).diagonal(dim1=1, dim2=3)  # (B, T, hd, heads)
-        out = values.permute(0, 1, 3, 2).reshape(batch, num_tokens, -1) + self.v_proj.bias
-        return self.out_proj(out)
+        return self.out_proj(values.permute(0, 1, 3, 2).reshape(batch, num_tokens, -1))
 
-    def image_to_tokens(self, image: ImageTokens, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def image_to_tokens(self, image: ImageTokens, keys: torch.Tensor, values: torch.Tensor,
+                        projected: torch.Tensor | None = None) -> torch.Tensor:
         """Image tokens attending over few keys and values (B, T, C); returns image tokens + attention output,
-        (B, N, C), the residual sum the decoder needs."""
-        batch, num_tokens, width = keys.shape
+        (B, N, C), the residual sum the decoder needs. ``projected``: the image's queries through this
+        attention's projection, when computed once for many prompts."""
+        batch, num_tokens, _ = keys.shape
         heads = self.num_heads
         k = _block_diagonal(self.k_proj(keys) * (self.k_proj.out_features // heads) ** -0.5, heads)
-        key_rows = k @ self.q_proj.weight  # (B, heads * T, C): key t of head h mapped back through Wq_h
-        key_bias = k @ self.q_proj.bias  # (B, heads * T): the query bias's share of each score
+        if projected is None:
+            # Row (h, t): key t of head h mapped back through Wq_h, plus the query bias's share of its scores.
+            scores = _against_image(k @ self.q_proj.weight, image.tokens_with_pe)
+            scores += (k @ self.q_proj.bias)[..., None]
+        else:
+            scores = _against_image(k, projected)
+        # Keys-first layout: the softmax over a head's few keys runs along a non-innermost axis, vectorised
+        # over the image tokens; a softmax along an innermost axis of a handful of keys is very slow.
+        probs = scores.view(batch, heads, num_tokens, -1).softmax(dim=2).view(batch, heads * num_tokens, -1)
         # Row (h, t): value t of head h through head h's slice of the output projection. Head 0's weights sum
         # to one over its tokens, so adding the output bias to its rows adds it once to every output.
         value_rows = _block_diagonal(self.v_proj(values), heads) @ self.out_proj.weight.T  # (B, heads * T, C)
         value_rows[:, :num_tokens] += self.out_proj.bias
-        if image.tokens_with_pe.shape[0] == 1:
-            scores = (key_rows.view(-1, width) @ image.tokens_with_pe[0].T).view(batch, heads * num_tokens, -1)
-        else:
-            scores = key_rows @ image.tokens_with_pe.transpose(1, 2)  # (B, heads * T, N)
-        scores += key_bias[..., None]
-        # Keys-first layout: the softmax over a head's few keys runs along a non-innermost axis, vectorised
-        # over the image tokens; a softmax along an innermost axis of a handful of keys is very slow.
-        probs = scores.view(batch, heads, num_tokens, -1).softmax(dim=2).view(batch, heads * num_tokens, -1)
         return torch.baddbmm(image.tokens, probs.transpose(1, 2), value_rows)
+
+
+def _against_image(rows: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """rows (B, R, X) times image tokens (1 or B, N, X), transposed -> (B, R, N). One image shared by the
+    whole batch takes one large matrix product instead of B small ones."""
+    if image.shape[0] == 1:
+        return (rows.reshape(-1, rows.shape[-1]) @ image[0].T).view(rows.shape[0], rows.shape[1], -1)
+    return rows @ image.transpose(1, 2)
+
+
+def _pool(probs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Attention weights (B, R, N) times image tokens (1 or B, N, X) -> (B, R, X)."""
+    if image.shape[0] == 1:
+        return (probs.reshape(-1, probs.shape[-1]) @ image[0]).view(probs.shape[0], probs.shape[1], -1)
+    return probs @ image
 
 
 def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -140,9 +160,11 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: torch.Tensor, image: ImageTokens,
-                query_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries: (B, T, C) tokens; image: the image tokens -> updated (queries, image tokens (B, N, C))."""
+    def forward(self, queries: torch.Tensor, image: ImageTokens, query_pe: torch.Tensor,
+                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries: (B, T, C) tokens; image: the image tokens -> updated (queries, image tokens (B, N, C)).
+        ``projected``: this layer's image-side projections (``project_image``), when computed beforehand."""
         # The first layer's queries are the prompt embeddings themselves, so adding their PE again is skipped
         # and the attention output replaces them instead of being a residual.
         if self.skip_first_layer_pe:
@@ -151,10 +173,19 @@ class TwoWayAttentionBlock(nn.Module):
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        queries = self.norm2(queries + self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, image))
+        keys_values, image_queries = (projected[:2], projected[2]) if projected is not None else (None, None)
+        attended = self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, image, keys_values)
+        queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(image, queries + query_pe, queries))
-        return queries, keys
+        attended = self.cross_attn_image_to_token.image_to_tokens(image, queries + query_pe, queries, image_queries)
+        return queries, self.norm4(attended)
+
+    def project_image(self, image: ImageTokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The image-side projections of both cross-attentions: token->image keys and values, image->token
+        queries, each (1 or B, N, C / downsample)."""
+        to_image, to_tokens = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return (to_image.k_proj(image.tokens_with_pe), to_image.v_proj(image.tokens),
+                to_tokens.q_proj(image.tokens_with_pe))
 
 
 class TwoWayTransformer(nn.Module):
@@ -189,9 +220,14 @@ class TwoWayTransformer(nn.Module):
                 raise ValueError("image_pe is required with an image embedding tensor")
             image = ImageTokens.from_maps(image_embedding, image_pe)
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, image, point_embedding)
+        for index, layer in enumerate(self.layers):
+            queries, keys = layer(queries, image, point_embedding, image.first_layer if index == 0 else None)
             image = image.with_tokens(keys)
         queries, point_embedding = queries[:, :num_outputs], point_embedding[:, :num_outputs]
         attended = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, image)
         return self.norm_final_attn(queries + attended), image.tokens
+
+    def project_first_layer(self, image: ImageTokens) -> ImageTokens:
+        """``image`` with the first layer's image-side projections attached. Until the first layer's output
+        the image tokens depend on the image alone, so an image decoded with many prompts projects them once."""
+        return dataclasses.replace(image, first_layer=self.layers[0].project_image(image))
