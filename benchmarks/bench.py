@@ -7,13 +7,15 @@ sam_core, whose state dict then loads into the reference), then measures every (
 fresh subprocesses so that peak RSS is per pair, interleaving the ``--runs`` repeats across implementations.
 Encoder and predict timings follow one warm-up call; AMG runs are long enough to need none. Medians are
 printed. The AMG rows also check that sam_core's mask set equals the reference's (count, matched IoU).
-``sam_core+keep_freed_memory`` is sam_core with the opt-in allocator setting that ``sam-amg`` uses.
+``sam_core`` runs as its entry points (Predictor, AutomaticMaskGenerator, sam-amg) set the process up, with
+the allocator setting on; ``sam_core, allocator setting off`` runs with SAM_CORE_KEEP_FREED_MEMORY=0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -28,8 +30,11 @@ import cv2
 import numpy as np
 import torch
 
+from sam_core.runtime import ALLOCATOR_ENV, keep_freed_memory_by_default
+
 TASKS = ("encoder", "predict", "amg32", "amg16")
-IMPLEMENTATIONS = ("reference", "transformers", "sam_core", "sam_core+keep_freed_memory")
+ALLOCATOR_OFF = "sam_core, allocator setting off"
+IMPLEMENTATIONS = ("reference", "transformers", "sam_core", ALLOCATOR_OFF)
 PREDICT_CALLS = 20
 
 
@@ -64,8 +69,10 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     from sam_core.parity import make_reference_sam_from
 
     torch.set_grad_enabled(False)
-    if implementation == "sam_core+keep_freed_memory":
-        sam_core.keep_freed_memory()
+    if implementation.startswith("sam_core"):
+        if implementation == ALLOCATOR_OFF:
+            os.environ[ALLOCATOR_ENV] = "0"
+        keep_freed_memory_by_default()  # what Predictor, AutomaticMaskGenerator and sam-amg do first
         implementation = "sam_core"
     image = load_rgb(image_path)
     ours = sam_core.load_sam(hf_dir)

@@ -137,11 +137,8 @@ def _pool(probs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, C) -> (B, heads * T, C) where row h * T + i keeps only head h's channels of token i."""
     batch, tokens, width = x.shape
-    head_dim = width // num_heads
-    heads = torch.arange(num_heads, device=x.device)
-    out = x.new_zeros((batch, num_heads, tokens, num_heads, head_dim))
-    out[:, heads, :, heads] = x.view(batch, tokens, num_heads, head_dim).permute(2, 0, 1, 3)
-    return out.view(batch, num_heads * tokens, width)
+    head_mask = torch.eye(num_heads, dtype=x.dtype, device=x.device).repeat_interleave(width // num_heads, dim=1)
+    return (x[:, None] * head_mask[None, :, None]).view(batch, num_heads * tokens, width)
 
 
 class TwoWayAttentionBlock(nn.Module):
