@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/speed_modes.py --image ../shared/images/truck.jpg
 
-Modes: int8 dynamic quantisation of the encoder's linear layers (``sam_core.quantize_encoder_int8``).
+Modes: int8 dynamic quantisation of the encoder's linear layers (``sam_core.quantize_encoder_int8``), and the
+whole model in bfloat16 (``load_sam(..., dtype=torch.bfloat16)``).
 Agreement is the IoU between each mode's mask and the exact path's mask for the same prompt (the best of the
 three multimask outputs), for a 4x4 grid of point prompts, on random vit_b weights and on the small
 prompt-sensitive shapes model shipped in weights/.
@@ -16,12 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 import sam_core
 from sam_core.parity import make_hf_sam
+from sam_core.runtime import keep_freed_memory_by_default
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench import load_rgb  # noqa: E402
@@ -56,42 +59,53 @@ def grid_points(height: int, width: int) -> np.ndarray:
     return np.array([[(i + 0.5) * width / 4, (j + 0.5) * height / 4] for j in range(4) for i in range(4)])
 
 
+# Each mode: (name, a function turning the path of a checkpoint into the model that mode runs).
+MODES: list[tuple[str, Callable[[str | Path], sam_core.Sam]]] = [
+    ("int8 encoder linears", lambda path: sam_core.quantize_encoder_int8(sam_core.load_sam(path))),
+    ("bf16 weights and activations", lambda path: sam_core.load_sam(path, dtype=torch.bfloat16)),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    keep_freed_memory_by_default()  # as every sam_core entry point does
     photo = load_rgb(args.image)
     shapes, _ = draw_shapes_image(np.random.default_rng(4), 300, 400, n_shapes=6)
 
     with tempfile.TemporaryDirectory() as tmp:
         make_hf_sam("vit_b", seed=0).save_pretrained(tmp)
-        exact, int8 = sam_core.load_sam(tmp), sam_core.quantize_encoder_int8(sam_core.load_sam(tmp))
+        exact = sam_core.load_sam(tmp)
+        modes = [(name, make(tmp), make(SHAPES_WEIGHTS)) for name, make in MODES]
     pixels = exact.preprocess(torch.rand(1, 3, 1024, 1024) * 255)
-    exact_times, int8_times = [], []
+    times: dict[str, list[float]] = {name: [] for name in ["exact (default)"] + [m[0] for m in modes]}
     for _ in range(args.runs):  # interleaved, against drifts in the machine's speed
-        exact_times += encoder_seconds(exact, pixels, 1)
-        int8_times += encoder_seconds(int8, pixels, 1)
-    rows = []
-    for name, model, quantized, image in [
-        ("vit_b (random weights)", exact, int8, photo),
-        ("vit_tiny shapes model", sam_core.load_sam(SHAPES_WEIGHTS),
-         sam_core.quantize_encoder_int8(sam_core.load_sam(SHAPES_WEIGHTS)), shapes),
-    ]:
-        points = grid_points(*image.shape[:2])
-        reference, approximate = sam_core.Predictor(model), sam_core.Predictor(quantized)
-        reference.set_image(image)
-        approximate.set_image(image)
-        rows.append((name, *mean_and_min_iou(best_masks(reference, points), best_masks(approximate, points))))
+        times["exact (default)"] += encoder_seconds(exact, pixels, 1)
+        for name, model, _ in modes:
+            times[name] += encoder_seconds(model, pixels.to(model.dtype), 1)
 
-    exact_median, int8_median = statistics.median(exact_times), statistics.median(int8_times)
+    exact_shapes = sam_core.load_sam(SHAPES_WEIGHTS)
+    exact_median = statistics.median(times["exact (default)"])
     print(f"# speed modes: torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.runs}\n")
     print("| mode | vit_b encoder | speed-up | mask IoU vs exact (mean / min, 16 prompts) |")
     print("|---|---|---|---|")
     print(f"| exact (default) | {exact_median:.2f} s | 1.00x | 1 / 1 |")
-    ious = "; ".join(f"{name}: {mean:.3f} / {worst:.3f}" for name, mean, worst in rows)
-    print(f"| int8 encoder linears | {int8_median:.2f} s | {exact_median / int8_median:.2f}x | {ious} |")
+    for name, model, shapes_model in modes:
+        ious = []
+        for label, exact_model, approximate_model, image in [("vit_b (random weights)", exact, model, photo),
+                                                             ("vit_tiny shapes model", exact_shapes,
+                                                              shapes_model, shapes)]:
+            points = grid_points(*image.shape[:2])
+            reference, approximate = sam_core.Predictor(exact_model), sam_core.Predictor(approximate_model)
+            reference.set_image(image)
+            approximate.set_image(image)
+            mean, worst = mean_and_min_iou(best_masks(reference, points), best_masks(approximate, points))
+            ious.append(f"{label}: {mean:.3f} / {worst:.3f}")
+        median = statistics.median(times[name])
+        print(f"| {name} | {median:.2f} s | {exact_median / median:.2f}x | {'; '.join(ious)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,21 @@ def test_uint16_and_float_are_scaled_to_uint8():
 def test_ambiguous_images_raise_value_error(image, image_format, message):
     with pytest.raises(ValueError, match=message):
         to_rgb_uint8(image, image_format)
+
+
+@pytest.mark.parametrize("original_size", [(300, 450), (450, 300), (90, 120), (256, 256)])
+def test_opencv_logit_upscaling_matches_the_reference_postprocessing(tiny_reference, original_size):
+    """upscale_mask_logits (OpenCV) against the reference Sam's postprocess_masks, on smooth logits."""
+    from sam_core.transforms import upscale_mask_logits
+
+    image_size = tiny_reference.image_encoder.img_size
+    side = image_size // 4
+    input_size = ResizeLongestSide.get_preprocess_shape(*original_size, image_size)
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randn((2, 3, 8, 8), generator=generator) * 8  # logits of a few units, like real masks
+    low_res = torch.nn.functional.interpolate(coarse, (side, side), mode="bicubic", align_corners=False)
+    expected = tiny_reference.postprocess_masks(low_res, input_size, original_size).numpy()
+    actual = upscale_mask_logits(low_res, image_size, input_size, original_size)
+    assert actual.shape == expected.shape and actual.dtype == np.float32
+    np.testing.assert_allclose(actual, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
+    assert ((actual > 0) == (expected > 0)).mean() >= 0.99999
