@@ -417,5 +417,7 @@ def _as_float_tensor(values: Any, device: torch.device) -> torch.Tensor:
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    # On CPU this shares memory with the tensor instead of copying the full-resolution masks.
-    return tensor.cpu().numpy()
+    # On CPU this shares memory with the tensor instead of copying the full-resolution masks. NumPy has no
+    # bfloat16, so a bfloat16 model's scores and logits come back as float32.
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()

@@ -263,6 +263,22 @@ def test_decoder_image_input_is_rebuilt_for_each_new_image(native_tiny, tiny_ref
             assert_same_prediction(ours.predict(**prompt), theirs.predict(**prompt))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_predictor_returns_numpy_close_to_float32(tiny_pth, dtype):
+    image = synthetic_image(150, 200)
+    prompt = dict(point_coords=np.array([[60.0, 70.0]]), point_labels=np.array([1]))
+    results = []
+    for model in (load_sam(tiny_pth), load_sam(tiny_pth, dtype=dtype)):
+        predictor = Predictor(model)
+        predictor.set_image(image)
+        results.append(predictor.predict(**prompt))
+    (masks, scores, low_res), (reduced_masks, reduced_scores, reduced_low_res) = results
+    assert reduced_masks.dtype == bool and reduced_masks.shape == masks.shape
+    assert reduced_scores.dtype in (np.float32, np.float16) and reduced_low_res.shape == low_res.shape
+    assert (reduced_masks == masks).mean() >= 0.95
+    np.testing.assert_allclose(reduced_scores, scores, atol=0.05)
+
+
 def test_image_embedding_can_feed_a_trained_head(predictor):
     # Caching embeddings to fine-tune a decoder is common; the embedding must work with autograd.
     head = torch.nn.Conv2d(64, 1, 1)
