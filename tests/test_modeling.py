@@ -155,3 +155,22 @@ def test_full_vit_b_matches_reference_at_1024(tmp_path):
         logits, iou = ours.mask_decoder(actual, ours.prompt_encoder.get_dense_pe(), sparse, dense, True)
         assert max_diff(logits, logits_ref) <= 1e-3
         assert max_diff(iou, iou_ref) <= 1e-3
+
+
+@pytest.mark.parametrize("height, width, window", [(14, 14, 7), (16, 13, 6), (5, 9, 4)])
+def test_window_partition_pads_with_the_given_token_and_round_trips(height, width, window):
+    from sam_core.modeling.image_encoder import partition_windows, unpartition_windows
+
+    heads, head_dim = 2, 3
+    qkv = torch.randn(2, height, width, 3, heads, head_dim)
+    pad = torch.randn(3, heads, head_dim)
+    windows = partition_windows(qkv, window, pad)
+    # The same windows the plain way: pad the grid with the pad token, cut, split heads.
+    padded_h, padded_w = -(-height // window) * window, -(-width // window) * window
+    grid = pad.expand(2, padded_h, padded_w, 3, heads, head_dim).clone()
+    grid[:, :height, :width] = qkv
+    grid = grid.view(2, padded_h // window, window, padded_w // window, window, 3, heads, head_dim)
+    expected = grid.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, window * window, head_dim)
+    assert torch.equal(windows, expected)
+    out = torch.empty(2, height, width, heads, head_dim)
+    assert torch.equal(unpartition_windows(windows[0], window, out), qkv[..., 0, :, :])
