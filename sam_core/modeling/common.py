@@ -17,14 +17,15 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.lin1(x)
-        if isinstance(self.act, nn.GELU) and not (torch.is_grad_enabled() and hidden.requires_grad):
-            # In place when no gradient is needed: ViT-B's hidden activation is 48 MB, and a second one
-            # would be written (and, on a cold allocator, page-faulted) for nothing.
-            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
-        else:
-            hidden = self.act(hidden)
-        return self.lin2(hidden)
+        return self.lin2(activate(self.act, self.lin1(x)))
+
+
+def activate(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``activation(x)`` for a freshly computed ``x``: in place for GELU when no gradient is needed, since
+    a second copy (48 MB for ViT-B's MLP hidden state) would be written, and page-faulted, for nothing."""
+    if isinstance(activation, nn.GELU) and not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.ops.aten.gelu_(x, approximate=activation.approximate)
+    return activation(x)
 
 
 class LayerNorm2d(nn.Module):

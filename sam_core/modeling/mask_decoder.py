@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.modeling.common import LayerNorm2d
+from sam_core.modeling.common import LayerNorm2d, activate
 from sam_core.modeling.transformer import ImageTokens
 
 
@@ -139,8 +139,8 @@ class MaskDecoder(nn.Module):
         batch, height, width, _ = tokens.shape
         x = F.linear(tokens, *_as_linear(conv1))  # (B, H, W, 2*2*C1)
         x = x.view(batch, height, width, 2, 2, norm.weight.shape[0])
-        x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
-        x = act2(F.linear(x, *_as_linear(conv2)))  # (B, H, W, 2, 2, 2*2*C2)
+        x = activate(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = activate(act2, F.linear(x, *_as_linear(conv2)))  # (B, H, W, 2, 2, 2*2*C2)
         num_masks, channels = hyper_in.shape[1:]
         masks = x.view(batch, height * width * 16, channels) @ hyper_in.transpose(1, 2)  # (B, H*W*16, M)
         masks = masks.view(batch, height, width, 2, 2, 2, 2, num_masks)  # b, i, j, di1, dj1, di2, dj2, m
@@ -152,3 +152,4 @@ def _as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a 2x2 stride-2 ConvTranspose2d as a linear map C_in -> (2, 2, C_out) per pixel."""
     weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.weight.shape[0])  # ((di, dj, o), c)
     return weight, conv.bias.repeat(4)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -137,8 +138,15 @@ def _pool(probs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, C) -> (B, heads * T, C) where row h * T + i keeps only head h's channels of token i."""
     batch, tokens, width = x.shape
-    head_mask = torch.eye(num_heads, dtype=x.dtype, device=x.device).repeat_interleave(width // num_heads, dim=1)
-    return (x[:, None] * head_mask[None, :, None]).view(batch, num_heads * tokens, width)
+    head_mask = _head_mask(num_heads, width, x.dtype, x.device)  # (heads, 1, C)
+    return (x[:, None] * head_mask).view(batch, num_heads * tokens, width)
+
+
+@functools.lru_cache(maxsize=32)
+def _head_mask(num_heads: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(heads, 1, width): row h is one on head h's channels, zero elsewhere. Cached: a decoded prompt uses
+    it a dozen times, and each small op costs about as much as the multiplication it serves."""
+    return torch.eye(num_heads, dtype=dtype, device=device).repeat_interleave(width // num_heads, dim=1)[:, None]
 
 
 class TwoWayAttentionBlock(nn.Module):
