@@ -6,9 +6,9 @@ never computed. Each step below is an exact reordering: every mask that reaches 
 through the same arithmetic as in the reference, so the records equal the reference's (the tests
 compare them mask pixel for mask pixel, with scores within 1e-5).
 
-- Each crop is resized and encoded once. The dense positional encoding is computed once per image, and
-  the prompt encoder's "no mask" embedding is a broadcast view; the decoder receives the crop's single
-  image embedding for a whole batch of prompts.
+- Each crop is resized and encoded once. The dense positional encoding is computed once per image; the
+  decoder's prompt-independent image input (tokens plus the "no mask" embedding, and its first layer's
+  image-side projections) once per crop, shared by every prompt.
 - Point prompts are taken in groups of ``points_per_batch`` as in the reference, but the decoder runs on
   four prompts at a time: a prompt's outputs do not depend on its batch-mates (up to float rounding in
   the last bits), and four prompts' activations stay in cache where 64 do not.
@@ -57,6 +57,7 @@ from sam_core.masks import (
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from sam_core.modeling.transformer import ImageTokens
 from sam_core.runtime import keep_freed_memory_by_default
 from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
 
@@ -252,10 +253,13 @@ class AutomaticMaskGenerator:
         resized = self.transform.apply_image(crop)
         pixels = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1).contiguous()[None]
         features = self.model.image_encoder(self.model.preprocess(pixels))
+        # Every point prompt of the crop shares the "no mask" dense embedding, hence one prepared image input.
+        _, no_mask = self.model.prompt_encoder(points=None, boxes=None, masks=None)
+        decoder_image = self.model.mask_decoder.prepare_image(features, dense_pe, no_mask)
 
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         parts = [
-            self._process_batch(features, dense_pe, points[start:start + self.points_per_batch],
+            self._process_batch(decoder_image, points[start:start + self.points_per_batch],
                                 resized.shape[:2], crop_box, image.shape[:2])
             for start in range(0, len(points), self.points_per_batch)
         ]
@@ -265,16 +269,14 @@ class AutomaticMaskGenerator:
         proposals.points = uncrop_points(proposals.points, crop_box)
         return proposals
 
-    def _process_batch(self, features: torch.Tensor, dense_pe: torch.Tensor, points: np.ndarray,
-                       input_size: tuple[int, int], crop_box: list[int],
-                       image_size: tuple[int, int]) -> _Proposals:
+    def _process_batch(self, decoder_image: ImageTokens, points: np.ndarray, input_size: tuple[int, int],
+                       crop_box: list[int], image_size: tuple[int, int]) -> _Proposals:
         crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
         # float64 coordinates, as the reference passes them to the prompt encoder.
         coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.model.device)
         labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
-        sparse, dense = self.model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-        low_res, iou_preds, prompt_points = self._decode_kept_masks(features, dense_pe, sparse, dense,
-                                                                    torch.as_tensor(points))
+        sparse, _ = self.model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+        low_res, iou_preds, prompt_points = self._decode_kept_masks(decoder_image, sparse, torch.as_tensor(points))
 
         per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
         chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
@@ -285,8 +287,8 @@ class AutomaticMaskGenerator:
                                                  input_size, crop_box, image_size))
         return _Proposals.concat(parts)
 
-    def _decode_kept_masks(self, features: torch.Tensor, dense_pe: torch.Tensor, sparse: torch.Tensor,
-                           dense: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _decode_kept_masks(self, decoder_image: ImageTokens, sparse: torch.Tensor,
+                           points: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Low-res logits, predicted IoU and prompt point of every multimask output above pred_iou_thresh.
 
         The decoder runs on a few prompts at a time (its activations then stay in cache, which is several
@@ -294,11 +296,10 @@ class AutomaticMaskGenerator:
         predicted IoU passes the filter. Each prompt's outputs do not depend on its batch-mates.
         """
         decoder = self.model.mask_decoder
-        image = decoder.prepare_image(features, dense_pe, dense)
         low_res, iou_preds, kept_points = [], [], []
         for start in range(0, len(points), _DECODER_BATCH):
             part = slice(start, start + _DECODER_BATCH)
-            decoded = decoder.decode_tokens(features, dense_pe, sparse[part], dense[part], image=image)
+            decoded = decoder.decode_tokens(decoder_image, sparse[part])
             scores = decoded.iou_pred[:, 1:].float()  # the multimask outputs
             if self.pred_iou_thresh > 0.0:
                 keep = scores > self.pred_iou_thresh
@@ -312,7 +313,7 @@ class AutomaticMaskGenerator:
             iou_preds.append(scores[prompts][keep])
             kept_points.append(points[part][prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
         if not low_res:
-            side = 4 * features.shape[-1]
+            side = 4 * decoder_image.grid[1]
             return sparse.new_empty((0, side, side)), sparse.new_empty((0,)), points[:0]
         return torch.cat(low_res), torch.cat(iou_preds), torch.cat(kept_points)
 

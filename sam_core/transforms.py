@@ -101,6 +101,13 @@ def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def low_res_extent(side: int, factor: int, input_size: tuple[int, ...]) -> tuple[int, int]:
+    """Rows and columns of a (side, side) low-res map that upscaling by ``factor`` and cropping to
+    ``input_size`` reads: those under the crop plus one bilinear neighbour. Upscaling only them gives the
+    same values in the crop, for less work on non-square images."""
+    return min(side, input_size[0] // factor + 2), min(side, input_size[1] // factor + 2)
+
+
 def upscale_mask_logits(low_res: torch.Tensor, image_size: int, input_size: tuple[int, int],
                         original_size: tuple[int, int]) -> np.ndarray:
     """Low-res logits (..., S, S) -> float32 logits (..., H, W) at the original image size.
@@ -108,12 +115,11 @@ def upscale_mask_logits(low_res: torch.Tensor, image_size: int, input_size: tupl
     The two bilinear resizes of ``Sam.postprocess_masks`` (to the padded ``image_size`` square, crop to the
     resized image ``input_size``, then to ``original_size``), run by OpenCV: about four times faster than
     torch's on CPU, and equal to it within ~1e-4 on logits of a few units (float rounding of the weights).
-    Only the low-res rows and columns under the crop, plus one bilinear neighbour, are upscaled.
+    Only the rows and columns of ``low_res_extent`` are upscaled.
     """
     side = low_res.shape[-1]
     factor = image_size // side
-    rows = min(side, input_size[0] // factor + 2)
-    cols = min(side, input_size[1] // factor + 2)
+    rows, cols = low_res_extent(side, factor, input_size)
     source = low_res.detach().float().cpu().numpy().reshape(-1, side, side)
     out = np.empty((len(source), *original_size), dtype=np.float32)
     for mask, target in zip(source, out):

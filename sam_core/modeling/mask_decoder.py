@@ -70,23 +70,29 @@ class MaskDecoder(nn.Module):
         ``image_embeddings`` is (1, C, H, W), shared by all B prompt sets, or (B, C, H, W).
         ``image_pe`` is (1, C, H, W).
         """
-        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                             dense_prompt_embeddings)
-        selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
+        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
+        return self.decode(image, sparse_prompt_embeddings, multimask_output)
+
+    def decode(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor,
+               multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` on an image input from ``prepare_image``: masks and IoU of the selected outputs."""
+        decoded = self.decode_tokens(image, sparse_prompt_embeddings)
+        outputs = slice(1, None) if multimask_output else slice(0, 1)
+        return self.masks_from_tokens(decoded, outputs), decoded.iou_pred[:, outputs]
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All mask tokens' logits and IoU predictions."""
-        decoded = self.decode_tokens(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
+        decoded = self.decode_tokens(image, sparse_prompt_embeddings)
         return self.masks_from_tokens(decoded), decoded.iou_pred
 
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
-        """The transformer's image input for many prompts that share one dense embedding (no mask input):
-        pass it to ``decode_tokens`` for each batch of prompts. It holds the image as tokens with the dense
-        embedding added, and the first layer's image-side projections, all computed once."""
+        """The transformer's image input for many prompts that share one dense embedding (no mask input),
+        for ``decode`` or ``decode_tokens``: the image as tokens with the dense embedding added, and the
+        first layer's image-side projections, all computed once."""
         image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
         return self.transformer.project_first_layer(image) if image.tokens.shape[0] == 1 else image
 
@@ -99,20 +105,15 @@ class MaskDecoder(nn.Module):
             dense_prompt_embeddings = dense_prompt_embeddings[:1]
         return ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
 
-    def decode_tokens(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor | None,
-                      sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
-                      image: ImageTokens | None = None) -> DecodedTokens:
+    def decode_tokens(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor) -> DecodedTokens:
         """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
 
         Split in two so that callers filtering on predicted IoU (the automatic mask generator) upscale only
-        the prompts they keep: the IoU depends on the transformer alone. ``image``, from ``prepare_image``,
-        replaces the three image arguments, which are then not read.
+        the prompts they keep: the IoU depends on the transformer alone.
         """
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        if image is None:
-            image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
         hs, src = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
         return DecodedTokens(
             mask_tokens=hs[:, 1 : 1 + self.num_mask_tokens],

@@ -13,6 +13,7 @@ from sam_core.modeling.image_encoder import ImageEncoderViT
 from sam_core.modeling.mask_decoder import MaskDecoder
 from sam_core.modeling.prompt_encoder import PromptEncoder
 from sam_core.modeling.transformer import TwoWayTransformer
+from sam_core.transforms import low_res_extent
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -55,11 +56,8 @@ class Sam(nn.Module):
         size = self.image_encoder.img_size
         low_res = masks.shape[-1]
         if size % low_res == 0 and masks.shape[-2] == low_res:
-            # Upscaling then cropping to the unpadded input only needs the low-res rows and columns under the
-            # crop (plus one for the bilinear neighbour): same scale, same values, less work for non-square images.
             factor = size // low_res
-            rows = min(low_res, input_size[0] // factor + 2)
-            cols = min(low_res, input_size[1] // factor + 2)
+            rows, cols = low_res_extent(low_res, factor, input_size)
             masks = F.interpolate(masks[..., :rows, :cols], (rows * factor, cols * factor), mode="bilinear",
                                   align_corners=False)
         else:
