@@ -61,7 +61,7 @@ class SamConfig:
         return {**dataclasses.asdict(self), "encoder_global_attn_indexes": list(self.encoder_global_attn_indexes)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SamConfig":
+    def from_dict(cls, values: dict[str, Any]) -> SamConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -44,7 +44,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, source: str | PathLike, device: str | torch.device | None = None,
-                        **load_kwargs: Any) -> "Predictor":
+                        **load_kwargs: Any) -> Predictor:
         """Load a model with ``sam_core.load_sam`` (same sources: .pth, HF dir or id, registry name)."""
         return cls(load_sam(source, device=device, **load_kwargs))
 

@@ -21,7 +21,7 @@ class DecodedTokens:
     image_tokens: torch.Tensor  # (B, H, W, C), channels-last
     iou_pred: torch.Tensor  # (B, num_mask_tokens)
 
-    def take(self, index: torch.Tensor) -> "DecodedTokens":
+    def take(self, index: torch.Tensor) -> DecodedTokens:
         return DecodedTokens(self.mask_tokens[index], self.image_tokens[index], self.iou_pred[index])
 
 

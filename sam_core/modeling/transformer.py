@@ -30,13 +30,13 @@ class ImageTokens:
     first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
-    def from_maps(cls, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> "ImageTokens":
+    def from_maps(cls, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageTokens:
         """From (1 or B, C, H, W) embeddings and a (1, C, H, W) positional encoding."""
         tokens = image_embedding.flatten(2).transpose(1, 2).contiguous()
         pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         return cls(tokens, pe, tokens + pe, tuple(image_embedding.shape[-2:]))
 
-    def with_tokens(self, tokens: torch.Tensor) -> "ImageTokens":
+    def with_tokens(self, tokens: torch.Tensor) -> ImageTokens:
         """The same grid and positional encoding with new tokens."""
         return ImageTokens(tokens, self.pe, tokens + self.pe, self.grid)
 
