@@ -73,7 +73,7 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     if implementation.startswith("sam_core"):
         if implementation == ALLOCATOR_OFF:
             os.environ[ALLOCATOR_ENV] = "0"
-        keep_freed_memory_by_default()  # what Predictor, AutomaticMaskGenerator and sam-amg do first
+        keep_freed_memory_by_default()  # what sam-amg does first
         implementation = "sam_core"
     image = load_rgb(image_path)
     ours = sam_core.load_sam(hf_dir)
@@ -95,7 +95,8 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
         transform = sam_core.ResizeLongestSide(1024)
         pixels = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1)[None].float()
         prepared = sam_core.build_sam("vit_b").preprocess(pixels)
-        encode = model.get_image_embeddings if implementation == "transformers" else model.image_encoder
+        encode = {"sam_core": getattr(model, "encode", None), "reference": getattr(model, "image_encoder", None),
+                  "transformers": getattr(model, "get_image_embeddings", None)}[implementation]
         times, _ = timed(lambda: encode(prepared), runs)
     elif task == "predict":
         if implementation == "transformers":

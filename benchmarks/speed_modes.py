@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    keep_freed_memory_by_default()  # as every sam_core entry point does
+    keep_freed_memory_by_default()  # as sam-amg does
     photo = load_rgb(args.image)
     shapes, _ = draw_shapes_image(np.random.default_rng(4), 300, 400, n_shapes=6)
 

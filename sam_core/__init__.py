@@ -1,18 +1,26 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
-from sam_core.checkpoint import CheckpointError, load_sam, sam_model_registry, save_sam
+from sam_core.checkpoint import CheckpointError, infer_config, load_sam, save_sam
+from sam_core.compat import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from sam_core.config import SAM_CONFIGS, SamConfig, get_config
-from sam_core.mask_generator import AutomaticMaskGenerator, SamAutomaticMaskGenerator
-from sam_core.modeling import Sam, build_sam
-from sam_core.predictor import Predictor, SamPredictor
+from sam_core.families import FAMILIES, model_names
+from sam_core.families import build_model as build_sam
+from sam_core.mask_generator import AutomaticMaskGenerator
+from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
+from sam_core.modeling import Sam
+from sam_core.predictor import Predictor
 from sam_core.runtime import keep_freed_memory, quantize_encoder_int8
 from sam_core.transforms import ResizeLongestSide
 
 __all__ = [
+    "FAMILIES",
     "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
+    "MaskPrediction",
     "Predictor",
+    "PromptableSegmenter",
+    "Prompts",
     "ResizeLongestSide",
     "Sam",
     "SamAutomaticMaskGenerator",
@@ -20,8 +28,10 @@ __all__ = [
     "SamPredictor",
     "build_sam",
     "get_config",
+    "infer_config",
     "keep_freed_memory",
     "load_sam",
+    "model_names",
     "quantize_encoder_int8",
     "sam_model_registry",
     "save_sam",

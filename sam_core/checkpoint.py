@@ -7,8 +7,9 @@ Sources understood by :func:`load_sam`:
 * sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
 * a registry name (``vit_b``, ``vit_l``, ``vit_h``): the official file, downloaded once and sha256-checked.
 
-sam_core's parameter names are Meta's, so Meta checkpoints load as they are and Hugging Face ones go
-through a handful of rename rules.
+The model family (``sam_core.families``) is recognised from the tensor names; its entry says how to read
+foreign names, how to infer the config from the shapes and how to build the model. sam_core's parameter
+names are Meta's, so Meta checkpoints load as they are and Hugging Face ones go through rename rules.
 """
 
 from __future__ import annotations
@@ -22,46 +23,39 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.errors import CheckpointError
+from sam_core.families import (
+    OFFICIAL_CHECKPOINTS,
+    family_named,
+    family_of_checkpoint,
+    lookup_model,
+    model_type_name,
+    resolve_config,
+)
 from sam_core.hf_format import hf_to_meta_state_dict, sam_config_from_hf
-from sam_core.modeling.sam import Sam, build_sam
+from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter
+
+__all__ = [
+    "OFFICIAL_CHECKPOINTS", "CheckpointError", "OfficialCheckpoint", "download_official_checkpoint",
+    "hf_to_meta_state_dict", "infer_config", "load_sam", "model_type_name", "sam_config_from_hf",
+    "save_sam",
+]
 
 StateDict = dict[str, torch.Tensor]
 
-OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 FORMAT_KEY = "sam_core.format"
 FORMAT_VERSION = "1"
 CONFIG_KEY = "sam_core.config"
-# Read from shapes is impossible (the heads split one projection); every official model uses 8.
-ASSUMED_DECODER_HEADS = 8
+FAMILY_KEY = "sam_core.family"  # absent in files written before there were several families: "sam"
 _LISTED = 10  # how many names of each kind an error message shows
-
-
-@dataclass(frozen=True)
-class OfficialCheckpoint:
-    filename: str
-    sha256: str
-    size: int  # bytes
-
-
-OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
-    "vit_h": OfficialCheckpoint("sam_vit_h_4b8939.pth",
-                                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879),
-    "vit_l": OfficialCheckpoint("sam_vit_l_0b3195.pth",
-                                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607),
-    "vit_b": OfficialCheckpoint("sam_vit_b_01ec64.pth",
-                                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383),
-}
 _REGISTRY_ALIASES = {"default": "vit_h"}
 _CHECKPOINT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -69,50 +63,43 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # --------------------------------------------------------------------------------------------------- public API
 
-def load_sam(source: str | os.PathLike, config: str | SamConfig | None = None,
-             device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Sam:
-    """Build a Sam from a checkpoint (see the module docstring for the accepted sources).
+def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> PromptableSegmenter:
+    """Build a model of any family from a checkpoint (see the module docstring for the accepted sources).
 
-    ``config`` forces the model shapes (a registry name or SamConfig); by default they come from the
-    checkpoint's stored config or, for Meta files, from its tensor shapes. ``dtype`` defaults to the
-    checkpoint's own floating dtype. Raises :class:`CheckpointError` with the file and the problem.
+    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig); by
+    default they come from the checkpoint's stored config or, for Meta files, from its tensor shapes.
+    ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with the file
+    and the problem.
     """
-    state_dict, stored_config, origin = _read_source(source)
+    state_dict, stored_config, origin, family = _read_source(source)
     if config is not None:
-        wanted, wanted_name = get_config(config), config if isinstance(config, str) else None
+        try:
+            wanted_family, wanted = resolve_config(config)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{origin}: {error}") from None
+        if wanted_family is not family:
+            raise CheckpointError(f"{origin} holds a {family.name} model, but a {wanted_family.name} config "
+                                  f"({config if isinstance(config, str) else wanted.summary()}) was requested")
+        wanted_name = config if isinstance(config, str) else None
     elif stored_config is not None:
         wanted, wanted_name = stored_config, None
     else:
-        wanted, wanted_name = infer_config(state_dict, origin), None
-    _check_fits(state_dict, wanted, wanted_name, origin)
-    sam = build_sam(wanted)
-    sam.load_state_dict(state_dict, strict=True)
-    return sam.to(device=device, dtype=dtype or _common_float_dtype(state_dict))
+        wanted, wanted_name = family.infer_config(state_dict, origin), None
+    _check_fits(state_dict, family, wanted, wanted_name, origin)
+    model = family.build(wanted)
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(device=device, dtype=dtype or _common_float_dtype(state_dict))
 
 
-class _RegistryBuilder:
-    """``sam_model_registry[name](checkpoint=...)``: the reference's entry point, backed by load_sam."""
-
-    def __init__(self, model_type: str) -> None:
-        self.model_type = model_type
-
-    def __call__(self, checkpoint: str | os.PathLike | None = None) -> Sam:
-        if checkpoint is None:
-            return build_sam(self.model_type)
-        return load_sam(checkpoint, config=self.model_type)
-
-
-sam_model_registry: dict[str, _RegistryBuilder] = {
-    name: _RegistryBuilder(name) for name in ("default", "vit_h", "vit_l", "vit_b")
-}
-
-
-def save_sam(sam: Sam, path: str | os.PathLike) -> Path:
-    """Write ``sam``'s weights to a safetensors file with its config in the metadata (atomically)."""
+def save_sam(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
+    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically)."""
     path = Path(path)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in sam.state_dict().items()}
-    config = sam.config or infer_config(tensors, "the model")  # a hand-assembled Sam may carry no config
-    metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: json.dumps(config.to_dict())}
+    family = family_named(model.family)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    config = model.config or family.infer_config(tensors, "the model")  # a hand-assembled model may have none
+    metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, FAMILY_KEY: family.name,
+                CONFIG_KEY: json.dumps(config.to_dict())}
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = _temp_file_beside(path)
     try:
@@ -123,61 +110,9 @@ def save_sam(sam: Sam, path: str | os.PathLike) -> Path:
     return path
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> SamConfig:
-    """The SamConfig whose shapes produce ``state_dict`` (Meta parameter names).
-
-    Decoder heads cannot be read from shapes; they are assumed to be ``ASSUMED_DECODER_HEADS`` (8),
-    the value of every official model.
-    """
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
-        return state_dict[name].shape
-
-    def count(prefix: str) -> int:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
-
-    embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
-    grid = shape("image_encoder.pos_embed")[1]
-    depth = count("image_encoder.blocks.")
-    table_lengths = [shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")[0] for i in range(depth)]
-    global_blocks = tuple(i for i, length in enumerate(table_lengths) if length == 2 * grid - 1)
-    window_lengths = {length for length in table_lengths if length != 2 * grid - 1}
-    if len(window_lengths) > 1:
-        raise CheckpointError(f"{origin}: windowed blocks disagree on the window size "
-                              f"(relative position tables of lengths {sorted(window_lengths)})")
-    head_dim = shape("image_encoder.blocks.0.attn.rel_pos_h")[1]
-    try:
-        return SamConfig(
-            image_size=grid * patch_size,
-            patch_size=patch_size,
-            encoder_embed_dim=embed_dim,
-            encoder_depth=depth,
-            encoder_num_heads=embed_dim // head_dim,
-            encoder_global_attn_indexes=global_blocks,
-            window_size=(window_lengths.pop() + 1) // 2 if window_lengths else 0,
-            encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
-            prompt_embed_dim=shape("image_encoder.neck.0.weight")[0],
-            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-            decoder_depth=count("mask_decoder.transformer.layers."),
-            decoder_num_heads=ASSUMED_DECODER_HEADS,
-            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
-            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
-        )
-    except ValueError as error:
-        raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None
-
-
-def model_type_name(config: SamConfig) -> str:
-    """The registry name of ``config`` ("vit_b"...), else a short description of a custom model."""
-    for name, known in SAM_CONFIGS.items():
-        if name not in _REGISTRY_ALIASES and known == config:
-            return name
-    return (f"custom (embed_dim={config.encoder_embed_dim}, depth={config.encoder_depth}, "
-            f"image_size={config.image_size})")
+def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> Any:
+    """The config whose shapes produce ``state_dict`` (the family's own names), for any family."""
+    return family_of_checkpoint(list(state_dict), origin).infer_config(state_dict, origin)
 
 
 def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -194,7 +129,7 @@ def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike |
                               " use sam_core.build_sam for random weights")
     directory = Path(cache_dir or os.environ.get("SAM_CORE_CACHE") or "~/.cache/sam_core").expanduser()
     target = directory / entry.filename
-    url = os.environ.get("SAM_CORE_WEIGHTS_URL", OFFICIAL_BASE_URL).rstrip("/") + "/" + entry.filename
+    url = (os.environ.get("SAM_CORE_WEIGHTS_URL") or entry.base_url).rstrip("/") + "/" + entry.filename
     if target.is_file() and target.stat().st_size == entry.size:
         return target
     how_to_fix = (f"download {url} (sha256 {entry.sha256}, {entry.size} bytes) and put it at {target}, "
@@ -221,57 +156,71 @@ def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike |
 
 # ------------------------------------------------------------------------------------------- source reading
 
-def _read_source(source: str | os.PathLike) -> tuple[StateDict, SamConfig | None, str]:
-    """(state dict with Meta names, config stored alongside it or None, description for messages)."""
+Read = tuple[StateDict, Any, str, ModelFamily]
+"""(state dict with the family's own names, config stored alongside it or None, origin for messages, family)"""
+
+
+def _read_source(source: str | os.PathLike) -> Read:
     path = Path(source).expanduser()
     text = os.fspath(source)
     if path.is_dir():
         return _read_hf_directory(path)
     if path.is_file():
         return _read_file(path)
-    if text in OFFICIAL_CHECKPOINTS or text in SAM_CONFIGS:
+    if text in OFFICIAL_CHECKPOINTS or _is_model_name(text):
         return _read_file(download_official_checkpoint(text))
     if _HUB_ID.match(text) and path.suffix not in _CHECKPOINT_SUFFIXES:
         return _read_hub(text)
     raise CheckpointError(
-        f"checkpoint not found: {text} (expected an existing .pth/.safetensors/.bin file, a Hugging Face "
+        f"checkpoint not found: {text} (expected an existing .pth/.pt/.safetensors/.bin file, a Hugging Face "
         f"checkpoint directory, a hub id like 'facebook/sam-vit-base', or one of {sorted(OFFICIAL_CHECKPOINTS)})")
 
 
-def _read_file(path: Path) -> tuple[StateDict, SamConfig | None, str]:
+def _is_model_name(text: str) -> bool:
+    try:
+        lookup_model(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_file(path: Path) -> Read:
     origin = str(path)
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         tensors, metadata = _load_safetensors(path)
-        stored = _stored_config(metadata, origin) if FORMAT_KEY in metadata else None
-        return _as_meta_names(tensors, origin), stored, origin
-    return _as_meta_names(_load_torch(path), origin), None, origin
+        state_dict, family = _native_names(tensors, origin)
+        stored = _stored_config(metadata, family, origin) if FORMAT_KEY in metadata else None
+        return state_dict, stored, origin, family
+    state_dict, family = _native_names(_load_torch(path), origin)
+    return state_dict, None, origin, family
 
 
-def _read_hf_directory(directory: Path) -> tuple[StateDict, SamConfig | None, str]:
+def _read_hf_directory(directory: Path) -> Read:
     for weights_name in ("model.safetensors", "pytorch_model.bin"):
         if (directory / weights_name).is_file():
             return _read_hf_files(directory / "config.json", directory / weights_name)
-    raise CheckpointError(f"{directory} is not a Hugging Face SAM checkpoint directory: "
+    raise CheckpointError(f"{directory} is not a Hugging Face checkpoint directory: "
                           "it has neither model.safetensors nor pytorch_model.bin")
 
 
-def _read_hf_files(config_path: Path, weights_path: Path) -> tuple[StateDict, SamConfig | None, str]:
+def _read_hf_files(config_path: Path, weights_path: Path) -> Read:
     origin = str(weights_path)
     if weights_path.suffix == ".safetensors":
         tensors, _ = _load_safetensors(weights_path)
     else:
         tensors = _load_torch(weights_path)
+    state_dict, family = _native_names(tensors, origin)
     config = None
-    if config_path.is_file():
+    if config_path.is_file() and family.config_from_hf is not None:
         try:
             hf_config = json.loads(config_path.read_text())
         except (OSError, ValueError) as error:
             raise CheckpointError(f"{config_path}: not a readable JSON config ({error})") from None
-        config = sam_config_from_hf(hf_config, str(config_path))
-    return _as_meta_names(tensors, origin), config, origin
+        config = family.config_from_hf(hf_config, str(config_path))
+    return state_dict, config, origin, family
 
 
-def _read_hub(repo_id: str) -> tuple[StateDict, SamConfig | None, str]:
+def _read_hub(repo_id: str) -> Read:
     """Fetch config.json and the weights of a hub repo through huggingface_hub's cache (offline-aware)."""
     # Imported here: huggingface_hub is slow to import and only hub ids need it.
     from huggingface_hub import constants, hf_hub_download
@@ -339,37 +288,37 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def _stored_config(metadata: Mapping[str, str], origin: str) -> SamConfig:
+def _stored_config(metadata: Mapping[str, str], family: ModelFamily, origin: str) -> Any:
     if metadata[FORMAT_KEY] != FORMAT_VERSION:
         raise CheckpointError(f"{origin}: sam_core format {metadata[FORMAT_KEY]!r} is not supported "
                               f"(this version reads {FORMAT_VERSION!r})")
+    stored_family = metadata.get(FAMILY_KEY, "sam")
+    if stored_family != family.name:
+        raise CheckpointError(f"{origin}: the metadata says {stored_family!r} but the tensors are a {family.name} "
+                              "model's")
     try:
-        return SamConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+        return family.config_type.from_dict(json.loads(metadata[CONFIG_KEY]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{origin}: the config stored in the metadata is invalid ({error})") from None
 
 
-def _as_meta_names(tensors: Mapping[str, object], origin: str) -> StateDict:
-    """Check that ``tensors`` is a SAM state dict and return it with Meta's (= sam_core's) names."""
+def _native_names(tensors: Mapping[str, object], origin: str) -> tuple[StateDict, ModelFamily]:
+    """Check that ``tensors`` is a state dict of a known family; return it with that family's own names."""
     not_tensors = [name for name, value in tensors.items() if not isinstance(value, torch.Tensor)]
     if not tensors or not_tensors:
         raise CheckpointError(f"{origin}: not a SAM state dict (expected names mapped to tensors; "
                               f"non-tensor entries: {_listing(not_tensors)})")
-    names = list(tensors)
-    if any(name.startswith("vision_encoder.") for name in names):
-        return hf_to_meta_state_dict(tensors)  # type: ignore[arg-type]
-    if any(name.startswith("image_encoder.") for name in names):
-        return dict(tensors)  # type: ignore[arg-type]
-    raise CheckpointError(f"{origin}: not a SAM checkpoint (no image_encoder.* or vision_encoder.* tensors; "
-                          f"found {_listing(names)})")
+    family = family_of_checkpoint(list(tensors), origin)
+    return family.to_native_names(dict(tensors)), family  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- validation
 
-def _check_fits(state_dict: StateDict, config: SamConfig, config_name: str | None, origin: str) -> None:
+def _check_fits(state_dict: StateDict, family: ModelFamily, config: Any, config_name: str | None,
+                origin: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        expected = {name: tensor.shape for name, tensor in build_sam(config).state_dict().items()}
+        expected = {name: tensor.shape for name, tensor in family.build(config).state_dict().items()}
     missing = [name for name in expected if name not in state_dict]
     unexpected = [name for name in state_dict if name not in expected]
     mismatched = [f"{name} {tuple(state_dict[name].shape)} vs {tuple(shape)}"
@@ -377,10 +326,10 @@ def _check_fits(state_dict: StateDict, config: SamConfig, config_name: str | Non
     if not (missing or unexpected or mismatched):
         return
     try:
-        detected = model_type_name(infer_config(state_dict, origin))
+        detected = family.model_type_name(family.infer_config(state_dict, origin))
     except CheckpointError:
         detected = "unrecognised"
-    requested = config_name or model_type_name(config)
+    requested = config_name or family.model_type_name(config)
     raise CheckpointError(
         f"{origin} does not fit the requested model {requested}: the checkpoint holds a {detected} model\n"
         f"  missing keys ({len(missing)}): {_listing(missing)}\n"

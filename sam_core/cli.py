@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_sam
-from sam_core.config import SAM_CONFIGS
+from sam_core.families import model_names
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.masks import coco_encode_rle, rle_to_mask
 from sam_core.runtime import keep_freed_memory_by_default
@@ -34,7 +34,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="Meta .pth, Hugging Face checkpoint folder or hub id, sam_core .safetensors, "
                                     "or an official model name (vit_b, vit_l, vit_h)")
     parser.add_argument("dst", type=Path, help="output .safetensors file")
-    parser.add_argument("--config", choices=sorted(SAM_CONFIGS),
+    parser.add_argument("--config", choices=model_names(),
                         help="model type to load as (default: read from the checkpoint)")
     parser.add_argument("--dtype", choices=list(_CONVERT_DTYPES),
                         help="dtype of the written weights (default: the source's)")
@@ -64,8 +64,10 @@ _AMG_CSV_HEADER = ["id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "poin
 _AMG_OPTIONS: list[tuple[str, type, str]] = [
     ("points_per_side", int, "grid points along each side of the image (default 32)"),
     ("points_per_batch", int, "point prompts decoded together (default 64)"),
-    ("pred_iou_thresh", float, "keep masks whose predicted IoU is above this (default 0.88)"),
-    ("stability_score_thresh", float, "keep masks whose stability score is at least this (default 0.95)"),
+    ("pred_iou_thresh", float, "keep masks whose predicted IoU is above this (default: the model family's, "
+                               "0.88 for SAM)"),
+    ("stability_score_thresh", float, "keep masks whose stability score is at least this (default: the model "
+                                      "family's, 0.95 for SAM)"),
     ("stability_score_offset", float, "logit offset of the stability score (default 1.0)"),
     ("box_nms_thresh", float, "box IoU for duplicate suppression within a crop (default 0.7)"),
     ("crop_n_layers", int, "also run on crops; layer i has (2**i)**2 crops (default 0)"),
@@ -133,7 +135,7 @@ def _amg_parser() -> argparse.ArgumentParser:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="registry name (vit_b, vit_l, vit_h), Hugging Face id, or checkpoint path")
     model.add_argument("--checkpoint", type=Path, help="checkpoint file (Meta .pth, sam_core .safetensors, ...)")
-    parser.add_argument("--model-type", choices=sorted(SAM_CONFIGS),
+    parser.add_argument("--model-type", choices=model_names(),
                         help="model type of --checkpoint (default: inferred from the weights)")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--output-format", choices=("png", "coco"), default="png",

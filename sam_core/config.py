@@ -1,10 +1,19 @@
-"""SamConfig and the registry of named model configurations."""
+"""SamConfig, the registry of named SAM models, and the config read back from a checkpoint's shapes."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+
+from sam_core.errors import CheckpointError
+
+# Read from shapes is impossible (the heads split one projection); every official model uses 8.
+ASSUMED_DECODER_HEADS = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,9 @@ class SamConfig:
         """Side of the decoder's low-resolution masks (256 for the official models)."""
         return 4 * self.embedding_size
 
+    def summary(self) -> str:
+        return f"embed_dim={self.encoder_embed_dim}, depth={self.encoder_depth}, image_size={self.image_size}"
+
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "encoder_global_attn_indexes": list(self.encoder_global_attn_indexes)}
 
@@ -92,3 +104,51 @@ def get_config(name_or_config: str | SamConfig) -> SamConfig:
         return SAM_CONFIGS[name_or_config]
     except KeyError:
         raise ValueError(f"unknown model type {name_or_config!r}; known: {sorted(SAM_CONFIGS)}") from None
+
+
+def infer_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> SamConfig:
+    """The SamConfig whose shapes produce ``state_dict`` (Meta parameter names).
+
+    Decoder heads cannot be read from shapes; they are assumed to be ``ASSUMED_DECODER_HEADS`` (8),
+    the value of every official model.
+    """
+    def shape(name: str) -> torch.Size:
+        if name not in state_dict:
+            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
+        return state_dict[name].shape
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
+
+    embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
+    grid = shape("image_encoder.pos_embed")[1]
+    depth = count("image_encoder.blocks.")
+    table_lengths = [shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")[0] for i in range(depth)]
+    global_blocks = tuple(i for i, length in enumerate(table_lengths) if length == 2 * grid - 1)
+    window_lengths = {length for length in table_lengths if length != 2 * grid - 1}
+    if len(window_lengths) > 1:
+        raise CheckpointError(f"{origin}: windowed blocks disagree on the window size "
+                              f"(relative position tables of lengths {sorted(window_lengths)})")
+    head_dim = shape("image_encoder.blocks.0.attn.rel_pos_h")[1]
+    try:
+        return SamConfig(
+            image_size=grid * patch_size,
+            patch_size=patch_size,
+            encoder_embed_dim=embed_dim,
+            encoder_depth=depth,
+            encoder_num_heads=embed_dim // head_dim,
+            encoder_global_attn_indexes=global_blocks,
+            window_size=(window_lengths.pop() + 1) // 2 if window_lengths else 0,
+            encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
+            prompt_embed_dim=shape("image_encoder.neck.0.weight")[0],
+            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+            decoder_depth=count("mask_decoder.transformer.layers."),
+            decoder_num_heads=ASSUMED_DECODER_HEADS,
+            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
+            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        )
+    except ValueError as error:
+        raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None

@@ -1,4 +1,4 @@
-"""AutomaticMaskGenerator: "segment everything" by prompting SAM with a grid of points.
+"""AutomaticMaskGenerator: "segment everything" by prompting a model with a grid of points.
 
 It returns the same masks as Meta's ``SamAutomaticMaskGenerator`` (same options, names, defaults and
 record dicts), but orders the work so that most of what the reference computes and then throws away is
@@ -6,16 +6,17 @@ never computed. Each step below is an exact reordering: every mask that reaches 
 through the same arithmetic as in the reference, so the records equal the reference's (the tests
 compare them mask pixel for mask pixel, with scores within 1e-5).
 
-- Each crop is resized and encoded once. The dense positional encoding is computed once per image; the
-  decoder's prompt-independent image input (tokens plus the "no mask" embedding, and its first layer's
-  image-side projections) once per crop, shared by every prompt.
+- Each crop is resized and encoded once, and the model's prompt-independent decoder state
+  (``prepare_image``: for SAM the tokens plus the "no mask" embedding, and its first layer's image-side
+  projections) is computed once per crop, shared by every prompt.
 - Point prompts are taken in groups of ``points_per_batch`` as in the reference, but the decoder runs on
   four prompts at a time: a prompt's outputs do not depend on its batch-mates (up to float rounding in
   the last bits), and four prompts' activations stay in cache where 64 do not.
 - The predicted-IoU filter runs on the decoder's scores *before* any mask is drawn. The IoU head reads
-  only the transformer's IoU token, so the decoder's transformer runs for every prompt while its
-  upscaling path and the upsampling (``Sam.postprocess_masks``, which only upsamples the low-res rows and
-  columns under the unpadded input) run only for prompts with a mask above ``pred_iou_thresh``. The
+  only the transformer's IoU token, so the decoder's transformer runs for every prompt
+  (``score_prompts``) while its upscaling path (``draw_masks``) and the upsampling (``postprocess_masks``,
+  which for SAM only upsamples the low-res rows and columns under the unpadded input) run only for prompts
+  with a mask above ``pred_iou_thresh``. The
   reference draws and upsamples every mask of a batch to the crop's size and filters afterwards; each
   mask is computed independently, so the survivors get the same logits.
 - Survivors are upsampled in chunks of bounded memory (``_UPSCALE_CHUNK_BYTES``); stability score,
@@ -57,9 +58,8 @@ from sam_core.masks import (
     uncrop_boxes_xyxy,
     uncrop_points,
 )
-from sam_core.modeling.transformer import ImageTokens
-from sam_core.runtime import keep_freed_memory_by_default
-from sam_core.transforms import ResizeLongestSide, to_rgb_uint8
+from sam_core.model_interface import PreparedImage, PromptableSegmenter, Prompts
+from sam_core.transforms import to_rgb_uint8
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Prompts decoded together: small enough for the decoder's activations to stay in cache.
@@ -107,16 +107,17 @@ class _Proposals:
 class AutomaticMaskGenerator:
     """Masks for everything in an image: a grid of point prompts, then quality filters and NMS.
 
-    Options, names and defaults are those of the reference's ``SamAutomaticMaskGenerator`` (tuned for
-    ViT-H):
+    Works with every model family through the model interface. Options and names are those of the
+    reference's ``SamAutomaticMaskGenerator``; the quality filters left at ``None`` take the model family's
+    defaults (``model.generator_defaults``: for SAM, the reference's, tuned for ViT-H):
 
     - ``points_per_side``: points along each side of the grid (``points_per_side**2`` prompts); ``None``
       when ``point_grids`` is given.
     - ``points_per_batch``: prompts decoded together; more is faster and uses more memory.
-    - ``pred_iou_thresh``: keep masks whose predicted IoU is above this.
+    - ``pred_iou_thresh``: keep masks whose predicted IoU is above this (SAM: 0.88).
     - ``stability_score_thresh``, ``stability_score_offset``: keep masks whose IoU between the masks
-      binarised at ``threshold +- offset`` is at least this.
-    - ``box_nms_thresh``: box IoU above which duplicate masks are suppressed, within a crop.
+      binarised at ``threshold +- offset`` is at least this (SAM: 0.95 and 1.0).
+    - ``box_nms_thresh``: box IoU above which duplicate masks are suppressed, within a crop (SAM: 0.7).
     - ``crop_n_layers``: run again on crops; layer i has ``(2**i)**2`` crops.
     - ``crop_nms_thresh``: box IoU for the suppression of duplicates between crops.
     - ``crop_overlap_ratio``: overlap of neighbouring crops, as a fraction of the image's short side at
@@ -127,17 +128,19 @@ class AutomaticMaskGenerator:
       suppress duplicates again.
     - ``output_mode``: ``"binary_mask"`` (HxW bool arrays), ``"uncompressed_rle"`` or ``"coco_rle"``
       (pycocotools' compressed RLE, JSON-serialisable).
+    - ``multimask_output``: each point gives the decoder's three candidate masks (True, the reference's
+      behaviour) or its single-mask output.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PromptableSegmenter,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
+        stability_score_offset: float | None = None,
+        box_nms_thresh: float | None = None,
         crop_n_layers: int = 0,
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
@@ -145,7 +148,13 @@ class AutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        multimask_output: bool = True,
     ) -> None:
+        """
+        Args:
+            model: any model family's model, e.g. from ``sam_core.load_sam``.
+            points_per_side ... multimask_output: see the class docstring.
+        """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
         if crop_n_layers < 0:
@@ -173,21 +182,22 @@ class AutomaticMaskGenerator:
         if min_mask_region_area < 0:
             raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
 
-        keep_freed_memory_by_default()
+        defaults = model.generator_defaults
         self.model = model
-        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.transform = model.transform
         self.point_grids = point_grids
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
+        self.pred_iou_thresh = _or_default(pred_iou_thresh, defaults.pred_iou_thresh)
+        self.stability_score_thresh = _or_default(stability_score_thresh, defaults.stability_score_thresh)
+        self.stability_score_offset = _or_default(stability_score_offset, defaults.stability_score_offset)
+        self.box_nms_thresh = _or_default(box_nms_thresh, defaults.box_nms_thresh)
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.multimask_output = multimask_output
 
     @classmethod
     def from_pretrained(cls, source: str, *, device: str | torch.device | None = None,
@@ -234,9 +244,8 @@ class AutomaticMaskGenerator:
     def _generate_proposals(self, image: np.ndarray) -> _Proposals:
         image_size = image.shape[:2]
         crop_boxes, layer_indexes = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
-        dense_pe = self.model.prompt_encoder.get_dense_pe()
         # Images a few pixels across get empty crops (on which the reference fails); they hold nothing.
-        proposals = _Proposals.concat([self._process_crop(image, crop_box, layer, dense_pe)
+        proposals = _Proposals.concat([self._process_crop(image, crop_box, layer)
                                        for crop_box, layer in zip(crop_boxes, layer_indexes)
                                        if crop_box[2] > crop_box[0] and crop_box[3] > crop_box[1]])
         if len(crop_boxes) > 1 and len(proposals):
@@ -245,17 +254,14 @@ class AutomaticMaskGenerator:
             proposals = proposals.take(keep)
         return proposals
 
-    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int,
-                      dense_pe: torch.Tensor) -> _Proposals:
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int) -> _Proposals:
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         crop_size = crop.shape[:2]
         resized = self.transform.apply_image(crop)
         pixels = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1).contiguous()[None]
-        features = self.model.image_encoder(self.model.preprocess(pixels))
-        # Every point prompt of the crop shares the "no mask" dense embedding, hence one prepared image input.
-        _, no_mask = self.model.prompt_encoder(points=None, boxes=None, masks=None)
-        decoder_image = self.model.mask_decoder.prepare_image(features, dense_pe, no_mask)
+        # Every point prompt of the crop shares the image's prompt-independent decoder state.
+        decoder_image = self.model.prepare_image(self.model.encode(self.model.preprocess(pixels)))
 
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         parts = [
@@ -269,14 +275,14 @@ class AutomaticMaskGenerator:
         proposals.points = uncrop_points(proposals.points, crop_box)
         return proposals
 
-    def _process_batch(self, decoder_image: ImageTokens, points: np.ndarray, input_size: tuple[int, int],
+    def _process_batch(self, decoder_image: PreparedImage, points: np.ndarray, input_size: tuple[int, int],
                        crop_box: list[int], image_size: tuple[int, int]) -> _Proposals:
         crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
         # float64 coordinates, as the reference passes them to the prompt encoder.
         coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.model.device)
         labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
-        sparse, _ = self.model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-        low_res, iou_preds, prompt_points = self._decode_kept_masks(decoder_image, sparse, torch.as_tensor(points))
+        prompts = Prompts(point_coords=coords[:, None, :], point_labels=labels)
+        low_res, iou_preds, prompt_points = self._decode_kept_masks(decoder_image, prompts, torch.as_tensor(points))
 
         per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
         chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
@@ -287,34 +293,35 @@ class AutomaticMaskGenerator:
                                                  input_size, crop_box, image_size))
         return _Proposals.concat(parts)
 
-    def _decode_kept_masks(self, decoder_image: ImageTokens, sparse: torch.Tensor,
+    def _decode_kept_masks(self, decoder_image: PreparedImage, prompts: Prompts,
                            points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Low-res logits, predicted IoU and prompt point of every multimask output above pred_iou_thresh.
+        """Low-res logits, predicted IoU and prompt point of every mask output above pred_iou_thresh.
 
-        The decoder runs on a few prompts at a time (its activations then stay in cache, which is several
-        times faster per prompt on CPU than a batch of 64), and draws masks only for prompts whose
-        predicted IoU passes the filter. Each prompt's outputs do not depend on its batch-mates.
+        The decoder runs on a few prompts at a time (its activations then stay in cache, where a batch of
+        64's do not), and draws masks only for prompts whose predicted IoU passes the filter. Each prompt's
+        outputs do not depend on its batch-mates.
         """
-        decoder = self.model.mask_decoder
+        model = self.model
         low_res, iou_preds, kept_points = [], [], []
         for start in range(0, len(points), _DECODER_BATCH):
             part = slice(start, start + _DECODER_BATCH)
-            decoded = decoder.decode_tokens(decoder_image, sparse[part])
-            scores = decoded.iou_pred[:, 1:].float()  # the multimask outputs
+            decoded = model.score_prompts(decoder_image, prompts.take(part), self.multimask_output)
+            scores = decoded.iou_predictions.float()
             if self.pred_iou_thresh > 0.0:
                 keep = scores > self.pred_iou_thresh
             else:
                 keep = torch.ones_like(scores, dtype=torch.bool)
-            prompts = keep.any(dim=1).nonzero().squeeze(1)
-            if not len(prompts):
+            kept_prompts = keep.any(dim=1).nonzero().squeeze(1)
+            if not len(kept_prompts):
                 continue
-            keep = keep[prompts]
-            low_res.append(decoder.masks_from_tokens(decoded.take(prompts), slice(1, None)).float()[keep])
-            iou_preds.append(scores[prompts][keep])
-            kept_points.append(points[part][prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
+            keep = keep[kept_prompts]
+            low_res.append(model.draw_masks(decoded.take(kept_prompts)).float()[keep])
+            iou_preds.append(scores[kept_prompts][keep])
+            kept_points.append(points[part][kept_prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
         if not low_res:
-            side = 4 * decoder_image.grid[1]
-            return sparse.new_empty((0, side, side)), sparse.new_empty((0,)), points[:0]
+            side = model.mask_input_size
+            empty = torch.empty((0, side, side), device=model.device)
+            return empty, empty.new_empty((0,)), points[:0]
         return torch.cat(low_res), torch.cat(iou_preds), torch.cat(kept_points)
 
     def _filter_and_encode(self, low_res: torch.Tensor, iou_preds: torch.Tensor, points: torch.Tensor,
@@ -373,4 +380,7 @@ class AutomaticMaskGenerator:
                           crop_boxes=proposals.crop_boxes).take(keep)
 
 
-SamAutomaticMaskGenerator = AutomaticMaskGenerator
+def _or_default(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+

@@ -1,68 +1,79 @@
-"""Predictor: embed an image once, then decode masks for any number of point / box / mask prompts."""
+"""Predictor: embed an image once, then decode masks for any number of point / box / mask prompts.
+
+Works with every model family through the model interface (``sam_core.model_interface``); prompts are
+validated in ``sam_core.prompts`` and embeddings stored by ``sam_core.embeddings``.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from sam_core.checkpoint import load_sam
-from sam_core.modeling.transformer import ImageTokens
-from sam_core.runtime import keep_freed_memory_by_default
-from sam_core.transforms import ResizeLongestSide, to_rgb_uint8, upscale_mask_logits
+from sam_core.embeddings import StoredFeatures, load_features, save_features
+from sam_core.model_interface import ImageFeatures, PreparedImage, PromptableSegmenter, Prompts
+from sam_core.prompts import prompts_from_arrays, prompts_from_tensors, to_model_frame
+from sam_core.transforms import UPSCALE_BACKENDS, UpscaleBackend, to_rgb_uint8
 
 Size = tuple[int, int]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-_EMBEDDING_KEY = "image_embeddings"
-_EMBEDDING_FORMAT = "sam_core.image_embedding.v1"
-
 
 class Predictor:
-    """Interactive SAM: ``set_image`` runs the heavy image encoder once, ``predict`` is then cheap.
+    """Interactive segmentation: ``set_image`` runs the heavy image encoder once, ``predict`` is then cheap.
 
-    Works with any model exposing the reference ``Sam`` interface (``image_encoder``, ``prompt_encoder``,
-    ``mask_decoder``, ``preprocess``, ``postprocess_masks``), so code written for
-    ``segment_anything.SamPredictor`` runs unchanged. The public attributes mirror the reference:
-    ``model``, ``transform``, ``features`` (BxCxhxw), ``original_size`` and ``input_size`` (H, W of the
-    single set image), ``is_image_set``. ``original_sizes`` / ``input_sizes`` hold one entry per image
-    set with ``set_images``.
+    Any model family works (SAM, and the families registered in ``sam_core.families``); code written for
+    ``segment_anything.SamPredictor`` runs unchanged. The public attributes mirror the reference: ``model``,
+    ``transform``, ``features`` (the image embedding, B x C x h x w), ``original_size`` and ``input_size``
+    (H, W of the single set image), ``is_image_set``. ``original_sizes`` / ``input_sizes`` hold one entry per
+    image set with ``set_images``.
     """
 
-    def __init__(self, sam: torch.nn.Module) -> None:
-        keep_freed_memory_by_default()
+    def __init__(self, sam: PromptableSegmenter, mask_upscaling: UpscaleBackend = "opencv") -> None:
+        """
+        Args:
+            sam: the model, e.g. from ``sam_core.load_sam``.
+            mask_upscaling: how low-res logits go back to the image size. ``"opencv"`` (default): on the CPU
+                with OpenCV's bilinear resize, faster than torch there and equal to it within ~1e-5 on
+                logits; masks then come back on the CPU. ``"torch"``: the reference's interpolation, on the
+                model's device (the choice for a GPU).
+        """
+        if mask_upscaling not in UPSCALE_BACKENDS:
+            raise ValueError(f"mask_upscaling must be one of {UPSCALE_BACKENDS}, got {mask_upscaling!r}")
         self.model = sam
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+        self.transform = sam.transform
+        self.mask_upscaling = mask_upscaling
         self.reset_image()
 
     @classmethod
     def from_pretrained(cls, source: str | PathLike, device: str | torch.device | None = None,
-                        **load_kwargs: Any) -> Predictor:
+                        mask_upscaling: UpscaleBackend = "opencv", **load_kwargs: Any) -> Predictor:
         """Load a model with ``sam_core.load_sam`` (same sources: .pth, HF dir or id, registry name)."""
-        return cls(load_sam(source, device=device, **load_kwargs))
+        return cls(load_sam(source, device=device, **load_kwargs), mask_upscaling=mask_upscaling)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def features(self) -> torch.Tensor | None:
+        """The image embedding(s) of the set image(s), B x C x h x w (the reference's attribute)."""
+        return None if self.features_by_name is None else self.features_by_name[self.model.embedding_key]
+
     def reset_image(self) -> None:
         """Forget the current image(s) and their embeddings."""
         self.is_image_set = False
-        self.features: torch.Tensor | None = None
+        self.features_by_name: ImageFeatures | None = None
         self.original_size: Size | None = None
         self.input_size: Size | None = None
         self.original_sizes: list[Size] = []
         self.input_sizes: list[Size] = []
-        # Per image index: the decoder's prompt-independent image input, built on the first prompt without
-        # a mask input and reused by the next ones (see MaskDecoder.prepare_image).
-        self._prepared_images: dict[int, ImageTokens] = {}
+        # One per set image: its prompt-independent decoder state, shared by all its prompts.
+        self._prepared: list[PreparedImage] = []
 
     # ------------------------------------------------------------------ images and embeddings
 
@@ -94,7 +105,7 @@ class Predictor:
 
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Sequence[int]) -> None:
         """Embed a 1x3xhxw image already resized with ``self.transform`` (long side = encoder size)."""
-        size = self.model.image_encoder.img_size
+        size = self.model.image_size
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
             raise ValueError(f"set_torch_image expects a 1x3xHxW tensor with long side {size}, got shape {shape}")
@@ -102,27 +113,30 @@ class Predictor:
 
     def _encode(self, inputs: list[torch.Tensor], original_sizes: list[Size]) -> None:
         self.reset_image()
-        # Each image is normalised and padded to the square encoder input on its own (they may differ
-        # in shape), then all go through the encoder together. no_grad rather than inference_mode: the
+        # Each image is normalised (and padded) to the model input on its own, since they may differ in
+        # shape, then all go through the encoder together. no_grad rather than inference_mode: the
         # embedding is handed to users (get_image_embedding), who may train a decoder on it, and
         # inference tensors cannot take part in autograd.
         with torch.no_grad():
             batch = torch.cat([self.model.preprocess(x) for x in inputs])
-            features = self.model.image_encoder(batch)
-        self._set_state(features, original_sizes, [tuple(x.shape[-2:]) for x in inputs])
+            features = self.model.encode(batch)
+        self._set_state(StoredFeatures(features, original_sizes, [tuple(x.shape[-2:]) for x in inputs]))
 
-    def _set_state(self, features: torch.Tensor, original_sizes: list[Size], input_sizes: list[Size]) -> None:
-        self.features = features
-        self._prepared_images = {}
-        self.original_sizes = list(original_sizes)
-        self.input_sizes = [(int(h), int(w)) for h, w in input_sizes]
+    def _set_state(self, stored: StoredFeatures) -> None:
+        self.features_by_name = stored.features
+        self.original_sizes = [(int(h), int(w)) for h, w in stored.original_sizes]
+        self.input_sizes = [(int(h), int(w)) for h, w in stored.input_sizes]
         single = len(self.original_sizes) == 1
         self.original_size = self.original_sizes[0] if single else None
         self.input_size = self.input_sizes[0] if single else None
+        count = len(self.original_sizes)
+        with torch.inference_mode():
+            self._prepared = [self.model.prepare_image({name: f[i:i + 1] for name, f in stored.features.items()})
+                              for i in range(count)]
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The image embeddings, Bx C x h x w (B = number of set images; 1x256x64x64 for official models)."""
+        """The image embeddings, B x C x h x w (B = number of set images; 1x256x64x64 for official SAM)."""
         self._require_image()
         return self.features
 
@@ -130,61 +144,40 @@ class Predictor:
                             input_size: Sequence[int] | None = None) -> None:
         """Use a precomputed embedding (1xCxhxw or Cxhxw) of an image of ``original_size`` (H, W).
 
-        ``input_size`` (the resized size fed to the encoder) defaults to what ``set_image`` would use.
+        ``input_size`` (the resized size fed to the encoder) defaults to what ``set_image`` would use. For
+        families whose features are more than the embedding (SAM 2), use ``load_embedding``.
         """
+        shapes = self.model.feature_shapes
+        if set(shapes) != {self.model.embedding_key}:
+            raise ValueError(f"this {self.model.family} model needs more than the embedding ({sorted(shapes)}); "
+                             "use save_embedding / load_embedding")
         embedding = torch.as_tensor(embedding)
         if embedding.dim() == 3:
             embedding = embedding[None]
-        expected = self._embedding_shape()
+        expected = shapes[self.model.embedding_key]
         if embedding.dim() != 4 or embedding.shape[0] != 1 or tuple(embedding.shape[1:]) != expected:
-            raise ValueError(f"expected an embedding of shape (1, {expected[0]}, {expected[1]}, {expected[2]}), "
-                             f"got {tuple(embedding.shape)}")
+            raise ValueError(f"expected an embedding of shape {(1, *expected)}, got {tuple(embedding.shape)}")
         original = _check_size(original_size, "original_size")
-        if input_size is None:
-            resized = self.transform.get_preprocess_shape(*original, self.transform.target_length)
-        else:
-            resized = _check_size(input_size, "input_size")
-        if max(resized) > self.transform.target_length:
-            raise ValueError(f"input_size {resized} exceeds the encoder size {self.transform.target_length}")
-        self._set_state(embedding.to(self.device, self._dtype()), [original], [resized])
+        resized = self.transform.input_size(original) if input_size is None else _check_size(input_size,
+                                                                                              "input_size")
+        if max(resized) > self.model.image_size:
+            raise ValueError(f"input_size {resized} exceeds the encoder size {self.model.image_size}")
+        features = {self.model.embedding_key: embedding.to(self.device, self._dtype())}
+        self.reset_image()
+        self._set_state(StoredFeatures(features, [original], [resized]))
 
     def save_embedding(self, path: str | PathLike) -> None:
-        """Write the current embedding(s) and image sizes to a safetensors file."""
+        """Write the current features and image sizes to a safetensors file (``sam_core.embeddings``)."""
         self._require_image()
-        metadata = {
-            "format": _EMBEDDING_FORMAT,
-            "original_sizes": json.dumps([list(s) for s in self.original_sizes]),
-            "input_sizes": json.dumps([list(s) for s in self.input_sizes]),
-        }
-        config = getattr(self.model, "config", None)
-        if config is not None:
-            metadata["config"] = json.dumps(config.to_dict(), sort_keys=True)
-        save_file({_EMBEDDING_KEY: self.features.detach().contiguous().cpu()}, str(path), metadata=metadata)
+        save_features(path, StoredFeatures(self.features_by_name, self.original_sizes, self.input_sizes),
+                      self.model.family, self.model.config)
 
     def load_embedding(self, path: str | PathLike) -> None:
         """Restore what ``save_embedding`` wrote, as if ``set_image``/``set_images`` had run."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"embedding file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                features = handle.get_tensor(_EMBEDDING_KEY) if _EMBEDDING_KEY in handle.keys() else None
-        except Exception as error:  # safetensors raises several types for a damaged or foreign file
-            raise ValueError(f"cannot read embedding file {path}: {error}") from error
-        if metadata.get("format") != _EMBEDDING_FORMAT or features is None:
-            raise ValueError(f"{path} is not a sam_core embedding file (written by save_embedding)")
-        config = getattr(self.model, "config", None)
-        if config is not None and "config" in metadata:
-            if metadata["config"] != json.dumps(config.to_dict(), sort_keys=True):
-                raise ValueError(f"{path} was computed by a model with config {metadata['config']}, "
-                                 f"not this predictor's model ({config})")
-        original_sizes = [tuple(s) for s in json.loads(metadata["original_sizes"])]
-        input_sizes = [tuple(s) for s in json.loads(metadata["input_sizes"])]
-        expected = self._embedding_shape()
-        if tuple(features.shape[1:]) != expected or not len(original_sizes) == len(input_sizes) == len(features):
-            raise ValueError(f"{path}: embedding shape {tuple(features.shape)} and {len(original_sizes)} image "
-                             f"sizes do not fit this model (expected Bx{expected[0]}x{expected[1]}x{expected[2]})")
-        self._set_state(features.to(self.device, self._dtype()), original_sizes, input_sizes)
+        stored = load_features(path, self.model.family, self.model.config, self.model.feature_shapes)
+        stored.features = {name: f.to(self.device, self._dtype()) for name, f in stored.features.items()}
+        self.reset_image()
+        self._set_state(stored)
 
     # ------------------------------------------------------------------ prediction
 
@@ -203,11 +196,11 @@ class Predictor:
             masks CxHxW (bool, or float logits), scores C (predicted IoU), low-res logits CxSxS.
         """
         self._require_image()
-        if self.features.shape[0] != 1:
-            raise RuntimeError(f"{self.features.shape[0]} images are set; use predict_batch, or set_image for one")
-        prompts = self._numpy_prompts(point_coords, point_labels, box, mask_input, self.original_size)
-        masks, scores, low_res = self._decode(0, *prompts, multimask_output, return_logits)
-        return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
+        if len(self._prepared) != 1:
+            raise RuntimeError(f"{len(self._prepared)} images are set; use predict_batch, or set_image for one")
+        prompts = prompts_from_arrays(point_coords, point_labels, box, mask_input,
+                                      mask_input_size=self.model.mask_input_size)
+        return self._predict_numpy(0, prompts, multimask_output, return_logits)
 
     def predict_batch(self, point_coords: Sequence[np.ndarray | None] | None = None,
                       point_labels: Sequence[np.ndarray | None] | None = None,
@@ -221,9 +214,7 @@ class Predictor:
         (masks, scores, low-res logits) per image, in order.
         """
         self._require_image()
-        count = self.features.shape[0]
-        if len(self.original_sizes) != count or len(self.input_sizes) != count:
-            raise RuntimeError("image sizes do not match the embeddings; set images with set_images")
+        count = len(self._prepared)
         per_image = []
         for name, values in (("point_coords", point_coords), ("point_labels", point_labels), ("boxes", boxes),
                              ("mask_inputs", mask_inputs)):
@@ -232,12 +223,10 @@ class Predictor:
             elif len(values) != count:
                 raise ValueError(f"{name} has {len(values)} entries for {count} images")
             per_image.append(values)
-        results = []
-        for index, (coords, labels, box, mask) in enumerate(zip(*per_image)):
-            prompts = self._numpy_prompts(coords, labels, box, mask, self.original_sizes[index])
-            masks, scores, low_res = self._decode(index, *prompts, multimask_output, return_logits)
-            results.append((_to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])))
-        return results
+        prompts = [prompts_from_arrays(*values, mask_input_size=self.model.mask_input_size)
+                   for values in zip(*per_image)]
+        return [self._predict_numpy(index, image_prompts, multimask_output, return_logits)
+                for index, image_prompts in enumerate(prompts)]
 
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
@@ -253,149 +242,46 @@ class Predictor:
             masks BxCxHxW, scores BxC, low-res logits BxCxSxS (torch tensors on the model's device).
         """
         self._require_image()
-        if self.features.shape[0] != 1:
-            raise RuntimeError(f"{self.features.shape[0]} images are set; predict_torch decodes one image")
-        prompts = self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        return self._decode(0, *prompts, multimask_output, return_logits)
+        if len(self._prepared) != 1:
+            raise RuntimeError(f"{len(self._prepared)} images are set; predict_torch decodes one image")
+        prompts = prompts_from_tensors(point_coords, point_labels, boxes, mask_input,
+                                       mask_input_size=self.model.mask_input_size)
+        prompts = Prompts(*(None if p is None else p.to(self.device) for p in
+                            (prompts.point_coords, prompts.point_labels, prompts.boxes, prompts.mask_input)))
+        masks, scores, low_res = self._predict(0, prompts, multimask_output, return_logits)
+        return masks.to(self.device), scores, low_res
 
-    def _decode(self, index: int, coords: torch.Tensor | None, labels: torch.Tensor | None,
-                boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask_output: bool,
-                return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode prompts on image ``index`` of the set images."""
-        features = self.features[index:index + 1]
-        decoder = self.model.mask_decoder
+    def _predict_numpy(self, index: int, prompts: Prompts, multimask_output: bool,
+                       return_logits: bool) -> Prediction:
+        """``predict`` of one image's prompts (a batch of one, in original pixels) as numpy."""
+        prompts = to_model_frame(prompts, self.transform, self.original_sizes[index], self.device)
+        masks, scores, low_res = self._predict(index, prompts, multimask_output, return_logits)
+        return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
+
+    def _predict(self, index: int, prompts: Prompts, multimask_output: bool,
+                 return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode prompts in the model's frame on set image ``index``, and bring the masks to its size."""
         with torch.inference_mode():
-            points = None if coords is None else (coords, labels)
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            if mask_input is None and hasattr(decoder, "prepare_image"):
-                low_res, scores = decoder.decode(self._prepared_image(index, dense), sparse, multimask_output)
-            else:
-                low_res, scores = decoder(
-                    image_embeddings=features,
-                    image_pe=self.model.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=multimask_output,
-                )
-            input_size, original_size = self.input_sizes[index], self.original_sizes[index]
+            prediction = self.model.decode(self._prepared[index], prompts, multimask_output)
+            low_res = prediction.low_res_logits
+            logits = self.transform.upscale_logits(low_res, self.input_sizes[index], self.original_sizes[index],
+                                                   backend=self.mask_upscaling)
             threshold = self.model.mask_threshold
-            if low_res.device.type == "cpu":
-                logits = upscale_mask_logits(low_res, self.transform.target_length, input_size, original_size)
-                # NumPy thresholds a 1800x1200 multimask result about three times faster than torch.
+            if isinstance(logits, np.ndarray):
+                # NumPy thresholds a multimask result of a photo several times faster than torch.
                 masks = torch.from_numpy(logits if return_logits else logits > threshold)
             else:
-                logits = self.model.postprocess_masks(low_res, input_size, original_size)
                 masks = logits if return_logits else logits > threshold
-        return (masks.to(low_res.dtype) if return_logits else masks), scores, low_res
+        return (masks.to(low_res.dtype) if return_logits else masks), prediction.iou_predictions, low_res
 
-    def _prepared_image(self, index: int, dense: torch.Tensor) -> ImageTokens:
-        """The decoder's image input for prompts without a mask input on image ``index``, built once."""
-        if index not in self._prepared_images:
-            features = self.features[index:index + 1]
-            self._prepared_images[index] = self.model.mask_decoder.prepare_image(
-                features, self.model.prompt_encoder.get_dense_pe(), dense)
-        return self._prepared_images[index]
-
-    # ------------------------------------------------------------------ validation helpers
+    # ------------------------------------------------------------------ helpers
 
     def _require_image(self) -> None:
-        if not self.is_image_set or self.features is None:
+        if not self.is_image_set or self.features_by_name is None:
             raise RuntimeError("no image is set: call set_image(image) (or set_images / load_embedding) first")
 
-    def _embedding_shape(self) -> tuple[int, int, int]:
-        config = getattr(self.model, "config", None)
-        if config is not None:
-            return config.prompt_embed_dim, config.embedding_size, config.embedding_size
-        encoder = self.model.prompt_encoder
-        return (encoder.embed_dim, *encoder.image_embedding_size)
-
-    def _mask_side(self) -> int:
-        config = getattr(self.model, "config", None)
-        return config.low_res_mask_size if config is not None else 4 * self._embedding_shape()[2]
-
     def _dtype(self) -> torch.dtype:
-        return next(self.model.mask_decoder.parameters()).dtype
-
-    def _numpy_prompts(self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any,
-                       original_size: Size) -> tuple[torch.Tensor | None, ...]:
-        """Validate one image's numpy prompts and turn them into batch-of-one tensors in the resized frame."""
-        coords = labels = box_tensor = mask_tensor = None
-        if point_coords is not None or point_labels is not None:
-            if point_coords is None or point_labels is None:
-                raise ValueError("point_coords and point_labels must be given together")
-            points = np.asarray(point_coords, dtype=np.float64)
-            if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-                raise ValueError(f"point_coords must have shape (N, 2) with N >= 1, got {points.shape}")
-            if not np.isfinite(points).all():
-                raise ValueError("point_coords contains NaN or infinite values")
-            label_array = np.asarray(point_labels)
-            if label_array.shape != (len(points),):
-                raise ValueError(f"point_labels must have shape ({len(points)},) to match point_coords, "
-                                 f"got {label_array.shape}")
-            if not np.isin(label_array, (0, 1)).all():
-                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {label_array}")
-            points = self.transform.apply_coords(points, original_size)
-            coords = torch.as_tensor(points, dtype=torch.float, device=self.device)[None]
-            labels = torch.as_tensor(label_array.astype(np.int32), device=self.device)[None]
-        if box is not None:
-            corners = np.asarray(box, dtype=np.float64)
-            if corners.size != 4 or corners.ndim > 2:
-                raise ValueError(f"box must be 4 numbers x0, y0, x1, y1, got shape {corners.shape}")
-            corners = corners.reshape(4)
-            _check_boxes(corners[None], "box")
-            box_tensor = torch.as_tensor(self.transform.apply_boxes(corners, original_size), dtype=torch.float,
-                                         device=self.device)
-        if mask_input is not None:
-            side = self._mask_side()
-            mask = np.asarray(mask_input, dtype=np.float32)
-            if mask.shape != (1, side, side):
-                raise ValueError(f"mask_input must have shape (1, {side}, {side}) (low-res logits from a previous "
-                                 f"predict), got {mask.shape}")
-            if not np.isfinite(mask).all():
-                raise ValueError("mask_input contains NaN or infinite values")
-            mask_tensor = torch.as_tensor(mask, device=self.device)[None]
-        return coords, labels, box_tensor, mask_tensor
-
-    def _check_torch_prompts(self, point_coords: Any, point_labels: Any, boxes: Any,
-                             mask_input: Any) -> tuple[torch.Tensor | None, ...]:
-        """Validate batched tensor prompts; returns them on the model's device with float geometry."""
-        batch_sizes = {}
-        coords = labels = None
-        if point_coords is not None or point_labels is not None:
-            if point_coords is None or point_labels is None:
-                raise ValueError("point_coords and point_labels must be given together")
-            coords = _as_float_tensor(point_coords, self.device)
-            labels = torch.as_tensor(point_labels, device=self.device)
-            if coords.dim() != 3 or coords.shape[2] != 2:
-                raise ValueError(f"point_coords must have shape (B, N, 2), got {tuple(coords.shape)}")
-            if tuple(labels.shape) != tuple(coords.shape[:2]):
-                raise ValueError(f"point_labels must have shape {tuple(coords.shape[:2])} to match point_coords, "
-                                 f"got {tuple(labels.shape)}")
-            if not torch.isfinite(coords).all():
-                raise ValueError("point_coords contains NaN or infinite values")
-            if not ((labels == 1) | (labels == 0) | (labels == -1)).all():
-                raise ValueError("point_labels must be 1 (foreground), 0 (background) or -1 (padding)")
-            batch_sizes["point_coords"] = coords.shape[0]
-        if boxes is not None:
-            boxes = _as_float_tensor(boxes, self.device)
-            if boxes.dim() != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"boxes must have shape (B, 4), got {tuple(boxes.shape)}")
-            _check_boxes(boxes, "boxes")
-            batch_sizes["boxes"] = boxes.shape[0]
-        if mask_input is not None:
-            side = self._mask_side()
-            mask_input = _as_float_tensor(mask_input, self.device)
-            if mask_input.dim() != 4 or tuple(mask_input.shape[1:]) != (1, side, side):
-                raise ValueError(f"mask_input must have shape (B, 1, {side}, {side}), got {tuple(mask_input.shape)}")
-            if not torch.isfinite(mask_input).all():
-                raise ValueError("mask_input contains NaN or infinite values")
-            batch_sizes["mask_input"] = mask_input.shape[0]
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"prompt batch sizes differ: {batch_sizes}")
-        return coords, labels, boxes, mask_input
-
-
-SamPredictor = Predictor
+        return self.model.dtype
 
 
 def _check_size(size: Sequence[int], name: str) -> Size:
@@ -403,20 +289,6 @@ def _check_size(size: Sequence[int], name: str) -> Size:
     if len(values) != 2 or min(values) <= 0:
         raise ValueError(f"{name} must be two positive integers (H, W), got {tuple(size)}")
     return values  # type: ignore[return-value]
-
-
-def _check_boxes(boxes: np.ndarray | torch.Tensor, name: str) -> None:
-    """Raise unless every row is four finite numbers with x1 >= x0 and y1 >= y0."""
-    finite = np.isfinite(boxes).all() if isinstance(boxes, np.ndarray) else bool(torch.isfinite(boxes).all())
-    if not finite:
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if bool((boxes[:, 2] < boxes[:, 0]).any()) or bool((boxes[:, 3] < boxes[:, 1]).any()):
-        raise ValueError(f"{name} must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0, got {boxes.tolist()}")
-
-
-def _as_float_tensor(values: Any, device: torch.device) -> torch.Tensor:
-    tensor = torch.as_tensor(values, device=device)
-    return tensor if tensor.is_floating_point() else tensor.float()
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:

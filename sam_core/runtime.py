@@ -1,5 +1,5 @@
-"""Speed settings: a process-level allocator setting (exact; on by default for the predictor, the mask
-generator and sam-amg) and int8 quantisation (approximate, opt-in)."""
+"""Speed settings: a process-level allocator setting (exact; sam-amg turns it on, library users call
+``keep_freed_memory`` themselves) and int8 quantisation (approximate, opt-in)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     Raising the mmap and trim thresholds to ``limit_bytes`` keeps those blocks in the heap for reuse; the price
     is that up to ``limit_bytes`` of freed memory stays mapped to the process. Outputs are unchanged.
 
+    It changes the whole process's malloc, so nothing in the library calls it for you: call it once in a
+    program that runs the encoder many times (a server, a batch job); ``sam-amg`` does.
+
     Returns False (and changes nothing) where the C library is not glibc.
     """
     path = ctypes.util.find_library("c")
@@ -40,10 +43,9 @@ _default_applied = False
 def keep_freed_memory_by_default() -> None:
     """Apply ``keep_freed_memory`` once per process unless the environment sets SAM_CORE_KEEP_FREED_MEMORY=0.
 
-    Called when a Predictor or AutomaticMaskGenerator is built and by sam-amg. Every decoder and encoder
-    step allocates activations of several MB; without the setting glibc hands many of them back to the OS
-    on free and page-faults them in again on the next step, which on the 2-core benchmark machine costs
-    about 10 % of the encoder's time and a third of the decoder's. Outputs are identical either way.
+    What the programs of this project (sam-amg, the benchmarks) do first: every encoder and decoder step
+    allocates activations of several MB, which glibc would otherwise hand back to the OS on free and
+    page-fault in again on the next step. Outputs are identical either way.
     """
     global _default_applied
     if not _default_applied and os.environ.get(ALLOCATOR_ENV, "1").strip().lower() not in {"0", "false", "no"}:

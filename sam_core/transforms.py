@@ -1,9 +1,11 @@
-"""ResizeLongestSide: the resize SAM was trained with, for images, points and boxes; and the resize of
-low-res mask logits back to the original image."""
+"""How a model sees an image: the resize into its input frame for images, points and boxes, and the way back
+from low-res mask logits to the original image. ``ImageTransform`` is the interface; ``ResizeLongestSide``
+is SAM's (scale the long side, pad the rest)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from abc import ABC, abstractmethod
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -12,10 +14,46 @@ import torch.nn.functional as F
 from PIL import Image
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
+UpscaleBackend = Literal["torch", "opencv"]
+UPSCALE_BACKENDS = ("torch", "opencv")
 
 
-class ResizeLongestSide:
-    """Scale so the longest side equals ``target_length``; the same scale applies to coordinates.
+class ImageTransform(ABC):
+    """A family's map between image pixels and its model's input frame (a ``target_length`` square)."""
+
+    target_length: int
+
+    @abstractmethod
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of an image of ``original_size`` once resized into the model input."""
+
+    @abstractmethod
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> the resized uint8 image fed to ``preprocess``."""
+
+    @abstractmethod
+    def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
+        """(..., 2) x, y pixel coordinates of the original image -> the model's input frame."""
+
+    def apply_boxes(self, boxes: Array, original_size: tuple[int, int]) -> Array:
+        """(..., 4) XYXY boxes -> the model's input frame, as (N, 4)."""
+        corners = self.apply_coords(boxes.reshape(-1, 2, 2), original_size)
+        return corners.reshape(-1, 4)
+
+    @abstractmethod
+    def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...],
+                       backend: UpscaleBackend = "torch") -> torch.Tensor | np.ndarray:
+        """Low-res logits (..., S, S) -> logits (..., H, W) at ``original_size``.
+
+        ``backend="torch"`` computes on the logits' device (the reference's arithmetic) and returns a tensor;
+        ``"opencv"`` computes on the CPU and returns a float32 numpy array.
+        """
+
+
+class ResizeLongestSide(ImageTransform):
+    """Scale so the longest side equals ``target_length``; the same scale applies to coordinates. The model
+    pads the rest of its square input, so logits go back by upscaling to the square, cropping the padding,
+    and resizing to the original size.
 
     The numpy image path resizes with Pillow's bilinear filter (which antialiases when shrinking), the
     filter the reference reaches through torchvision's PIL resize, so the pixels fed to the encoder are
@@ -24,6 +62,9 @@ class ResizeLongestSide:
 
     def __init__(self, target_length: int) -> None:
         self.target_length = target_length
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        return self.get_preprocess_shape(original_size[0], original_size[1], self.target_length)
 
     @staticmethod
     def get_preprocess_shape(old_h: int, old_w: int, long_side_length: int) -> tuple[int, int]:
@@ -48,11 +89,6 @@ class ResizeLongestSide:
         coords[..., 1] = coords[..., 1] * (new_h / old_h)
         return coords
 
-    def apply_boxes(self, boxes: Array, original_size: tuple[int, int]) -> Array:
-        """Rescale (..., 4) XYXY boxes."""
-        corners = self.apply_coords(boxes.reshape(-1, 2, 2), original_size)
-        return corners.reshape(-1, 4)
-
     def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
         """BxCxHxW float tensor -> resized with antialiased bilinear interpolation."""
         new_size = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
@@ -60,7 +96,25 @@ class ResizeLongestSide:
 
     # The reference names its torch variants separately; coordinates work for both array types here.
     apply_coords_torch = apply_coords
-    apply_boxes_torch = apply_boxes
+    apply_boxes_torch = ImageTransform.apply_boxes
+
+    def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...],
+                       backend: UpscaleBackend = "torch") -> torch.Tensor | np.ndarray:
+        if backend == "opencv":
+            return upscale_mask_logits(low_res, self.target_length, tuple(input_size), tuple(original_size))
+        if backend != "torch":
+            raise ValueError(f"mask upscaling backend must be one of {UPSCALE_BACKENDS}, got {backend!r}")
+        side = low_res.shape[-1]
+        if self.target_length % side == 0 and low_res.shape[-2] == side:
+            factor = self.target_length // side
+            rows, cols = low_res_extent(side, factor, input_size)
+            low_res = F.interpolate(low_res[..., :rows, :cols], (rows * factor, cols * factor), mode="bilinear",
+                                    align_corners=False)
+        else:
+            low_res = F.interpolate(low_res, (self.target_length, self.target_length), mode="bilinear",
+                                    align_corners=False)
+        cropped = low_res[..., : input_size[0], : input_size[1]]
+        return F.interpolate(cropped, tuple(original_size), mode="bilinear", align_corners=False)
 
 
 def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
@@ -112,9 +166,10 @@ def upscale_mask_logits(low_res: torch.Tensor, image_size: int, input_size: tupl
                         original_size: tuple[int, int]) -> np.ndarray:
     """Low-res logits (..., S, S) -> float32 logits (..., H, W) at the original image size.
 
-    The two bilinear resizes of ``Sam.postprocess_masks`` (to the padded ``image_size`` square, crop to the
-    resized image ``input_size``, then to ``original_size``), run by OpenCV: about four times faster than
-    torch's on CPU, and equal to it within ~1e-4 on logits of a few units (float rounding of the weights).
+    The two bilinear resizes of ``ResizeLongestSide.upscale_logits`` (to the padded ``image_size`` square,
+    crop to the resized image ``input_size``, then to ``original_size``), run by OpenCV: faster than torch's
+    on CPU, and equal to it within ~1e-4 on logits of a few units (OpenCV's fixed-point interpolation
+    weights).
     Only the rows and columns of ``low_res_extent`` are upscaled.
     """
     side = low_res.shape[-1]

@@ -1,37 +1,86 @@
-"""Sam: the image encoder, prompt encoder and mask decoder wired together, with pre- and post-processing."""
+"""Sam: the image encoder, prompt encoder and mask decoder wired together behind the model interface, and
+the SAM family's entry in the registry."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from sam_core.config import SamConfig, get_config
+from sam_core.config import SAM_CONFIGS, SamConfig, get_config, infer_sam_config
+from sam_core.hf_format import hf_to_meta_state_dict, sam_config_from_hf
+from sam_core.model_interface import (
+    GeneratorDefaults,
+    ImageFeatures,
+    ModelFamily,
+    OfficialCheckpoint,
+    PreparedImage,
+    PromptableSegmenter,
+    Prompts,
+)
 from sam_core.modeling.image_encoder import ImageEncoderViT
-from sam_core.modeling.mask_decoder import MaskDecoder
+from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder
 from sam_core.modeling.prompt_encoder import PromptEncoder
-from sam_core.modeling.transformer import TwoWayTransformer
-from sam_core.transforms import low_res_extent
+from sam_core.modeling.transformer import ImageTokens, TwoWayTransformer
+from sam_core.transforms import ResizeLongestSide
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+EMBEDDING_KEY = "image_embeddings"
 
 
-class Sam(nn.Module):
+@dataclass
+class SamPreparedImage(PreparedImage):
+    """One image for the SAM decoder: its embedding, the grid's positional encoding, and the decoder's input
+    for prompts without a mask input (tokens with the "no mask" embedding added and the first layer's
+    image-side projections), which every such prompt on the image shares."""
+
+    dense_pe: torch.Tensor  # (1, C, H, W)
+    no_mask_input: ImageTokens
+
+
+@dataclass
+class SamScoredPrompts:
+    """Transformer outputs of B prompt sets and which mask tokens the caller asked for."""
+
+    decoded: DecodedTokens
+    outputs: slice  # token 0 is the single-mask output, 1: the multimask ones
+
+    @property
+    def iou_predictions(self) -> torch.Tensor:
+        return self.decoded.iou_pred[:, self.outputs]
+
+    def take(self, index: torch.Tensor) -> SamScoredPrompts:
+        return SamScoredPrompts(self.decoded.take(index), self.outputs)
+
+
+class Sam(PromptableSegmenter):
     """Segment Anything: embed an image once, then decode masks for any number of prompts."""
 
+    family = "sam"
+    embedding_key = EMBEDDING_KEY
+    generator_defaults = GeneratorDefaults(pred_iou_thresh=0.88, stability_score_thresh=0.95)
     mask_threshold: float = 0.0
     image_format: str = "RGB"
 
     def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  config: SamConfig | None = None) -> None:
+        """
+        Args:
+            image_encoder: ViT backbone and neck, image -> (B, C, H, W) embedding.
+            prompt_encoder: points, boxes and mask inputs -> sparse tokens and a dense map.
+            mask_decoder: two-way transformer and heads -> low-res mask logits and IoU predictions.
+            config: the shapes the modules were built with (``build_sam`` sets it; checkpoints store it).
+        """
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.config = config
+        self.transform = ResizeLongestSide(image_encoder.img_size)
         # Not persistent: the official checkpoints do not store them.
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
@@ -44,26 +93,41 @@ class Sam(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.pixel_mean.dtype
 
+    @property
+    def mask_input_size(self) -> int:
+        return self.prompt_encoder.mask_input_size[0]
+
+    @property
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {EMBEDDING_KEY: (self.prompt_encoder.embed_dim, *self.prompt_encoder.image_embedding_size)}
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise a (B, 3, H, W) or (3, H, W) 0-255 image and zero-pad it to the square input size."""
         x = (x - self.pixel_mean) / self.pixel_std
         size = self.image_encoder.img_size
         return F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2])).to(self.dtype)
 
-    def postprocess_masks(self, masks: torch.Tensor, input_size: tuple[int, ...],
-                          original_size: tuple[int, ...]) -> torch.Tensor:
-        """Low-res logits -> logits at the original image size (padding removed)."""
-        size = self.image_encoder.img_size
-        low_res = masks.shape[-1]
-        if size % low_res == 0 and masks.shape[-2] == low_res:
-            factor = size // low_res
-            rows, cols = low_res_extent(low_res, factor, input_size)
-            masks = F.interpolate(masks[..., :rows, :cols], (rows * factor, cols * factor), mode="bilinear",
-                                  align_corners=False)
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
+        return {EMBEDDING_KEY: self.image_encoder(images)}
+
+    def prepare_image(self, features: ImageFeatures) -> SamPreparedImage:
+        dense_pe = self.prompt_encoder.get_dense_pe()
+        _, no_mask = self.prompt_encoder(points=None, boxes=None, masks=None)
+        no_mask_input = self.mask_decoder.prepare_image(features[EMBEDDING_KEY], dense_pe, no_mask)
+        return SamPreparedImage(features, dense_pe, no_mask_input)
+
+    def score_prompts(self, image: SamPreparedImage, prompts: Prompts, multimask_output: bool) -> SamScoredPrompts:
+        points = None if prompts.point_coords is None else (prompts.point_coords, prompts.point_labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=prompts.boxes, masks=prompts.mask_input)
+        if prompts.mask_input is None:
+            decoder_input = image.no_mask_input
         else:
-            masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+            decoder_input = ImageTokens.from_maps(image.features[EMBEDDING_KEY] + dense, image.dense_pe)
+        decoded = self.mask_decoder.decode_tokens(decoder_input, sparse)
+        return SamScoredPrompts(decoded, slice(1, None) if multimask_output else slice(0, 1))
+
+    def draw_masks(self, scored: SamScoredPrompts) -> torch.Tensor:
+        return self.mask_decoder.masks_from_tokens(scored.decoded, scored.outputs)
 
     @torch.no_grad()
     def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, torch.Tensor]]:
@@ -83,7 +147,7 @@ class Sam(nn.Module):
             sparse, dense = self.prompt_encoder(points=points, boxes=record.get("boxes"),
                                                 masks=record.get("mask_inputs"))
             low_res, iou = self.mask_decoder(embedding.unsqueeze(0), dense_pe, sparse, dense, multimask_output)
-            masks = self.postprocess_masks(low_res, record["image"].shape[-2:], record["original_size"])
+            masks = self.postprocess_masks(low_res, tuple(record["image"].shape[-2:]), record["original_size"])
             outputs.append({"masks": masks > self.mask_threshold, "iou_predictions": iou,
                             "low_res_logits": low_res})
         return outputs
@@ -111,3 +175,39 @@ def build_sam(name_or_config: str | SamConfig = "vit_h") -> Sam:
         iou_head_hidden_dim=config.iou_head_hidden_dim,
     )
     return Sam(image_encoder, prompt_encoder, mask_decoder, config).eval()
+
+
+def _is_sam_checkpoint(names: Collection[str]) -> bool:
+    """Meta's names or Hugging Face SamModel's (whose vision encoder has a plain patch embedding)."""
+    return any(name.startswith(("image_encoder.patch_embed.", "vision_encoder.patch_embed.")) for name in names)
+
+
+def _sam_native_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(name.startswith("vision_encoder.") for name in tensors):
+        return hf_to_meta_state_dict(tensors)
+    return dict(tensors)
+
+
+_SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+SAM_FAMILY = ModelFamily(
+    name="sam",
+    config_type=SamConfig,
+    configs=SAM_CONFIGS,
+    build=build_sam,
+    owns_checkpoint=_is_sam_checkpoint,
+    to_native_names=_sam_native_names,
+    infer_config=infer_sam_config,
+    config_from_hf=sam_config_from_hf,
+    official_checkpoints={
+        "vit_h": OfficialCheckpoint("sam_vit_h_4b8939.pth",
+                                    "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,
+                                    _SAM_BASE_URL),
+        "vit_l": OfficialCheckpoint("sam_vit_l_0b3195.pth",
+                                    "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607,
+                                    _SAM_BASE_URL),
+        "vit_b": OfficialCheckpoint("sam_vit_b_01ec64.pth",
+                                    "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383,
+                                    _SAM_BASE_URL),
+    },
+)
