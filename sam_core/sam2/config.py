@@ -155,6 +155,10 @@ _BASE_PLUS = Sam2Config(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global
 _LARGE = Sam2Config(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
                     window_spec=(8, 4, 16, 8))
 
+# Meta's released checkpoints (sam2_hiera_tiny.pt, sam2.1_hiera_tiny.pt...), in registry names.
+OFFICIAL_SAM2_MODELS = tuple(f"{version}_hiera_{size}" for version in ("sam2", "sam2.1")
+                             for size in ("tiny", "small", "base_plus", "large"))
+
 SAM2_CONFIGS: dict[str, Sam2Config] = {
     "sam2_hiera_tiny": _TINY,
     "sam2_hiera_small": _SMALL,

@@ -39,6 +39,8 @@ def reference_overrides(config: Sam2Config) -> list[str]:
         f"++model.iou_prediction_use_sigmoid={config.iou_prediction_use_sigmoid}",
         f"++model.pred_obj_scores={config.pred_obj_scores}",
         f"++model.pred_obj_scores_mlp={config.pred_obj_scores_mlp}",
+        # The video model's fixed "no object" pointer needs the object-score head.
+        f"++model.fixed_no_obj_ptr={config.pred_obj_scores}",
         f"++model.use_multimask_token_for_obj_ptr={config.use_multimask_token_for_obj_ptr}",
         f"++model.directly_add_no_mem_embed={config.directly_add_no_mem_embed}",
         f"{extra}dynamic_multimask_via_stability={config.dynamic_multimask_via_stability}",
@@ -93,3 +95,23 @@ def save_reference_pt(model: torch.nn.Module, path: Path) -> Path:
     """Write the state dict the way Meta's official SAM 2 checkpoints are written: ``{"model": state_dict}``."""
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+@torch.no_grad()
+def reference_decode(model: torch.nn.Module, image_embed: torch.Tensor, high_res_feats: list[torch.Tensor],
+                     point_coords: torch.Tensor | None = None, point_labels: torch.Tensor | None = None,
+                     boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                     multimask_output: bool = True) -> tuple[torch.Tensor, ...]:
+    """The reference's prompt encoder and mask decoder fed as SAM2ImagePredictor._predict feeds them (box
+    corners as points labelled 2 and 3 ahead of the clicks): (masks, iou, object tokens, object scores)."""
+    points = (point_coords, point_labels) if point_coords is not None else None
+    if boxes is not None:
+        corners = boxes.reshape(-1, 2, 2)
+        labels = torch.tensor([[2, 3]], dtype=torch.int).repeat(corners.shape[0], 1)
+        points = (corners, labels) if points is None else (
+            torch.cat([corners, points[0]], dim=1), torch.cat([labels, points[1]], dim=1))
+    sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+    return model.sam_mask_decoder(
+        image_embeddings=image_embed, image_pe=model.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask_output,
+        repeat_image=sparse.shape[0] > 1, high_res_features=high_res_feats or None)
