@@ -329,3 +329,69 @@ def test_checkpoint_errors_list_every_problem(tiny, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_sam2(tmp_path / "bad.pt")
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face
+
+def make_hf_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
+    """transformers' Sam2Model with the shapes of ``config`` and random, non-degenerate weights (eval mode)."""
+    from transformers import Sam2Config as HFSam2Config
+    from transformers import Sam2Model
+
+    levels = len(config.stages)
+    sizes = [[config.image_size // 4 // 2**level] * 2 for level in range(levels - config.scalp)]
+    hf_config = HFSam2Config(
+        vision_config=dict(
+            model_type="sam2_vision_model",
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model", hidden_size=config.embed_dim, num_attention_heads=config.num_heads,
+                blocks_per_stage=list(config.stages), embed_dim_per_stage=list(config.backbone_channel_list[::-1]),
+                num_attention_heads_per_stage=[config.num_heads * 2**s for s in range(levels)],
+                window_size_per_stage=list(config.window_spec), global_attention_blocks=list(config.global_att_blocks),
+                window_positional_embedding_background_size=list(config.window_pos_embed_bkg_spatial_size),
+                image_size=[config.image_size] * 2),
+            backbone_channel_list=list(config.backbone_channel_list), backbone_feature_sizes=sizes,
+            fpn_hidden_size=config.d_model),
+        prompt_encoder_config=dict(hidden_size=config.d_model, image_size=config.image_size, patch_size=16),
+        mask_decoder_config=dict(hidden_size=config.d_model))
+    torch.manual_seed(seed)
+    model = Sam2Model(hf_config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and "pos_embed" not in name:
+                param.normal_(0.0, 0.05)
+            else:
+                param.add_(0.1 * torch.randn_like(param))
+        # Two buffers that transformers ties (save_pretrained writes one): kept equal, as in real checkpoints.
+        model.shared_image_embedding.positional_embedding.normal_()
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding)
+    return model.eval()
+
+
+@torch.no_grad()
+def test_hugging_face_sam2_matches(tmp_path):
+    """A transformers Sam2Model save_pretrained folder loads (config from config.json) and matches it.
+
+    Boxes are given as points labelled 2 and 3: transformers' ``input_boxes`` path appends a padding token
+    after the corners, which Meta's predictor does not do."""
+    hf_model = make_hf_sam2(TEST_CONFIG)
+    hf_model.save_pretrained(tmp_path)
+    ours, video = load_sam2(tmp_path)
+    assert ours.config == TEST_CONFIG and video == {}
+    images = random_images(256, seed=3)
+    expected = hf_model.get_image_embeddings(images)
+    embed, high_res = ours.encode_image(images)
+    for actual, wanted in zip([*high_res, embed], expected):
+        assert max_diff(actual, wanted) <= TOL
+    points = torch.tensor([[[30.0, 40.0], [100.0, 200.0], [10.0, 10.0], [200.0, 230.0]]])
+    labels = torch.tensor([[1, 0, 2, 3]])
+    masks_in = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(4))
+    for mask_input in (None, masks_in):
+        for multimask in (True, False):
+            out = hf_model(image_embeddings=expected, input_points=points[None], input_labels=labels[None],
+                           input_masks=mask_input, multimask_output=multimask)
+            masks, iou, scores = ours.predict_masks(embed, high_res, points, labels, mask_input=mask_input,
+                                                    multimask_output=multimask)
+            assert max_diff(masks, out.pred_masks[0]) <= TOL and max_diff(iou, out.iou_scores[0]) <= TOL
+            assert max_diff(scores, out.object_score_logits[0]) <= TOL

@@ -1,12 +1,14 @@
-"""Load Meta's SAM 2 / SAM 2.1 checkpoints into the image model.
+"""Load SAM 2 / SAM 2.1 checkpoints into the image model.
 
 An official ``.pt`` file holds ``{"model": state_dict}`` for the whole video model. Sam2's parameter names
 are Meta's, so the image part loads as it is; the video-only tensors (memory encoder and attention,
-object-pointer projections...) are returned apart, untouched, for a video model to use.
+object-pointer projections...) are returned apart, untouched, for a video model to use. A Hugging Face
+``Sam2Model.save_pretrained`` folder (image model only) loads through a few rename rules.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -14,9 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from sam_core.errors import CheckpointError
 from sam_core.sam2.config import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, get_sam2_config
+from sam_core.sam2.hf_format import hf_to_meta_state_dict, sam2_config_from_hf
 from sam_core.sam2.model import Sam2, build_sam2
 
 StateDict = dict[str, torch.Tensor]
@@ -64,6 +68,28 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
     return dict(loaded)
 
 
+def read_hf_folder(folder: str | os.PathLike) -> tuple[StateDict, Sam2Config, str]:
+    """(state dict with Meta's names, config, weights path) of a Hugging Face Sam2Model folder."""
+    folder = Path(folder).expanduser()
+    config_path = folder / "config.json"
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: not a readable Hugging Face config ({error})") from None
+    config = sam2_config_from_hf(hf_config, str(config_path))
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        try:
+            with safe_open(str(weights), framework="pt", device="cpu") as handle:
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{weights}: unreadable safetensors file ({error})") from None
+    else:
+        weights = folder / "pytorch_model.bin"
+        tensors = read_checkpoint(weights)
+    return hf_to_meta_state_dict(tensors), config, str(weights)
+
+
 def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> tuple[str, Sam2Config]:
     """(registry name, config) of the official model whose shapes ``state_dict`` has.
 
@@ -83,18 +109,25 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state di
 def load_sam2(source: str | os.PathLike | Mapping[str, torch.Tensor], config: str | Sam2Config | None = None,
               device: str | torch.device | None = None, dtype: torch.dtype | None = None,
               ) -> tuple[Sam2, StateDict]:
-    """(Sam2 with the checkpoint's image weights, the video-only tensors) from a Meta ``.pt`` file or state dict.
+    """(Sam2 with the checkpoint's image weights, the video-only tensors) from a Meta ``.pt`` file, a Hugging
+    Face ``save_pretrained`` folder or a state dict with Meta's names.
 
-    ``config`` (registry name or Sam2Config) defaults to the official model recognised from the shapes.
-    Every image tensor must be present with the right shape: one CheckpointError lists all that are
-    missing, unexpected or mis-shaped. ``dtype`` defaults to the checkpoint's floating dtype.
+    ``config`` (registry name or Sam2Config) defaults to the folder's config.json, else to the official
+    model recognised from the shapes. Every image tensor must be present with the right shape: one
+    CheckpointError lists all that are missing, unexpected or mis-shaped. ``dtype`` defaults to the
+    checkpoint's floating dtype.
     """
+    stored = None
     if isinstance(source, Mapping):
         state_dict, origin = dict(source), "state dict"
+    elif Path(source).expanduser().is_dir():
+        state_dict, stored, origin = read_hf_folder(source)
     else:
         state_dict, origin = read_checkpoint(source), str(source)
     image_part, video_part = split_state_dict(state_dict)
-    if config is None:
+    if config is None and stored is not None:
+        config_name, wanted = "from config.json", stored
+    elif config is None:
         config_name, wanted = infer_config(state_dict, origin)
     else:
         wanted = get_sam2_config(config)
