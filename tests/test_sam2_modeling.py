@@ -289,6 +289,25 @@ def test_decoder_without_optional_heads_matches_reference():
             assert torch.equal(scores, scores_ref) and (scores == 10.0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@torch.no_grad()
+def test_reduced_precision_runs_end_to_end(tiny, tiny_features, dtype):
+    _, ours, _ = tiny
+    _, (embed32, high_res32) = tiny_features
+    model = build_sam2(TEST_CONFIG)
+    model.load_state_dict(ours.state_dict())
+    model.to(dtype=dtype)
+    embed, high_res = model.encode_image(random_images(256).to(dtype))
+    prompts = prompt_cases()["box_and_points"]
+    outputs = model.predict_masks(embed, high_res, **prompts)
+    assert embed.dtype == dtype and all(t.dtype == dtype for t in (*high_res, *outputs))
+    assert all(torch.isfinite(t).all() for t in outputs)
+    # Close to fp32 in relative terms.
+    assert max_diff(embed, embed32) <= 0.05 * embed32.abs().max().item()
+    masks32 = ours.predict_masks(embed32, high_res32, **prompts)[0]
+    assert max_diff(outputs[0], masks32) <= 0.05 * masks32.abs().max().item()
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 def test_checkpoint_keeps_video_weights_apart(tiny):
