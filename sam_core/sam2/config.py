@@ -1,0 +1,186 @@
+"""Sam2Config and the registry of named SAM 2 / SAM 2.1 image-model configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# The mask decoder reads three feature levels: strides 4 and 8 (high-resolution skips) and 16 (the embedding).
+BACKBONE_STRIDE = 16
+PATCH_STRIDE = 4  # the Hiera patch embedding: a 7x7 convolution with stride 4
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    """Every shape and inference setting of a SAM 2 image model. Defaults are the official Hiera-T.
+
+    The image parts of SAM 2 and SAM 2.1 are identical in shape and behaviour; they differ in weights
+    and in the video modules only.
+    """
+
+    image_size: int = 1024
+    # Hiera trunk. Stage s has embed_dim * 2**s channels and num_heads * 2**s heads; the first block of
+    # every stage after the first max-pools its queries by q_stride (the stage's resolution halves).
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (1, 2, 7, 2)
+    q_pool: int = 3
+    q_stride: int = 2
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    global_att_blocks: tuple[int, ...] = (5, 7, 9)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (7, 7)
+    mlp_ratio: float = 4.0
+    # FPN neck.
+    d_model: int = 256
+    scalp: int = 1
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    fpn_interp_mode: str = "nearest"
+    # Prompt encoder and mask decoder.
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    use_high_res_features: bool = True
+    iou_prediction_use_sigmoid: bool = True
+    pred_obj_scores: bool = True
+    pred_obj_scores_mlp: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    directly_add_no_mem_embed: bool = True
+    # When one mask is asked for and the single-mask output is unstable (its area changes by more than
+    # 1 - thresh when the logit threshold moves by +-delta), the best multimask output replaces it.
+    # On in Meta's build_sam2 (its default apply_postprocessing=True).
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+
+    def __post_init__(self) -> None:
+        for name in ("stages", "window_spec", "global_att_blocks", "window_pos_embed_bkg_spatial_size",
+                     "fpn_top_down_levels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        problems = []
+        levels = len(self.stages)
+        if levels < 2 or min(self.stages) < 1:
+            problems.append(f"stages {self.stages} must list at least two stages of at least one block")
+        if len(self.window_spec) != levels:
+            problems.append(f"window_spec {self.window_spec} must give one window size per stage ({levels})")
+        if self.q_pool != levels - 1:
+            # The neck upsamples each level by 2 onto the next, so every stage transition must halve.
+            problems.append(f"q_pool {self.q_pool} must be len(stages) - 1 = {levels - 1}")
+        if self.q_stride != 2:
+            problems.append(f"q_stride {self.q_stride}: the FPN neck needs 2")
+        if levels - 1 - self.scalp != 2:
+            problems.append(f"scalp {self.scalp} with {levels} stages does not leave the stride-16 level last "
+                            f"(need scalp = {levels - 3})")
+        if self.embed_dim % self.num_heads:
+            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        coarsest = PATCH_STRIDE * 2 ** (levels - 1)
+        if self.image_size % coarsest:
+            problems.append(f"image_size {self.image_size} is not a multiple of {coarsest} (stride of the last stage)")
+        elif self.window_spec and (self.image_size // PATCH_STRIDE) % self.window_spec[0]:
+            problems.append(f"the first stage's grid {self.image_size // PATCH_STRIDE} is not a multiple of its "
+                            f"window {self.window_spec[0]} (the window position embedding is tiled over it)")
+        depth = sum(self.stages)
+        bad = [i for i in self.global_att_blocks if not 0 <= i < depth]
+        if bad:
+            problems.append(f"global_att_blocks {bad} outside 0..{depth - 1}")
+        for block, window in self.q_pool_blocks_and_windows() if len(self.window_spec) == levels else ():
+            if block in self.global_att_blocks:
+                problems.append(f"block {block} pools its queries and cannot be global (the reference pools "
+                                "within windows)")
+            elif window % self.q_stride:
+                problems.append(f"block {block} pools windows of {window} by {self.q_stride}: not divisible")
+        if min(self.window_spec, default=1) < 1 or min(self.window_pos_embed_bkg_spatial_size) < 1:
+            problems.append("window sizes must be >= 1")
+        if len(self.window_pos_embed_bkg_spatial_size) != 2:
+            problems.append("window_pos_embed_bkg_spatial_size must be (height, width)")
+        if self.d_model % 8 or self.d_model % self.decoder_num_heads or (self.d_model // 2) % self.decoder_num_heads:
+            problems.append(f"d_model {self.d_model} must be divisible by 8 and by 2 * decoder_num_heads "
+                            f"({2 * self.decoder_num_heads})")
+        if any(not 0 <= level < levels for level in self.fpn_top_down_levels):
+            problems.append(f"fpn_top_down_levels {self.fpn_top_down_levels} outside 0..{levels - 1}")
+        if self.fpn_interp_mode not in ("nearest", "bilinear"):
+            problems.append(f"fpn_interp_mode {self.fpn_interp_mode!r} is not 'nearest' or 'bilinear'")
+        if self.mask_in_chans % 4:
+            problems.append(f"mask_in_chans {self.mask_in_chans} is not divisible by 4")
+        if problems:
+            raise ValueError("invalid Sam2Config: " + "; ".join(problems))
+
+    def q_pool_blocks_and_windows(self) -> list[tuple[int, int]]:
+        """(index, window size) of the blocks that pool their queries: the first block of each later stage,
+        which still uses the previous stage's window."""
+        starts = [sum(self.stages[:s]) for s in range(1, len(self.stages))][: self.q_pool]
+        return [(start, self.window_spec[s]) for s, start in enumerate(starts)]
+
+    @property
+    def depth(self) -> int:
+        return sum(self.stages)
+
+    @property
+    def backbone_channel_list(self) -> tuple[int, ...]:
+        """Channels of the trunk's stage outputs, lowest resolution first (the neck's order)."""
+        return tuple(self.embed_dim * 2**s for s in reversed(range(len(self.stages))))
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the square image embedding grid (64 for the official models)."""
+        return self.image_size // BACKBONE_STRIDE
+
+    @property
+    def low_res_mask_size(self) -> int:
+        """Side of the decoder's low-resolution masks (256 for the official models)."""
+        return 4 * self.embedding_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {field.name: list(value) if isinstance(value, tuple) else value
+                for field, value in ((f, getattr(self, f.name)) for f in dataclasses.fields(self))}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Sam2Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown Sam2Config fields: {unknown}")
+        return cls(**values)
+
+
+_TINY = Sam2Config()
+_SMALL = Sam2Config(stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13))
+# Base+ uses Hiera's defaults: 14x14 background position embedding, stages (2, 3, 16, 3).
+_BASE_PLUS = Sam2Config(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global_att_blocks=(12, 16, 20),
+                        window_pos_embed_bkg_spatial_size=(14, 14))
+_LARGE = Sam2Config(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
+                    window_spec=(8, 4, 16, 8))
+
+# Meta's released checkpoints (sam2_hiera_tiny.pt, sam2.1_hiera_tiny.pt...), in registry names.
+OFFICIAL_SAM2_MODELS = tuple(f"{version}_hiera_{size}" for version in ("sam2", "sam2.1")
+                             for size in ("tiny", "small", "base_plus", "large"))
+
+SAM2_CONFIGS: dict[str, Sam2Config] = {
+    "sam2_hiera_tiny": _TINY,
+    "sam2_hiera_small": _SMALL,
+    "sam2_hiera_base_plus": _BASE_PLUS,
+    "sam2_hiera_large": _LARGE,
+    "sam2.1_hiera_tiny": _TINY,
+    "sam2.1_hiera_small": _SMALL,
+    "sam2.1_hiera_base_plus": _BASE_PLUS,
+    "sam2.1_hiera_large": _LARGE,
+    # A small model for tests: every code path of the large ones (windows with padding, query pooling
+    # within padded windows, global blocks, several heads, an interpolated background position embedding,
+    # high-resolution decoder features, object scores) at a fraction of the cost.
+    "sam2_hiera_test": Sam2Config(image_size=256, embed_dim=16, num_heads=2, stages=(1, 2, 3, 3),
+                                  window_spec=(8, 4, 6, 3), global_att_blocks=(4, 8), d_model=64),
+}
+
+
+def get_sam2_config(name_or_config: str | Sam2Config) -> Sam2Config:
+    """Return the config itself, or the registry entry of that name."""
+    if isinstance(name_or_config, Sam2Config):
+        return name_or_config
+    try:
+        return SAM2_CONFIGS[name_or_config]
+    except KeyError:
+        raise ValueError(f"unknown SAM 2 model {name_or_config!r}; known: {sorted(SAM2_CONFIGS)}") from None
