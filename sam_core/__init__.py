@@ -5,6 +5,7 @@ from sam_core.compat import SamAutomaticMaskGenerator, SamPredictor, sam_model_r
 from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.families import FAMILIES, model_names
 from sam_core.families import build_model as build_sam
+from sam_core.fast_paths import fast_paths, fast_paths_enabled
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
 from sam_core.modeling import Sam
@@ -27,6 +28,8 @@ __all__ = [
     "SamConfig",
     "SamPredictor",
     "build_sam",
+    "fast_paths",
+    "fast_paths_enabled",
     "get_config",
     "infer_config",
     "keep_freed_memory",

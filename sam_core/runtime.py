@@ -18,7 +18,7 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
 
     PyTorch allocates CPU tensors with malloc, and glibc serves every block over 32 MB with a fresh mmap that
     it unmaps on free. A ViT-B encoder pass allocates such blocks a few dozen times (qkv, MLP hidden states),
-    so each pass page-faults ~400 MB of new zeroed pages; on 2 cores that costs ~10 % of the encoder's time.
+    so each pass page-faults ~400 MB of new zeroed pages (the README's benchmark section measures the cost).
     Raising the mmap and trim thresholds to ``limit_bytes`` keeps those blocks in the heap for reuse; the price
     is that up to ``limit_bytes`` of freed memory stays mapped to the process. Outputs are unchanged.
 

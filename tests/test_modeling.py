@@ -2,6 +2,7 @@
 
 The reference (`segment_anything==1.0`) writes its state dict as a `.pth`; sam_core loads that file with
 `load_sam`. Tolerance: max abs difference <= 1e-4 on the tiny config, <= 1e-3 on full vit_b at 1024x1024 (fp32).
+Each parity test runs on both the fast and the plain code paths (``sam_core.fast_paths``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ TINY_TOL = 1e-4
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "plain"])
+def code_path(request):
+    """Runs the test with sam_core's fast paths on, then off."""
+    with sam_core.fast_paths(request.param):
+        yield request.param
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def prompt_cases(image_size: int, mask_size: int) -> dict[str, dict]:
 
 
 @torch.no_grad()
-def test_image_embeddings_match(tiny_pair):
+def test_image_embeddings_match(tiny_pair, code_path):
     reference, ours = tiny_pair
     images = random_image(256, batch=2)
     expected = reference.image_encoder(reference.preprocess(images))
@@ -59,7 +67,7 @@ def test_image_embeddings_match(tiny_pair):
 
 
 @torch.no_grad()
-def test_window_padding_path_matches():
+def test_window_padding_path_matches(code_path):
     # 20x20 grid with window 6 pads to 24: exercises partition padding and a non-default grid.
     config = sam_core.SamConfig(image_size=320, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=4,
                                 encoder_global_attn_indexes=(1,), window_size=6, prompt_embed_dim=32,
@@ -73,7 +81,7 @@ def test_window_padding_path_matches():
 
 @pytest.mark.parametrize("case", list(prompt_cases(256, 64)))
 @torch.no_grad()
-def test_prompt_encoder_and_decoder_match(tiny_pair, case):
+def test_prompt_encoder_and_decoder_match(tiny_pair, case, code_path):
     reference, ours = tiny_pair
     prompts = prompt_cases(256, 64)[case]
     sparse_ref, dense_ref = reference.prompt_encoder(**prompts)
@@ -95,7 +103,7 @@ def test_prompt_encoder_and_decoder_match(tiny_pair, case):
 
 
 @torch.no_grad()
-def test_forward_batch_api_matches(tiny_pair):
+def test_forward_batch_api_matches(tiny_pair, code_path):
     reference, ours = tiny_pair
     generator = torch.Generator().manual_seed(2)
     batch = [
@@ -117,7 +125,7 @@ def test_forward_batch_api_matches(tiny_pair):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @torch.no_grad()
-def test_reduced_precision_runs_end_to_end(tiny_pair, dtype):
+def test_reduced_precision_runs_end_to_end(tiny_pair, dtype, code_path):
     reference, ours = tiny_pair
     model = sam_core.build_sam("vit_tiny")
     model.load_state_dict(ours.state_dict())
@@ -134,24 +142,39 @@ def test_reduced_precision_runs_end_to_end(tiny_pair, dtype):
     assert max_diff(embedding, expected) <= 0.1 * expected.abs().max().item()
 
 
+VIT_B_CASES = ("negative_points", "box_and_points", "mask_input")
+
+
+@pytest.fixture(scope="module")
 @torch.no_grad()
-def test_full_vit_b_matches_reference_at_1024(tmp_path):
-    """One full-size case: vit_b at 1024x1024, fp32, loaded from the reference's own .pth."""
+def vit_b_reference(tmp_path_factory):
+    """The reference vit_b's .pth and its outputs, computed once for both code paths."""
     reference = make_reference_sam(sam_core.SAM_CONFIGS["vit_b"], seed=5)
-    path = save_reference_pth(reference, tmp_path / "sam_vit_b_random.pth")
-    ours = sam_core.load_sam(path)
-    assert ours.config == sam_core.SAM_CONFIGS["vit_b"]
+    path = save_reference_pth(reference, tmp_path_factory.mktemp("vit_b") / "sam_vit_b_random.pth")
     image = random_image(1024, seed=5)
     expected = reference.image_encoder(reference.preprocess(image))
+    prompts = prompt_cases(1024, 256)
+    decoded = {}
+    for case in VIT_B_CASES:
+        sparse_ref, dense_ref = reference.prompt_encoder(**prompts[case])
+        decoded[case] = reference.mask_decoder(expected, reference.prompt_encoder.get_dense_pe(),
+                                               sparse_ref, dense_ref, True)
+    return path, image, expected, decoded
+
+
+@torch.no_grad()
+def test_full_vit_b_matches_reference_at_1024(vit_b_reference, code_path):
+    """One full-size case: vit_b at 1024x1024, fp32, loaded from the reference's own .pth."""
+    path, image, expected, decoded = vit_b_reference
+    ours = sam_core.load_sam(path)
+    assert ours.config == sam_core.SAM_CONFIGS["vit_b"]
     actual = ours.image_encoder(ours.preprocess(image))
     assert max_diff(actual, expected) <= 1e-3
 
     prompts = prompt_cases(1024, 256)
-    for case in ("negative_points", "box_and_points", "mask_input"):
-        sparse_ref, dense_ref = reference.prompt_encoder(**prompts[case])
+    for case in VIT_B_CASES:
         sparse, dense = ours.prompt_encoder(**prompts[case])
-        logits_ref, iou_ref = reference.mask_decoder(expected, reference.prompt_encoder.get_dense_pe(),
-                                                     sparse_ref, dense_ref, True)
+        logits_ref, iou_ref = decoded[case]
         logits, iou = ours.mask_decoder(actual, ours.prompt_encoder.get_dense_pe(), sparse, dense, True)
         assert max_diff(logits, logits_ref) <= 1e-3
         assert max_diff(iou, iou_ref) <= 1e-3

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.modeling.common import LayerNorm2d, activate
+from sam_core.fast_paths import fast_paths_enabled
+from sam_core.modeling.common import LayerNorm2d, activate_in_place
 from sam_core.modeling.transformer import ImageTokens
 
 
@@ -22,11 +23,19 @@ class DecodedTokens:
     iou_pred: torch.Tensor  # (B, num_mask_tokens)
 
     def take(self, index: torch.Tensor) -> DecodedTokens:
+        """The prompt sets selected by ``index`` (any index of the batch axis)."""
         return DecodedTokens(self.mask_tokens[index], self.image_tokens[index], self.iou_pred[index])
 
 
 class MLP(nn.Module):
-    """Linear layers with ReLU between them (none after the last)."""
+    """Linear layers with ReLU between them (none after the last).
+
+    Args:
+        input_dim: input width.
+        hidden_dim: width of the hidden layers.
+        output_dim: output width.
+        num_layers: number of linear layers.
+    """
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
         super().__init__()
@@ -40,7 +49,15 @@ class MLP(nn.Module):
 
 
 class MaskDecoder(nn.Module):
-    """Predicts ``num_multimask_outputs`` + 1 masks and their IoU for each prompt set."""
+    """Predicts ``num_multimask_outputs`` + 1 masks and their IoU for each prompt set.
+
+    Args:
+        transformer_dim: width of the transformer's tokens and of the image embedding.
+        transformer: the two-way transformer run on the output and prompt tokens and the image.
+        num_multimask_outputs: masks predicted for an ambiguous prompt; one more token gives the single mask.
+        iou_head_depth: linear layers of the IoU prediction MLP.
+        iou_head_hidden_dim: hidden width of the IoU prediction MLP.
+    """
 
     def __init__(self, transformer_dim: int, transformer: nn.Module, num_multimask_outputs: int = 3,
                  iou_head_depth: int = 3, iou_head_hidden_dim: int = 256) -> None:
@@ -68,9 +85,10 @@ class MaskDecoder(nn.Module):
         """Return low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M), M = 3 or 1.
 
         ``image_embeddings`` is (1, C, H, W), shared by all B prompt sets, or (B, C, H, W).
-        ``image_pe`` is (1, C, H, W).
+        ``image_pe`` is (1, C, H, W); ``dense_prompt_embeddings`` (1 or B, C, H, W) is added to the image.
+        Many prompts without a mask input on one image are decoded faster through ``prepare_image``.
         """
-        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
+        image = ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
         return self.decode(image, sparse_prompt_embeddings, multimask_output)
 
     def decode(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor,
@@ -83,27 +101,29 @@ class MaskDecoder(nn.Module):
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """All mask tokens' logits and IoU predictions."""
-        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
+        """All mask tokens' logits and IoU predictions (arguments as ``forward``)."""
+        image = ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
         decoded = self.decode_tokens(image, sparse_prompt_embeddings)
         return self.masks_from_tokens(decoded), decoded.iou_pred
 
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                      dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
-        """The transformer's image input for many prompts that share one dense embedding (no mask input),
-        for ``decode`` or ``decode_tokens``: the image as tokens with the dense embedding added, and the
-        first layer's image-side projections, all computed once."""
-        image = self._image_tokens(image_embeddings, image_pe, dense_prompt_embeddings)
-        return self.transformer.project_first_layer(image) if image.tokens.shape[0] == 1 else image
+                      no_mask_embedding: torch.Tensor) -> ImageTokens:
+        """One image input shared by any number of prompts without a mask input, for ``decode`` or
+        ``decode_tokens``: the same results as ``forward`` with that dense embedding, computed once per image.
 
-    @staticmethod
-    def _image_tokens(image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                      dense_prompt_embeddings: torch.Tensor) -> ImageTokens:
-        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
-            # One dense embedding for every prompt (no mask input): the transformer then works on a single
-            # copy of the image tokens until they first depend on the prompts, instead of on B copies.
-            dense_prompt_embeddings = dense_prompt_embeddings[:1]
-        return ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
+        Args:
+            image_embeddings: (1, C, H, W), the image's embedding.
+            image_pe: (1, C, H, W), ``PromptEncoder.get_dense_pe()``.
+            no_mask_embedding: the prompt encoder's dense embedding without a mask input, (1, C, H, W). It is
+                the same map for every prompt, so of a batch of it (B, C, H, W) the first is used.
+
+        The transformer then works on a single copy of the image tokens until they first depend on the
+        prompts, and the first layer's image-side projections are computed here once (fast path).
+        """
+        if image_embeddings.shape[0] != 1:
+            raise ValueError(f"prepare_image takes one image embedding, got {image_embeddings.shape[0]}")
+        image = ImageTokens.from_maps(image_embeddings + no_mask_embedding[:1], image_pe)
+        return self.transformer.project_first_layer(image)
 
     def decode_tokens(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor) -> DecodedTokens:
         """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
@@ -114,22 +134,33 @@ class MaskDecoder(nn.Module):
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        hs, src = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
+        # Output tokens first: the transformer returns those alone (the fast path skips the rest's final step).
+        output_tokens, image_tokens = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
         return DecodedTokens(
-            mask_tokens=hs[:, 1 : 1 + self.num_mask_tokens],
-            image_tokens=src.expand(batch, -1, -1).reshape(batch, *image.grid, -1),
-            iou_pred=self.iou_prediction_head(hs[:, 0]),
+            mask_tokens=output_tokens[:, 1 : 1 + self.num_mask_tokens],
+            image_tokens=image_tokens.expand(batch, -1, -1).reshape(batch, *image.grid, -1),
+            iou_pred=self.iou_prediction_head(output_tokens[:, 0]),
         )
 
     def masks_from_tokens(self, decoded: DecodedTokens, outputs: slice = slice(None)) -> torch.Tensor:
         """Low-res logits (B, M, 4H, 4W) of decoded prompts, for the mask tokens ``outputs`` selects."""
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](decoded.mask_tokens[:, i])
                                 for i in range(self.num_mask_tokens)[outputs]], dim=1)
+        if fast_paths_enabled():
+            return self._upscaled_masks_fast(decoded.image_tokens, hyper_in)
         return self._upscaled_masks(decoded.image_tokens, hyper_in)
 
     def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` of channels-last image tokens (B, H, W, C), dotted with the hypernetwork
-        outputs (B, M, C/8): mask logits (B, M, 4H, 4W).
+        outputs (B, M, C/8): mask logits (B, M, 4H, 4W)."""
+        image = tokens.permute(0, 3, 1, 2)  # (B, C, H, W)
+        upscaled = self.output_upscaling(image)  # (B, C/8, 4H, 4W)
+        batch, channels, height, width = upscaled.shape
+        masks = hyper_in @ upscaled.reshape(batch, channels, height * width)  # (B, M, 4H * 4W)
+        return masks.view(batch, -1, height, width)
+
+    def _upscaled_masks_fast(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """Fast path of ``_upscaled_masks``.
 
         A 2x2 stride-2 transposed convolution is one matrix product per input pixel, each producing a 2x2
         block of output pixels. Keeping those blocks as separate axes, (B, H, W, 2, 2, 2, 2, C/8), instead
@@ -140,8 +171,8 @@ class MaskDecoder(nn.Module):
         batch, height, width, _ = tokens.shape
         x = F.linear(tokens, *_as_linear(conv1))  # (B, H, W, 2*2*C1)
         x = x.view(batch, height, width, 2, 2, norm.weight.shape[0])
-        x = activate(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
-        x = activate(act2, F.linear(x, *_as_linear(conv2)))  # (B, H, W, 2, 2, 2*2*C2)
+        x = activate_in_place(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = activate_in_place(act2, F.linear(x, *_as_linear(conv2)))  # (B, H, W, 2, 2, 2*2*C2)
         num_masks, channels = hyper_in.shape[1:]
         masks = x.view(batch, height * width * 16, channels) @ hyper_in.transpose(1, 2)  # (B, H*W*16, M)
         masks = masks.view(batch, height, width, 2, 2, 2, 2, num_masks)  # b, i, j, di1, dj1, di2, dj2, m

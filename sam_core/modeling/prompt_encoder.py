@@ -11,7 +11,12 @@ from sam_core.modeling.common import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):
-    """Fourier features of normalised (x, y) coordinates through a fixed random Gaussian projection."""
+    """Fourier features of normalised (x, y) coordinates through a fixed random Gaussian projection.
+
+    Args:
+        num_pos_feats: number of random frequencies; the encoding has twice as many channels (sin and cos).
+        scale: standard deviation of the random frequencies.
+    """
 
     def __init__(self, num_pos_feats: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -39,7 +44,14 @@ class PositionEmbeddingRandom(nn.Module):
 
 
 class PromptEncoder(nn.Module):
-    """Embeds points, boxes and masks into sparse tokens and a dense map for the mask decoder."""
+    """Embeds points, boxes and masks into sparse tokens and a dense map for the mask decoder.
+
+    Args:
+        embed_dim: width of the prompt embeddings.
+        image_embedding_size: (H, W) of the image embedding grid, and of the dense embedding.
+        input_image_size: (H, W) of the padded encoder input, the frame of point and box coordinates.
+        mask_in_chans: hidden channels of the mask downscaling convolutions.
+    """
 
     def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int],
                  input_image_size: tuple[int, int], mask_in_chans: int = 16) -> None:

@@ -1,16 +1,37 @@
-"""Two-way transformer: prompt tokens and image embeddings attend to each other in turn."""
+"""Two-way transformer: prompt tokens and image embeddings attend to each other in turn.
+
+The cross-attentions have two implementations (see ``sam_core.fast_paths``): the plain one, ``Attention``
+called as a module (project queries, keys and values, attend, project out), and the default fast one,
+``Attention.tokens_to_image`` / ``Attention.image_to_tokens``, which moves the image-side projections onto
+the few prompt tokens.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam_core.fast_paths import fast_paths_enabled
 from sam_core.modeling.common import MLPBlock
+
+
+@dataclass
+class ImageProjections:
+    """A layer's image-side projections for the fast path, each (1 or B, N, C / downsample_rate).
+
+    They depend on the image tokens alone; for the first layer that means on the image alone, so an image
+    decoded with many prompts computes them once (``TwoWayTransformer.project_first_layer``).
+    """
+
+    token_to_image_keys: torch.Tensor  # cross_attn_token_to_image.k_proj(tokens + pe)
+    token_to_image_values: torch.Tensor  # cross_attn_token_to_image.v_proj(tokens)
+    image_to_token_queries: torch.Tensor  # cross_attn_image_to_token.q_proj(tokens + pe)
 
 
 @dataclass
@@ -25,9 +46,8 @@ class ImageTokens:
     pe: torch.Tensor  # (1, N, C)
     tokens_with_pe: torch.Tensor  # tokens + pe
     grid: tuple[int, int]  # (H, W)
-    # The first layer's image-side projections (token->image keys and values, image->token queries), which
-    # depend on the image alone; set by TwoWayTransformer.project_first_layer for an image shared by prompts.
-    first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # Set by TwoWayTransformer.project_first_layer for an image shared by many prompts; read by the fast path.
+    first_layer: ImageProjections | None = None
 
     @classmethod
     def from_maps(cls, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageTokens:
@@ -44,9 +64,14 @@ class ImageTokens:
 class Attention(nn.Module):
     """Multi-head attention whose inner width may be reduced by ``downsample_rate`` (for cross-attention).
 
-    ``forward`` is plain attention. The decoder's cross-attentions, between a handful of prompt tokens and
-    thousands of image tokens, use ``tokens_to_image`` and ``image_to_tokens``: the same attention with the
-    image-side projections moved onto the few tokens (see there).
+    ``forward`` is the attention of the paper. On the fast path, the decoder's cross-attentions, between a
+    handful of prompt tokens and thousands of image tokens, use ``tokens_to_image`` and ``image_to_tokens``
+    instead: the same attention with the image-side projections moved onto the few tokens (see there).
+
+    Args:
+        embedding_dim: width of the queries, keys, values and output.
+        num_heads: number of attention heads; must divide the inner width.
+        downsample_rate: the projections map to ``embedding_dim // downsample_rate`` channels.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -61,12 +86,19 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(internal_dim, embedding_dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (B, Nq, C), k and v: (B, Nk, C) -> (B, Nq, C)."""
-        q, k, v = (self._split_heads(proj(x)) for proj, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v)))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        """q: (B, Nq, C), k and v: (B, Nk, C) -> (B, Nq, C). A batch of 1 on either side is broadcast."""
+        q = self._split_heads(self.q_proj(q))  # (B, heads, Nq, head_dim)
+        k = self._split_heads(self.k_proj(k))  # (B, heads, Nk, head_dim)
+        v = self._split_heads(self.v_proj(v))  # (B, heads, Nk, head_dim)
+        if fast_paths_enabled():
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, heads, Nq, Nk)
+            out = attn.softmax(dim=-1) @ v  # (B, heads, Nq, head_dim)
+        return self.out_proj(out.transpose(1, 2).flatten(2))  # heads side by side again: (B, Nq, C)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, heads * head_dim) -> (B, heads, N, head_dim)."""
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
     # Both cross-attentions below rewrite products with the image side so that every projection lands on
@@ -76,63 +108,68 @@ class Attention(nn.Module):
     # (heads * tokens, width), whose row for head h holds only head h's channels, so a single matrix product
     # serves all heads. Same attention in exact arithmetic; the rounding differs by float reassociation.
 
-    def tokens_to_image(self, queries: torch.Tensor, image: ImageTokens,
-                        projected: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Few queries (B, T, C) attending over the image tokens -> (B, T, C). ``projected``: the image's
-        keys and values through this attention's projections, when computed once for many prompts."""
+    def tokens_to_image(self, queries: torch.Tensor, image: ImageTokens, projected_keys: torch.Tensor | None = None,
+                        projected_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Fast path of ``self(queries, image.tokens_with_pe, image.tokens)``: few queries (B, T, C) attending
+        over the image tokens -> (B, T, C). ``projected_keys``/``projected_values``: the image's keys and
+        values through this attention's projections (``ImageProjections``), when computed once beforehand."""
         batch, num_tokens, _ = queries.shape
         heads = self.num_heads
         q = _block_diagonal(self.q_proj(queries) * (self.q_proj.out_features // heads) ** -0.5, heads)
-        if projected is None:
+        if projected_keys is None or projected_values is None:
             # Row (h, t): query t of head h mapped back through Wk_h. The key bias adds q . bk_h to every
             # score of a row, which the softmax over the image removes, so it is left out.
-            probs = _against_image(q @ self.k_proj.weight, image.tokens_with_pe).softmax(dim=-1)
-            # Each row's weights sum to one: projecting the pooled tokens equals pooling projected values.
-            values = F.linear(_pool(probs, image.tokens), self.v_proj.weight, self.v_proj.bias)
+            probs = _dot_image_tokens(q @ self.k_proj.weight, image.tokens_with_pe).softmax(dim=-1)
+            # Each row's weights sum to one: projecting the averaged tokens equals averaging projected values.
+            values = F.linear(_average_image_tokens(probs, image.tokens), self.v_proj.weight, self.v_proj.bias)
         else:
-            keys, image_values = projected
-            values = _pool(_against_image(q, keys).softmax(dim=-1), image_values)
+            probs = _dot_image_tokens(q, projected_keys).softmax(dim=-1)
+            values = _average_image_tokens(probs, projected_values)
         # Row (h, t) holds every head's channels; head h's are the ones wanted.
         values = values.view(batch, heads, num_tokens, heads, -1).diagonal(dim1=1, dim2=3)  # (B, T, hd, heads)
         return self.out_proj(values.permute(0, 1, 3, 2).reshape(batch, num_tokens, -1))
 
     def image_to_tokens(self, image: ImageTokens, keys: torch.Tensor, values: torch.Tensor,
-                        projected: torch.Tensor | None = None) -> torch.Tensor:
-        """Image tokens attending over few keys and values (B, T, C); returns image tokens + attention output,
-        (B, N, C), the residual sum the decoder needs. ``projected``: the image's queries through this
-        attention's projection, when computed once for many prompts."""
+                        projected_queries: torch.Tensor | None = None,
+                        residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Fast path of ``self(image.tokens_with_pe, keys, values)``: the image tokens attending over few
+        prompt-token keys and values (B, T, C) -> (B, N, C), plus ``residual`` (1 or B, N, C) when given
+        (added by the last matrix product). ``projected_queries``: the image's queries through this
+        attention's projection (``ImageProjections``), when computed once beforehand."""
         batch, num_tokens, _ = keys.shape
         heads = self.num_heads
         k = _block_diagonal(self.k_proj(keys) * (self.k_proj.out_features // heads) ** -0.5, heads)
-        if projected is None:
+        if projected_queries is None:
             # Row (h, t): key t of head h mapped back through Wq_h, plus the query bias's share of its scores.
-            scores = _against_image(k @ self.q_proj.weight, image.tokens_with_pe)
+            scores = _dot_image_tokens(k @ self.q_proj.weight, image.tokens_with_pe)
             scores += (k @ self.q_proj.bias)[..., None]
         else:
-            scores = _against_image(k, projected)
+            scores = _dot_image_tokens(k, projected_queries)
         # Keys-first layout: the softmax over a head's few keys runs along a non-innermost axis, vectorised
-        # over the image tokens; a softmax along an innermost axis of a handful of keys is very slow.
+        # over the image tokens; along an innermost axis of a handful of keys it would vectorise poorly.
         probs = scores.view(batch, heads, num_tokens, -1).softmax(dim=2).view(batch, heads * num_tokens, -1)
         # Row (h, t): value t of head h through head h's slice of the output projection. Head 0's weights sum
         # to one over its tokens, so adding the output bias to its rows adds it once to every output.
         value_rows = _block_diagonal(self.v_proj(values), heads) @ self.out_proj.weight.T  # (B, heads * T, C)
         value_rows[:, :num_tokens] += self.out_proj.bias
-        return torch.baddbmm(image.tokens, probs.transpose(1, 2), value_rows)
+        if residual is None:
+            return probs.transpose(1, 2) @ value_rows
+        return torch.baddbmm(residual, probs.transpose(1, 2), value_rows)
 
 
-def _against_image(rows: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """rows (B, R, X) times image tokens (1 or B, N, X), transposed -> (B, R, N). One image shared by the
+def _dot_image_tokens(rows: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """rows (B, R, X) dotted with every image token (1 or B, N, X) -> (B, R, N). One image shared by the
     whole batch takes one large matrix product instead of B small ones."""
     if image.shape[0] == 1:
         return (rows.reshape(-1, rows.shape[-1]) @ image[0].T).view(rows.shape[0], rows.shape[1], -1)
     return rows @ image.transpose(1, 2)
 
 
-def _pool(probs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Attention weights (B, R, N) times image tokens (1 or B, N, X) -> (B, R, X)."""
+def _average_image_tokens(weights: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Weighted sums of the image tokens: attention weights (B, R, N) times tokens (1 or B, N, X) -> (B, R, X)."""
     if image.shape[0] == 1:
-        return (probs.reshape(-1, probs.shape[-1]) @ image[0]).view(probs.shape[0], probs.shape[1], -1)
-    return probs @ image
+        return (weights.reshape(-1, weights.shape[-1]) @ image[0]).view(weights.shape[0], weights.shape[1], -1)
+    return weights @ image
 
 
 def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -144,13 +181,25 @@ def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _head_mask(num_heads: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(heads, 1, width): row h is one on head h's channels, zero elsewhere. Cached: a decoded prompt uses
-    it a dozen times, and each small op costs about as much as the multiplication it serves."""
+    """(heads, 1, width): row h is one on head h's channels, zero elsewhere. Cached: it depends on the shapes
+    alone and every fast cross-attention call uses it, on a few tokens where building it would be a
+    noticeable share of the work."""
     return torch.eye(num_heads, dtype=dtype, device=device).repeat_interleave(width // num_heads, dim=1)[:, None]
 
 
 class TwoWayAttentionBlock(nn.Module):
-    """Token self-attention, token->image cross-attention, token MLP, then image->token cross-attention."""
+    """Token self-attention, token->image cross-attention, token MLP, then image->token cross-attention.
+
+    Args:
+        embedding_dim: width of the tokens and image tokens.
+        num_heads: attention heads in every attention.
+        mlp_dim: hidden width of the token MLP.
+        activation: the MLP's activation module class.
+        attention_downsample_rate: inner width reduction of the two cross-attentions.
+        skip_first_layer_pe: for the first layer, whose queries are the prompt embeddings themselves: the
+            self-attention then adds no positional encoding and replaces the queries instead of being a
+            residual.
+    """
 
     def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int, activation: type[nn.Module] = nn.ReLU,
                  attention_downsample_rate: int = 2, skip_first_layer_pe: bool = False) -> None:
@@ -166,35 +215,62 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(self, queries: torch.Tensor, image: ImageTokens, query_pe: torch.Tensor,
-                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                image_projections: ImageProjections | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries: (B, T, C) tokens; image: the image tokens -> updated (queries, image tokens (B, N, C)).
-        ``projected``: this layer's image-side projections (``project_image``), when computed beforehand."""
-        # The first layer's queries are the prompt embeddings themselves, so adding their PE again is skipped
-        # and the attention output replaces them instead of being a residual.
+        ``image_projections``: this layer's image-side projections (``project_image``), when computed
+        beforehand; only the fast path reads them."""
+        to_image, to_tokens = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        fast = fast_paths_enabled()
+        projections = image_projections if fast else None
+
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        keys_values, image_queries = (projected[:2], projected[2]) if projected is not None else (None, None)
-        attended = self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, image, keys_values)
-        queries = self.norm2(queries + attended)
-        queries = self.norm3(queries + self.mlp(queries))
-        attended = self.cross_attn_image_to_token.image_to_tokens(image, queries + query_pe, queries, image_queries)
-        return queries, self.norm4(attended)
 
-    def project_image(self, image: ImageTokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The image-side projections of both cross-attentions: token->image keys and values, image->token
-        queries, each (1 or B, N, C / downsample)."""
+        # Tokens attend to the image.
+        q = queries + query_pe
+        if fast:
+            keys, values = (None, None) if projections is None else (projections.token_to_image_keys,
+                                                                     projections.token_to_image_values)
+            attended = to_image.tokens_to_image(q, image, keys, values)
+        else:
+            attended = to_image(q, image.tokens_with_pe, image.tokens)
+        queries = self.norm2(queries + attended)
+
+        queries = self.norm3(queries + self.mlp(queries))
+
+        # The image attends to the tokens.
+        k = queries + query_pe
+        if fast:
+            # The residual image tokens are added by the attention's last matrix product, saving a pass.
+            image_queries = None if projections is None else projections.image_to_token_queries
+            image_tokens = to_tokens.image_to_tokens(image, k, queries, image_queries, residual=image.tokens)
+        else:
+            image_tokens = image.tokens + to_tokens(image.tokens_with_pe, k, queries)
+        return queries, self.norm4(image_tokens)
+
+    def project_image(self, image: ImageTokens) -> ImageProjections:
+        """The image-side projections of both cross-attentions, for the fast path."""
         to_image, to_tokens = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        return (to_image.k_proj(image.tokens_with_pe), to_image.v_proj(image.tokens),
-                to_tokens.q_proj(image.tokens_with_pe))
+        return ImageProjections(token_to_image_keys=to_image.k_proj(image.tokens_with_pe),
+                                token_to_image_values=to_image.v_proj(image.tokens),
+                                image_to_token_queries=to_tokens.q_proj(image.tokens_with_pe))
 
 
 class TwoWayTransformer(nn.Module):
-    """Stack of TwoWayAttentionBlocks and a final token->image attention."""
+    """Stack of TwoWayAttentionBlocks and a final token->image attention.
+
+    Args:
+        depth: number of TwoWayAttentionBlocks.
+        embedding_dim: width of the tokens and image tokens.
+        num_heads: attention heads in every attention.
+        mlp_dim: hidden width of the blocks' token MLPs.
+        activation: the MLPs' activation module class.
+        attention_downsample_rate: inner width reduction of the cross-attentions.
+    """
 
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
                  activation: type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2) -> None:
@@ -212,8 +288,8 @@ class TwoWayTransformer(nn.Module):
                 num_outputs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding, image_pe: (1 or B, C, H, W) and (1, C, H, W), or ImageTokens already built (then
         image_pe is unused); point_embedding: (B, T, C) -> (tokens (B, T, C), image tokens (B, H*W, C)).
-        With ``num_outputs``, only the first that many tokens are returned, and the final attention runs
-        for those alone: the decoder reads its output tokens and never the prompt tokens that follow them.
+        With ``num_outputs``, only the first that many tokens are returned; the fast path runs the final
+        attention for those alone, as the decoder reads its output tokens and never the prompt tokens after.
 
         A single image embedding is shared by all B prompt sets: the image tokens become prompt-dependent
         only after the first layer, so until then one copy serves the whole batch.
@@ -226,11 +302,17 @@ class TwoWayTransformer(nn.Module):
             image = ImageTokens.from_maps(image_embedding, image_pe)
         queries = point_embedding
         for index, layer in enumerate(self.layers):
-            queries, keys = layer(queries, image, point_embedding, image.first_layer if index == 0 else None)
-            image = image.with_tokens(keys)
-        queries, point_embedding = queries[:, :num_outputs], point_embedding[:, :num_outputs]
-        attended = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, image)
-        return self.norm_final_attn(queries + attended), image.tokens
+            queries, image_tokens = layer(queries, image, point_embedding, image.first_layer if index == 0 else None)
+            image = image.with_tokens(image_tokens)
+
+        # Final attention of the tokens to the image.
+        if fast_paths_enabled():
+            queries, point_embedding = queries[:, :num_outputs], point_embedding[:, :num_outputs]
+            attended = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, image)
+        else:
+            attended = self.final_attn_token_to_image(queries + point_embedding, image.tokens_with_pe, image.tokens)
+        queries = self.norm_final_attn(queries + attended)
+        return queries[:, :num_outputs], image.tokens
 
     def project_first_layer(self, image: ImageTokens) -> ImageTokens:
         """``image`` with the first layer's image-side projections attached. Until the first layer's output

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.modeling.common import activate
+from sam_core.modeling.common import activate_in_place
 from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder, _as_linear
 from sam_core.modeling.transformer import ImageTokens
 from sam_core.sam2.mlp import MLP
@@ -101,14 +101,17 @@ class Sam2MaskDecoder(MaskDecoder):
         are ``high_res_features``: [(1 or B, C/8, 4H, 4W), (1 or B, C/4, 2H, 2W)], already through
         ``conv_s0`` and ``conv_s1`` (as ``Sam2.encode_image`` returns them).
         """
-        image = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings, high_res_features)
-        return self.decode(image, sparse_prompt_embeddings, multimask_output)
+        image = ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
+        return self.decode(self._with_high_res(image, high_res_features), sparse_prompt_embeddings, multimask_output)
 
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                      dense_prompt_embeddings: torch.Tensor,
+                      no_mask_embedding: torch.Tensor,
                       high_res_features: list[torch.Tensor] | None = None) -> Sam2ImageTokens:
         """The image side of decoding, computed once for many prompts sharing it (see SAM's decoder)."""
-        image = super().prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        image = super().prepare_image(image_embeddings, image_pe, no_mask_embedding)
+        return self._with_high_res(image, high_res_features)
+
+    def _with_high_res(self, image: ImageTokens, high_res_features: list[torch.Tensor] | None) -> Sam2ImageTokens:
         fields = {field.name: getattr(image, field.name) for field in dataclasses.fields(image)}
         return Sam2ImageTokens(**fields, high_res=self.block_high_res(high_res_features))
 
@@ -177,8 +180,8 @@ class Sam2MaskDecoder(MaskDecoder):
         conv1, norm, act1, conv2, act2 = self.output_upscaling
         batch, height, width, _ = tokens.shape
         x = F.linear(tokens, *_as_linear(conv1)).view(batch, height, width, 2, 2, -1) + s1
-        x = activate(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
-        x = activate(act2, F.linear(x, *_as_linear(conv2)) + s0)  # (B, H, W, 2, 2, 2*2*C2)
+        x = activate_in_place(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = activate_in_place(act2, F.linear(x, *_as_linear(conv2)) + s0)  # (B, H, W, 2, 2, 2*2*C2)
         num_masks, channels = hyper_in.shape[1:]
         masks = x.view(batch, height * width * 16, channels) @ hyper_in.transpose(1, 2)  # (B, H*W*16, M)
         masks = masks.view(batch, height, width, 2, 2, 2, 2, num_masks)

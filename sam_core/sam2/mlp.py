@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam_core.modeling.common import activate
+from sam_core.modeling.common import activate_in_place
 
 
 class MLP(nn.Module):
@@ -30,6 +30,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = activate(self.act, layer(x))
+            x = activate_in_place(self.act, layer(x))
         x = self.layers[-1](x)
         return torch.sigmoid(x) if self.sigmoid_output else x
