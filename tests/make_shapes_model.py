@@ -3,7 +3,8 @@
 Random weights give nearly the same mask for every point prompt, and NMS then leaves one mask: useless for
 checking that the automatic mask generator returns the reference's mask *set*. Two thousand steps of
 training on coloured rectangles and ellipses over noise, with a point prompt inside one shape, teach the
-model to return that shape (and to score its masks), which is all the parity tests need.
+model to return that shape (and to score its masks), which is all the parity tests need. The images come
+from sam_core.samples.draw_shapes_image, which also draws the sample scenes that `sam-samples` writes.
 
     .venv/bin/python tests/make_shapes_model.py            # writes weights/sam_vit_tiny_shapes.safetensors
 
@@ -18,41 +19,15 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from sam_core import build_sam
+from sam_core.samples import draw_shapes_image
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "sam_vit_tiny_shapes.safetensors"
-
-
-def draw_shapes_image(rng: np.random.Generator, height: int, width: int,
-                      n_shapes: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """An RGB uint8 image of flat-coloured rectangles and ellipses over noise, and each shape's visible mask
-    (later shapes occlude earlier ones; fully hidden shapes are dropped)."""
-    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    image = cv2.GaussianBlur(image, (0, 0), sigmaX=2.0)
-    owner = np.full((height, width), -1, dtype=np.int32)
-    short = min(height, width)
-    for index in range(n_shapes):
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        canvas = np.zeros((height, width), dtype=np.uint8)
-        center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        half_w, half_h = (int(v) for v in rng.integers(short // 12, short // 3, size=2))
-        if rng.random() < 0.5:
-            cv2.rectangle(canvas, (center[0] - half_w, center[1] - half_h), (center[0] + half_w, center[1] + half_h),
-                          255, thickness=-1)
-        else:
-            angle = float(rng.uniform(0, 180))
-            cv2.ellipse(canvas, center, (half_w, half_h), angle, 0, 360, 255, thickness=-1)
-        inside = canvas > 0
-        image[inside] = color
-        owner[inside] = index
-    masks = [owner == index for index in range(n_shapes) if (owner == index).any()]
-    return image, masks
 
 
 def _training_batch(rng: np.random.Generator, image_size: int, n_images: int,
