@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam_core.modeling.common import activate
+
+def activate(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``activation(x)`` for a freshly computed ``x`` that nothing else reads: GELU overwrites it when no
+    gradient is recorded (a second buffer would be written for nothing). Same values either way."""
+    if isinstance(activation, nn.GELU) and not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.ops.aten.gelu_(x, approximate=activation.approximate)
+    return activation(x)
 
 
 class MLP(nn.Module):
