@@ -210,7 +210,30 @@ class SAM2ImagePredictor:
         return tuple(_float32(value[0] if value.shape[0] == 1 else value) for value in (masks, scores, low_res))
 
 
-SAM2AutomaticMaskGenerator = AutomaticMaskGenerator
+class SAM2AutomaticMaskGenerator(AutomaticMaskGenerator):
+    """Meta's ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator``: its signature (positional order
+    and defaults) on sam_core's :class:`~sam_core.mask_generator.AutomaticMaskGenerator`, which returns the
+    same records. Extra keyword arguments are ignored, as Meta's are."""
+
+    def __init__(self, model: PromptableSegmenter, points_per_side: int | None = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.8, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, mask_threshold: float = 0.0, box_nms_thresh: float = 0.7,
+                 crop_n_layers: int = 0, crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
+                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", use_m2m: bool = False,
+                 multimask_output: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            model, points_per_side=points_per_side, points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor, point_grids=point_grids,
+            min_mask_region_area=min_mask_region_area, output_mode=output_mode, multimask_output=multimask_output,
+            mask_threshold=mask_threshold, use_m2m=use_m2m)
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2AutomaticMaskGenerator:  # type: ignore[override]
+        return cls(build_sam2_hf(model_id, **kwargs), **kwargs)
 
 
 def _as_array(image: Any) -> np.ndarray:

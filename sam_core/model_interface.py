@@ -36,7 +36,7 @@ Predictor and the generator read them and never branch on the family):
 - ``ScoredPrompts.extras``: family-specific outputs per prompt set (SAM 2: ``object_score_logits``), which
   ``decode`` passes on in ``MaskPrediction.extras``.
 - ``PromptableSegmenter.low_res_logit_limit``: clamp of the low-res logits handed back (SAM 2: 32).
-- ``GeneratorDefaults.clean_low_res_masks``: ``min_mask_region_area`` also cleans the low-res logits (SAM 2).
+- ``GeneratorDefaults.small_region_cleanup``: what ``min_mask_region_area`` cleans (SAM 2: the low-res logits).
 - ``ImageTransform.coordinate_dtype`` and ``apply_normalized_coords``: the precision of prompt coordinates,
   and the mapping of coordinates given as fractions of the image (``normalize_coords=False``).
 - ``score_prompts`` may draw some masks already when the scores depend on them (SAM 2 picks its single
@@ -67,10 +67,10 @@ class GeneratorDefaults:
     stability_score_thresh: float
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
-    clean_low_res_masks: bool = False
-    """Whether the generator's ``min_mask_region_area`` also fills holes and removes sprinkles of up to that
-    area in the low-res logits before they are upscaled (``sam_core.masks.clean_low_res_logits``), as SAM 2's
-    generator asks its predictor to; the cleanup of the final masks (both families) follows as usual."""
+    small_region_cleanup: str = "masks"
+    """What the generator's ``min_mask_region_area`` cleans: ``"masks"`` (SAM's generator: holes and islands
+    of the final masks, then NMS again) or ``"low_res"`` (SAM 2's: holes and sprinkles of up to that many
+    pixels in the low-res logits, before upscaling; ``sam_core.masks.clean_low_res_logits``)."""
 
 
 @dataclass

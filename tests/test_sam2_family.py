@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_sam2_modeling import make_hf_sam2
 
 import sam_core
 from sam_core import families
@@ -18,7 +17,7 @@ from sam_core.model_interface import Prompts
 from sam_core.sam2 import SAM2_CONFIGS, Sam2, load_sam2
 from sam_core.sam2.checkpoint import VIDEO_MODULES
 from sam_core.sam2.model import EMBEDDING_KEY, HIGH_RES_KEYS
-from sam_core.sam2.parity import make_reference_sam2, save_reference_pt
+from sam_core.sam2.parity import make_hf_sam2, make_reference_sam2, save_reference_pt
 from sam_core.transforms import StretchToSquare
 
 TEST_CONFIG = SAM2_CONFIGS["sam2_hiera_test"]

@@ -362,3 +362,17 @@ def test_full_size_hiera_tiny_on_a_photo(tmp_path):
                    dict(box=np.array([75.0, 275.0, 1725.0, 850.0]), point_coords=np.array([[575.0, 750.0]]),
                         point_labels=np.array([0]), multimask_output=False)):
         assert_same(ours.predict(**prompt), theirs.predict(**prompt))
+
+
+def test_embedding_save_load_predicts_the_same(ours_model, tmp_path):
+    predictor = Predictor(ours_model)
+    predictor.set_image(synthetic_image(120, 90))
+    prompt = dict(point_coords=np.array([[30.0, 50.0]]), point_labels=np.array([1]))
+    expected = predictor.predict(**prompt)
+    predictor.save_embedding(tmp_path / "features.safetensors")
+    restored = Predictor(ours_model)
+    restored.load_embedding(tmp_path / "features.safetensors")
+    for a, b in zip(restored.predict(**prompt), expected):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="load_embedding"):
+        restored.set_image_embedding(restored.get_image_embedding(), (120, 90))

@@ -87,7 +87,7 @@ class Sam2(PromptableSegmenter):
     embedding_key = EMBEDDING_KEY
     # Meta's SAM2AutomaticMaskGenerator defaults (tuned for Hiera-L).
     generator_defaults = GeneratorDefaults(pred_iou_thresh=0.8, stability_score_thresh=0.95, box_nms_thresh=0.7,
-                                           clean_low_res_masks=True)
+                                           small_region_cleanup="low_res")
     low_res_logit_limit = LOW_RES_LOGIT_LIMIT
     mask_threshold: float = 0.0
     image_format: str = "RGB"
