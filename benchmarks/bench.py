@@ -7,6 +7,8 @@ sam_core, whose state dict then loads into the reference), then measures every (
 fresh subprocesses so that peak RSS is per pair, interleaving the ``--runs`` repeats across implementations.
 Encoder and predict timings follow one warm-up call; AMG runs are long enough to need none. Medians are
 printed. The AMG rows also check that sam_core's mask set equals the reference's (count, matched IoU).
+The ``sam2_*`` rows do the same for SAM 2.1 Hiera-T and Hiera-S (random weights in transformers' Sam2Model
+format), against Meta's ``sam2`` package (``SAM2ImagePredictor``) and transformers' ``Sam2Model``.
 ``sam_core`` runs as its entry points (Predictor, AutomaticMaskGenerator, sam-amg) set the process up, with
 the allocator setting on; ``sam_core, allocator setting off`` runs with SAM_CORE_KEEP_FREED_MEMORY=0.
 """
@@ -33,7 +35,9 @@ import torch
 
 from sam_core.runtime import ALLOCATOR_ENV, keep_freed_memory_by_default
 
-TASKS = ("encoder", "predict", "amg32", "amg16")
+TASKS = ("encoder", "predict", "amg32", "amg16", "sam2_tiny_encoder", "sam2_tiny_predict", "sam2_small_encoder",
+         "sam2_small_predict")
+TASK_MODELS = {"sam2_tiny": "sam2.1_hiera_tiny", "sam2_small": "sam2.1_hiera_small"}
 ALLOCATOR_OFF = "sam_core, allocator setting off"
 IMPLEMENTATIONS = ("reference", "transformers", "sam_core", ALLOCATOR_OFF)
 PREDICT_CALLS = 20
@@ -46,12 +50,24 @@ def load_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def make_weights(model_type: str, directory: Path) -> Path:
-    """Random transformers SamModel weights (save_pretrained) with every tensor perturbed away from its init."""
-    from sam_core.parity import make_hf_sam
+def task_model(task: str) -> str:
+    """The registry name of the model a task runs: vit_b, or the SAM 2 model of a ``sam2_*`` task."""
+    return next((name for prefix, name in TASK_MODELS.items() if task.startswith(prefix + "_")), "vit_b")
 
-    hf_dir = directory / "hf"
-    make_hf_sam(model_type, seed=0).save_pretrained(hf_dir)
+
+def make_weights(model_type: str, directory: Path) -> Path:
+    """Random transformers SamModel / Sam2Model weights (save_pretrained) with every tensor perturbed away
+    from its init."""
+    hf_dir = directory / f"hf-{model_type}"
+    if model_type.startswith("sam2"):
+        from sam_core.sam2 import SAM2_CONFIGS
+        from sam_core.sam2.parity import make_hf_sam2
+
+        make_hf_sam2(SAM2_CONFIGS[model_type], seed=0).save_pretrained(hf_dir)
+    else:
+        from sam_core.parity import make_hf_sam
+
+        make_hf_sam(model_type, seed=0).save_pretrained(hf_dir)
     return hf_dir
 
 
@@ -81,6 +97,11 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     label = np.array([1])
     result: dict[str, Any] = {}
 
+    if task.startswith("sam2_"):
+        result["times"] = _sam2_worker(task, implementation, ours, hf_dir, image, point, label, runs)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out.write_text(json.dumps(result))
+        return
     if implementation == "sam_core":
         model: Any = ours
     elif implementation == "reference":
@@ -128,6 +149,51 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     out.write_text(json.dumps(result))
 
 
+def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image: np.ndarray, point: np.ndarray,
+                 label: np.ndarray, runs: int) -> list[float]:
+    """Encoder or predict timings of one implementation for a SAM 2 task."""
+    import sam_core
+
+    if implementation == "sam_core":
+        model: Any = ours
+    elif implementation == "reference":
+        from sam_core.sam2.parity import make_reference_sam2
+
+        model = make_reference_sam2(ours.config)
+        model.load_state_dict(ours.state_dict(), strict=False)  # the video-only tensors stay random
+        del ours
+    else:
+        from transformers import Sam2Model
+
+        model = Sam2Model.from_pretrained(hf_dir).eval()
+        del ours
+    if task.endswith("_encoder"):
+        pixels = torch.as_tensor(image).permute(2, 0, 1)[None]
+        prepared = sam_core.build_sam("sam2_hiera_test").preprocess(pixels)  # Meta's resize and normalisation
+        if implementation == "sam_core":
+            encode = model.encode
+        elif implementation == "reference":
+            from sam_core.sam2.parity import reference_image_features
+
+            def encode(images: torch.Tensor) -> Any:
+                return reference_image_features(model, images)
+        else:
+            encode = model.get_image_embeddings
+        times, _ = timed(lambda: encode(prepared), runs)
+        return times
+    if implementation == "transformers":
+        raise SystemExit("not measured")
+    if implementation == "sam_core":
+        predictor = sam_core.Predictor(model)
+    else:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        predictor = SAM2ImagePredictor(model)
+    predictor.set_image(image)
+    calls, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+    return calls
+
+
 def _reference_predictor() -> type:
     from segment_anything import SamPredictor
 
@@ -164,21 +230,25 @@ def main() -> None:
         return
 
     image = load_rgb(args.image)
-    print(f"# sam_core benchmark: vit_b fp32, random weights, {Path(args.image).name} "
+    print(f"# sam_core benchmark: vit_b and SAM 2.1 Hiera-T/S fp32, random weights, {Path(args.image).name} "
           f"{image.shape[1]}x{image.shape[0]}")
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
     print("| task | implementation | median | vs reference | peak RSS | output |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        hf_dir = make_weights("vit_b", Path(tmp))
+        weights: dict[str, Path] = {}
         for task in args.tasks:
+            model_type = task_model(task)
+            if model_type not in weights:
+                weights[model_type] = make_weights(model_type, Path(tmp))
+            hf_dir = weights[model_type]
             results: dict[str, dict] = {}
             # Repeats are interleaved across implementations, each in a fresh process, so that drifts in
             # the machine's speed hit all of them alike; peak RSS is the largest seen over the repeats.
             for _ in range(args.runs):
                 for implementation in IMPLEMENTATIONS:
-                    if task != "encoder" and implementation == "transformers":
+                    if not task.endswith("encoder") and implementation == "transformers":
                         continue  # measured for the encoder only
                     out = Path(tmp) / f"{task}-{implementation}.json"
                     out.unlink(missing_ok=True)

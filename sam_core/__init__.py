@@ -1,7 +1,13 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
 from sam_core.checkpoint import CheckpointError, infer_config, load_sam, save_sam
-from sam_core.compat import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+from sam_core.compat import (
+    SAM2AutomaticMaskGenerator,
+    SAM2ImagePredictor,
+    SamAutomaticMaskGenerator,
+    SamPredictor,
+    sam_model_registry,
+)
 from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.families import FAMILIES, model_names
 from sam_core.families import build_model as build_sam
@@ -11,10 +17,12 @@ from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompt
 from sam_core.modeling import Sam
 from sam_core.predictor import Predictor
 from sam_core.runtime import keep_freed_memory, quantize_encoder_int8
-from sam_core.transforms import ResizeLongestSide
+from sam_core.sam2 import SAM2_CONFIGS, Sam2, Sam2Config
+from sam_core.transforms import ResizeLongestSide, StretchToSquare
 
 __all__ = [
     "FAMILIES",
+    "SAM2_CONFIGS",
     "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
@@ -23,10 +31,15 @@ __all__ = [
     "PromptableSegmenter",
     "Prompts",
     "ResizeLongestSide",
+    "SAM2AutomaticMaskGenerator",
+    "SAM2ImagePredictor",
     "Sam",
+    "Sam2",
+    "Sam2Config",
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
+    "StretchToSquare",
     "build_sam",
     "fast_paths",
     "fast_paths_enabled",

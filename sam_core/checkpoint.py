@@ -3,9 +3,13 @@
 Sources understood by :func:`load_sam`:
 
 * Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
+* Meta's SAM 2 / SAM 2.1 ``.pt`` files (``{"model": state_dict}``; the image model is loaded, the video-only
+  tensors are left out: ``sam_core.sam2.load_sam2`` returns them);
 * Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
 * sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
-* a registry name (``vit_b``, ``vit_l``, ``vit_h``): the official file, downloaded once and sha256-checked.
+* a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_tiny``...): the official file, downloaded
+  once and sha256-checked (files whose sha256 is not known are never downloaded: see
+  :func:`download_official_checkpoint`).
 
 The model family (``sam_core.families``) is recognised from the tensor names; its entry says how to read
 foreign names, how to infer the config from the shapes and how to build the model. sam_core's parameter
@@ -122,6 +126,9 @@ def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike |
     URL is ``$SAM_CORE_WEIGHTS_URL`` (a mirror) or Meta's. A download goes to a temporary file that is
     renamed into place only after its sha256 matched; a cached file is trusted when its size matches.
     ``SAM_CORE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` forbid downloading.
+
+    Files whose sha256 is not known from a verifiable source (SAM 2's, see weights/README.md) are never
+    downloaded: the error says where to put the file by hand, and a file found there is used as it is.
     """
     entry = OFFICIAL_CHECKPOINTS.get(_REGISTRY_ALIASES.get(model_type, model_type))
     if entry is None:
@@ -130,8 +137,13 @@ def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike |
     directory = Path(cache_dir or os.environ.get("SAM_CORE_CACHE") or "~/.cache/sam_core").expanduser()
     target = directory / entry.filename
     url = (os.environ.get("SAM_CORE_WEIGHTS_URL") or entry.base_url).rstrip("/") + "/" + entry.filename
-    if target.is_file() and target.stat().st_size == entry.size:
+    if target.is_file() and (entry.size is None or target.stat().st_size == entry.size):
         return target
+    if entry.sha256 is None:
+        raise CheckpointError(
+            f"{model_type}: {entry.filename} is not in the cache, and sam_core does not download it because its "
+            f"sha256 is not known to sam_core (nothing could check the download). Download {url} yourself, "
+            f"check it, and put it at {target} (or set SAM_CORE_CACHE), or pass the file's path to load_sam")
     how_to_fix = (f"download {url} (sha256 {entry.sha256}, {entry.size} bytes) and put it at {target}, "
                   "or pass the file's path to load_sam")
     if _env_flag("SAM_CORE_OFFLINE") or _env_flag("HF_HUB_OFFLINE"):
@@ -269,6 +281,8 @@ def _load_torch(path: Path) -> Mapping[str, object]:
                               "tensors was expected") from None
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict of tensors")
+    if isinstance(loaded.get("model"), Mapping):
+        return loaded["model"]  # Meta's SAM 2 files: {"model": state_dict}
     return loaded
 
 

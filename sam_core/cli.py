@@ -31,8 +31,8 @@ def convert_main(argv: list[str] | None = None) -> int:
     """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors."""
     parser = argparse.ArgumentParser(
         prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format.")
-    parser.add_argument("src", help="Meta .pth, Hugging Face checkpoint folder or hub id, sam_core .safetensors, "
-                                    "or an official model name (vit_b, vit_l, vit_h)")
+    parser.add_argument("src", help="Meta .pth or SAM 2 .pt, Hugging Face checkpoint folder or hub id, sam_core "
+                                    ".safetensors, or an official model name (vit_b, sam2.1_hiera_tiny, ...)")
     parser.add_argument("dst", type=Path, help="output .safetensors file")
     parser.add_argument("--config", choices=model_names(),
                         help="model type to load as (default: read from the checkpoint)")
@@ -65,16 +65,18 @@ _AMG_OPTIONS: list[tuple[str, type, str]] = [
     ("points_per_side", int, "grid points along each side of the image (default 32)"),
     ("points_per_batch", int, "point prompts decoded together (default 64)"),
     ("pred_iou_thresh", float, "keep masks whose predicted IoU is above this (default: the model family's, "
-                               "0.88 for SAM)"),
+                               "0.88 for SAM, 0.8 for SAM 2)"),
     ("stability_score_thresh", float, "keep masks whose stability score is at least this (default: the model "
-                                      "family's, 0.95 for SAM)"),
+                                      "family's, 0.95)"),
     ("stability_score_offset", float, "logit offset of the stability score (default 1.0)"),
     ("box_nms_thresh", float, "box IoU for duplicate suppression within a crop (default 0.7)"),
     ("crop_n_layers", int, "also run on crops; layer i has (2**i)**2 crops (default 0)"),
     ("crop_nms_thresh", float, "box IoU for duplicate suppression between crops (default 0.7)"),
     ("crop_overlap_ratio", float, "overlap of neighbouring crops, fraction of the short side (default 512/1500)"),
     ("crop_n_points_downscale_factor", int, "points per side shrink by this factor per crop layer (default 1)"),
-    ("min_mask_region_area", int, "fill holes and drop islands smaller than this many pixels (default 0: off)"),
+    ("min_mask_region_area", int, "fill holes and drop islands smaller than this many pixels (SAM 2: in the "
+                                  "low-res logits) (default 0: off)"),
+    ("mask_threshold", float, "logit above which a pixel is in a mask (default: the model's, 0.0)"),
 ]
 
 
@@ -129,12 +131,15 @@ def amg_main(argv: list[str] | None = None) -> int:
 
 def _amg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sam-amg", description="Segment everything: automatic SAM masks for an image or a folder of images.")
+        prog="sam-amg", description="Segment everything: automatic SAM / SAM 2 masks for an image or a folder of "
+                                    "images (the generator's defaults are the model family's).")
     parser.add_argument("--input", type=Path, required=True, help="an image, or a folder of images (not recursive)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the results (created if needed)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model", help="registry name (vit_b, vit_l, vit_h), Hugging Face id, or checkpoint path")
-    model.add_argument("--checkpoint", type=Path, help="checkpoint file (Meta .pth, sam_core .safetensors, ...)")
+    model.add_argument("--model", help="registry name (vit_b, vit_l, vit_h, sam2.1_hiera_tiny, ...), Hugging Face "
+                                       "id or folder, or checkpoint path")
+    model.add_argument("--checkpoint", type=Path, help="checkpoint file (Meta .pth or SAM 2 .pt, sam_core "
+                                                       ".safetensors, ...)")
     parser.add_argument("--model-type", choices=model_names(),
                         help="model type of --checkpoint (default: inferred from the weights)")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
@@ -146,6 +151,10 @@ def _amg_parser() -> argparse.ArgumentParser:
     options = parser.add_argument_group("mask generator options (defaults: AutomaticMaskGenerator's)")
     for option, kind, text in _AMG_OPTIONS:
         options.add_argument("--" + option.replace("_", "-"), dest=option, type=kind, help=text)
+    options.add_argument("--use-m2m", action="store_true",
+                         help="refine each mask once with its own low-res logits as mask input (SAM 2's option)")
+    options.add_argument("--single-mask", action="store_true",
+                         help="one mask per point instead of the three candidate masks")
     options.add_argument("--point-grids", type=Path,
                          help=".npy (one grid) or .npz (one grid per crop layer, in order) of points in [0, 1]; "
                               "replaces --points-per-side")
@@ -160,6 +169,10 @@ def _amg_generator(args: argparse.Namespace) -> AutomaticMaskGenerator:
         loaded = np.load(args.point_grids)
         options["point_grids"] = [loaded] if isinstance(loaded, np.ndarray) else [loaded[k] for k in loaded.files]
         options["points_per_side"] = None
+    if args.use_m2m:
+        options["use_m2m"] = True
+    if args.single_mask:
+        options["multimask_output"] = False
     source = args.model if args.model is not None else args.checkpoint
     sam = load_sam(source, config=args.model_type, device=args.device)
     # The CLI converts each mask to what it writes, so keep the compact form until then.

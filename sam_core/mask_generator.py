@@ -49,6 +49,7 @@ from sam_core.masks import (
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
     calculate_stability_score,
+    clean_low_res_logits,
     coco_encode_rle,
     generate_crop_boxes,
     is_box_near_crop_edge,
@@ -124,12 +125,25 @@ class AutomaticMaskGenerator:
       the first layer (scaled down at later layers).
     - ``crop_n_points_downscale_factor``: layer i uses ``points_per_side / factor**i`` points a side.
     - ``point_grids``: explicit grids in [0, 1] x [0, 1], one per crop layer (instead of points_per_side).
-    - ``min_mask_region_area``: if > 0, fill holes and remove islands smaller than this (in pixels), then
-      suppress duplicates again.
+    - ``min_mask_region_area``: if > 0, clean small regions, as the family's reference generator does
+      (``model.generator_defaults.small_region_cleanup``). SAM: fill holes and remove islands smaller than
+      this (in pixels) in the final masks, then suppress duplicates again. SAM 2: fill holes and remove
+      sprinkles of at most this many pixels in the low-res logits before they are upscaled (Meta's
+      generator asks its predictor for that, which does it with its CUDA extension only; here it runs
+      everywhere).
     - ``output_mode``: ``"binary_mask"`` (HxW bool arrays), ``"uncompressed_rle"`` or ``"coco_rle"``
       (pycocotools' compressed RLE, JSON-serialisable).
     - ``multimask_output``: each point gives the decoder's three candidate masks (True, the reference's
-      behaviour) or its single-mask output.
+      behaviour) or its single-mask output (for SAM 2, the best multimask output where the single one is
+      unstable).
+    - ``mask_threshold``: logit above which a pixel is in a mask (default: the model's, 0.0); the stability
+      score is measured around it (SAM2AutomaticMaskGenerator's option).
+    - ``use_m2m``: refine every mask once (SAM2AutomaticMaskGenerator's option): its point is decoded
+      again with the mask's low-res logits as mask input, asking for one mask; the refined masks and their
+      predicted IoU replace the first ones before the filters.
+
+    SAM 2's reference generator is ``SAM2AutomaticMaskGenerator``; with a SAM 2 model this one returns
+    its records, with its defaults (pred_iou_thresh 0.8, stability_score_thresh 0.95, box_nms_thresh 0.7).
     """
 
     def __init__(
@@ -149,6 +163,8 @@ class AutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         multimask_output: bool = True,
+        mask_threshold: float | None = None,
+        use_m2m: bool = False,
     ) -> None:
         """
         Args:
@@ -198,6 +214,13 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.multimask_output = multimask_output
+        self.mask_threshold = model.mask_threshold if mask_threshold is None else float(mask_threshold)
+        self.use_m2m = use_m2m
+        cleanup = defaults.small_region_cleanup
+        if cleanup not in ("masks", "low_res"):
+            raise ValueError(f"unknown small_region_cleanup {cleanup!r} in the model's generator defaults")
+        self._clean_low_res = cleanup == "low_res" and min_mask_region_area > 0
+        self._clean_masks = cleanup == "masks" and min_mask_region_area > 0
 
     @classmethod
     def from_pretrained(cls, source: str, *, device: str | torch.device | None = None,
@@ -219,7 +242,7 @@ class AutomaticMaskGenerator:
         if self.model.image_format == "BGR":
             image = np.ascontiguousarray(image[:, :, ::-1])
         proposals = self._generate_proposals(image)
-        if self.min_mask_region_area > 0:
+        if self._clean_masks:
             proposals = self._remove_small_regions(proposals)
         return [self._record(proposals, i) for i in range(len(proposals))]
 
@@ -263,7 +286,8 @@ class AutomaticMaskGenerator:
         # Every point prompt of the crop shares the image's prompt-independent decoder state.
         decoder_image = self.model.prepare_image(self.model.encode(self.model.preprocess(pixels)))
 
-        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        # In the precision of the family's reference, so that the records carry the same point values.
+        points = (self.point_grids[layer] * np.array(crop_size)[None, ::-1]).astype(self.transform.coordinate_dtype)
         parts = [
             self._process_batch(decoder_image, points[start:start + self.points_per_batch],
                                 resized.shape[:2], crop_box, image.shape[:2])
@@ -282,7 +306,8 @@ class AutomaticMaskGenerator:
         coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.model.device)
         labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
         prompts = Prompts(point_coords=coords[:, None, :], point_labels=labels)
-        low_res, iou_preds, prompt_points = self._decode_kept_masks(decoder_image, prompts, torch.as_tensor(points))
+        decode = self._decode_refined_masks if self.use_m2m else self._decode_kept_masks
+        low_res, iou_preds, prompt_points = decode(decoder_image, prompts, torch.as_tensor(points))
 
         per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
         chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
@@ -318,9 +343,46 @@ class AutomaticMaskGenerator:
             low_res.append(model.draw_masks(decoded.take(kept_prompts)).float()[keep])
             iou_preds.append(scores[kept_prompts][keep])
             kept_points.append(points[part][kept_prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
+        return self._joined(low_res, iou_preds, kept_points, points)
+
+    def _decode_refined_masks(self, decoder_image: PreparedImage, prompts: Prompts,
+                              points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``_decode_kept_masks`` with mask-to-mask refinement (``use_m2m``): every output of the first pass
+        (the filter does not apply to it) is decoded again from its point with its low-res logits (clamped
+        as the family's predictor hands them back) as mask input, for one mask; the IoU filter then applies
+        to the refined outputs, and only the kept ones are drawn."""
+        model = self.model
+        limit = model.low_res_logit_limit
+        low_res, iou_preds, kept_points = [], [], []
+        for start in range(0, len(points), _DECODER_BATCH):
+            part = slice(start, start + _DECODER_BATCH)
+            first = model.draw_masks(model.score_prompts(decoder_image, prompts.take(part), self.multimask_output))
+            if limit is not None:
+                first = first.clamp(-limit, limit)
+            outputs = first.shape[1]
+            refine = Prompts(point_coords=prompts.point_coords[part].repeat_interleave(outputs, dim=0),
+                             point_labels=prompts.point_labels[part].repeat_interleave(outputs, dim=0),
+                             mask_input=first.flatten(0, 1)[:, None])
+            refine_points = points[part].repeat_interleave(outputs, dim=0)
+            for sub in range(0, len(refine_points), _DECODER_BATCH):
+                rows = slice(sub, sub + _DECODER_BATCH)
+                scored = model.score_prompts(decoder_image, refine.take(rows), multimask_output=False)
+                scores = scored.iou_predictions[:, 0].float()
+                keep = scores > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(
+                    scores, dtype=torch.bool)
+                kept = keep.nonzero().squeeze(1)
+                if not len(kept):
+                    continue
+                low_res.append(model.draw_masks(scored.take(kept))[:, 0].float())
+                iou_preds.append(scores[kept])
+                kept_points.append(refine_points[rows][kept.cpu()])
+        return self._joined(low_res, iou_preds, kept_points, points)
+
+    def _joined(self, low_res: list[torch.Tensor], iou_preds: list[torch.Tensor], kept_points: list[torch.Tensor],
+                points: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not low_res:
-            side = model.mask_input_size
-            empty = torch.empty((0, side, side), device=model.device)
+            side = self.model.mask_input_size
+            empty = torch.empty((0, side, side), device=self.model.device)
             return empty, empty.new_empty((0,)), points[:0]
         return torch.cat(low_res), torch.cat(iou_preds), torch.cat(kept_points)
 
@@ -329,8 +391,11 @@ class AutomaticMaskGenerator:
                            image_size: tuple[int, int]) -> _Proposals:
         """Upsample one chunk of masks, apply the stability and crop-edge filters, and RLE-encode them."""
         crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        if self._clean_low_res:
+            area = self.min_mask_region_area
+            low_res = clean_low_res_logits(low_res, self.mask_threshold, area, area)
         logits = self.model.postprocess_masks(low_res[:, None], input_size, crop_size)[:, 0]
-        stability = calculate_stability_score(logits, self.model.mask_threshold, self.stability_score_offset)
+        stability = calculate_stability_score(logits, self.mask_threshold, self.stability_score_offset)
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh
             iou_preds, stability, points = iou_preds[keep], stability[keep], points[keep.cpu()]
@@ -340,7 +405,7 @@ class AutomaticMaskGenerator:
         # Thresholded one by one, so that the float logits of the kept masks are never copied.
         masks = torch.empty((len(kept), *crop_size), dtype=torch.bool, device=logits.device)
         for row, index in enumerate(kept):
-            torch.gt(logits[index], self.model.mask_threshold, out=masks[row])
+            torch.gt(logits[index], self.mask_threshold, out=masks[row])
         del logits
         boxes = batched_mask_to_box(masks)
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])

@@ -237,3 +237,37 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
     """
     categories = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
     return batched_nms(boxes.float(), scores, categories, iou_threshold=iou_threshold)
+
+
+# Logit given to a filled hole / a removed sprinkle, relative to the mask threshold (SAM 2's values).
+HOLE_FILL_OFFSET = 10.0
+
+
+def clean_low_res_logits(logits: torch.Tensor, mask_threshold: float, max_hole_area: float = 0.0,
+                         max_sprinkle_area: float = 0.0) -> torch.Tensor:
+    """Fill small holes and remove small sprinkles in mask logits (..., H, W), as SAM 2's predictor does to
+    its low-res logits before upscaling them (Meta does it only with its CUDA extension, and skips it
+    elsewhere; this runs everywhere, on the CPU with OpenCV).
+
+    A hole is an 8-connected component of background pixels (logit <= ``mask_threshold``) of at most
+    ``max_hole_area`` pixels; its logits become ``mask_threshold + 10``. A sprinkle is an 8-connected
+    component of foreground pixels (logit > ``mask_threshold``) of at most ``max_sprinkle_area`` pixels; its
+    logits become ``mask_threshold - 10``. Both are found on the input logits. Returns float32 logits on the
+    input's device (the input itself when there is nothing to do).
+    """
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return logits
+    source = logits.detach().float().cpu().numpy().reshape(-1, *logits.shape[-2:])
+    out = source.copy()
+    for mask, target in zip(source, out):
+        foreground = mask > mask_threshold
+        for area_limit, region, value in ((max_hole_area, ~foreground, mask_threshold + HOLE_FILL_OFFSET),
+                                          (max_sprinkle_area, foreground, mask_threshold - HOLE_FILL_OFFSET)):
+            if area_limit <= 0 or not region.any():
+                continue
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= area_limit
+            small[0] = False  # label 0: the pixels outside ``region``
+            if small[1:].any():
+                target[small[labels]] = value
+    return torch.from_numpy(out.reshape(logits.shape)).to(logits.device)

@@ -29,6 +29,18 @@ How to add a family:
    -> config, foreign checkpoint names) and add it to ``FAMILIES`` in ``sam_core/families.py``: ``load_sam``,
    ``save_sam``, ``infer_config``, ``sam-amg --model`` and ``sam-convert`` then know it.
 4. Test it for parity against the family's reference code (see ``tests/test_modeling.py``).
+
+Optional hooks, for behaviour a family's reference predictor or generator has and others do not (the
+Predictor and the generator read them and never branch on the family):
+
+- ``ScoredPrompts.extras``: family-specific outputs per prompt set (SAM 2: ``object_score_logits``), which
+  ``decode`` passes on in ``MaskPrediction.extras``.
+- ``PromptableSegmenter.low_res_logit_limit``: clamp of the low-res logits handed back (SAM 2: 32).
+- ``GeneratorDefaults.small_region_cleanup``: what ``min_mask_region_area`` cleans (SAM 2: the low-res logits).
+- ``ImageTransform.coordinate_dtype`` and ``apply_normalized_coords``: the precision of prompt coordinates,
+  and the mapping of coordinates given as fractions of the image (``normalize_coords=False``).
+- ``score_prompts`` may draw some masks already when the scores depend on them (SAM 2 picks its single
+  mask by the stability of the single-mask output); ``draw_masks`` then reuses them.
 """
 
 from __future__ import annotations
@@ -55,6 +67,10 @@ class GeneratorDefaults:
     stability_score_thresh: float
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    small_region_cleanup: str = "masks"
+    """What the generator's ``min_mask_region_area`` cleans: ``"masks"`` (SAM's generator: holes and islands
+    of the final masks, then NMS again) or ``"low_res"`` (SAM 2's: holes and sprinkles of up to that many
+    pixels in the low-res logits, before upscaling; ``sam_core.masks.clean_low_res_logits``)."""
 
 
 @dataclass
@@ -98,7 +114,8 @@ class PreparedImage:
 
 
 class ScoredPrompts(Protocol):
-    """Decoded prompt sets whose IoU predictions are known and whose masks are not drawn yet."""
+    """Decoded prompt sets whose IoU predictions are known and whose masks are not drawn yet. A family may
+    add ``extras``: a dict of per-prompt-set tensors (batch first) that ``decode`` returns with the masks."""
 
     iou_predictions: torch.Tensor  # (B, M)
 
@@ -116,6 +133,9 @@ class PromptableSegmenter(nn.Module, ABC):
     generator_defaults: ClassVar[GeneratorDefaults]
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    low_res_logit_limit: ClassVar[float | None] = None
+    """If set, the low-res logits a predictor hands back (for reuse as ``mask_input``) are clamped to
+    +-this, as SAM 2's predictor does (32); the masks are drawn from the unclamped logits."""
     transform: ImageTransform
     config: Any
 
@@ -165,7 +185,7 @@ class PromptableSegmenter(nn.Module, ABC):
     def decode(self, image: PreparedImage, prompts: Prompts, multimask_output: bool) -> MaskPrediction:
         """Masks and IoU predictions for B prompt sets on a prepared image."""
         scored = self.score_prompts(image, prompts, multimask_output)
-        return MaskPrediction(self.draw_masks(scored), scored.iou_predictions)
+        return MaskPrediction(self.draw_masks(scored), scored.iou_predictions, dict(getattr(scored, "extras", {})))
 
     def postprocess_masks(self, low_res: torch.Tensor, input_size: tuple[int, ...],
                           original_size: tuple[int, ...]) -> torch.Tensor:
@@ -178,8 +198,8 @@ class OfficialCheckpoint:
     """A released checkpoint file: where it comes from and how to check it."""
 
     filename: str
-    sha256: str
-    size: int  # bytes
+    sha256: str | None  # None: not known from a verifiable source; the file is then never downloaded
+    size: int | None  # bytes, None if unknown
     base_url: str = ""  # where the file is published; SAM_CORE_WEIGHTS_URL overrides it
 
 

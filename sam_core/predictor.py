@@ -15,6 +15,7 @@ import torch
 
 from sam_core.checkpoint import load_sam
 from sam_core.embeddings import StoredFeatures, load_features, save_features
+from sam_core.masks import clean_low_res_logits
 from sam_core.model_interface import ImageFeatures, PreparedImage, PromptableSegmenter, Prompts
 from sam_core.prompts import prompts_from_arrays, prompts_from_tensors, to_model_frame
 from sam_core.transforms import UPSCALE_BACKENDS, UpscaleBackend, to_rgb_uint8
@@ -26,14 +27,18 @@ Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 class Predictor:
     """Interactive segmentation: ``set_image`` runs the heavy image encoder once, ``predict`` is then cheap.
 
-    Any model family works (SAM, and the families registered in ``sam_core.families``); code written for
-    ``segment_anything.SamPredictor`` runs unchanged. The public attributes mirror the reference: ``model``,
+    Any model family works (SAM, SAM 2, and the families registered in ``sam_core.families``), each with
+    its reference predictor's semantics: code written for ``segment_anything.SamPredictor`` runs unchanged,
+    and with a SAM 2 model the results are ``sam2.SAM2ImagePredictor``'s (whose exact signatures
+    ``sam_core.compat.SAM2ImagePredictor`` offers). The public attributes mirror the references: ``model``,
     ``transform``, ``features`` (the image embedding, B x C x h x w), ``original_size`` and ``input_size``
     (H, W of the single set image), ``is_image_set``. ``original_sizes`` / ``input_sizes`` hold one entry per
     image set with ``set_images``.
     """
 
-    def __init__(self, sam: PromptableSegmenter, mask_upscaling: UpscaleBackend = "opencv") -> None:
+    def __init__(self, sam: PromptableSegmenter, mask_upscaling: UpscaleBackend = "opencv",
+                 mask_threshold: float | None = None, max_hole_area: float = 0.0,
+                 max_sprinkle_area: float = 0.0) -> None:
         """
         Args:
             sam: the model, e.g. from ``sam_core.load_sam``.
@@ -41,19 +46,32 @@ class Predictor:
                 with OpenCV's bilinear resize, faster than torch there and equal to it within ~1e-5 on
                 logits; masks then come back on the CPU. ``"torch"``: the reference's interpolation, on the
                 model's device (the choice for a GPU).
+            mask_threshold: logit above which a pixel is in the mask (default: the model's, 0.0).
+            max_hole_area: if > 0, holes (8-connected background regions) of at most this many pixels in the
+                low-res logits are filled before upscaling (SAM2ImagePredictor's option; see
+                ``sam_core.masks.clean_low_res_logits``).
+            max_sprinkle_area: if > 0, foreground specks of at most this many low-res pixels are removed.
         """
         if mask_upscaling not in UPSCALE_BACKENDS:
             raise ValueError(f"mask_upscaling must be one of {UPSCALE_BACKENDS}, got {mask_upscaling!r}")
+        if max_hole_area < 0 or max_sprinkle_area < 0:
+            raise ValueError(f"max_hole_area and max_sprinkle_area must be >= 0, got {max_hole_area} and "
+                             f"{max_sprinkle_area}")
         self.model = sam
         self.transform = sam.transform
         self.mask_upscaling = mask_upscaling
+        self.mask_threshold = sam.mask_threshold if mask_threshold is None else float(mask_threshold)
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
         self.reset_image()
 
     @classmethod
     def from_pretrained(cls, source: str | PathLike, device: str | torch.device | None = None,
-                        mask_upscaling: UpscaleBackend = "opencv", **load_kwargs: Any) -> Predictor:
-        """Load a model with ``sam_core.load_sam`` (same sources: .pth, HF dir or id, registry name)."""
-        return cls(load_sam(source, device=device, **load_kwargs), mask_upscaling=mask_upscaling)
+                        mask_upscaling: UpscaleBackend = "opencv", mask_threshold: float | None = None,
+                        max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, **load_kwargs: Any) -> Predictor:
+        """Load a model with ``sam_core.load_sam`` (same sources: .pth/.pt, HF dir or id, registry name)."""
+        return cls(load_sam(source, device=device, **load_kwargs), mask_upscaling=mask_upscaling,
+                   mask_threshold=mask_threshold, max_hole_area=max_hole_area, max_sprinkle_area=max_sprinkle_area)
 
     @property
     def device(self) -> torch.device:
@@ -103,13 +121,23 @@ class Predictor:
             original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
         self._encode(inputs, original_sizes)
 
+    def set_image_batch(self, image_list: Sequence[np.ndarray], image_format: str = "RGB") -> None:
+        """``set_images`` under SAM2ImagePredictor's name."""
+        self.set_images(image_list, image_format)
+
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Sequence[int]) -> None:
-        """Embed a 1x3xhxw image already resized with ``self.transform`` (long side = encoder size)."""
-        size = self.model.image_size
+        """Embed a 1x3xhxw image already passed through ``self.transform.apply_image`` (for SAM: resized so
+        that its long side is the encoder size; SAM 2's transform leaves the image as it is)."""
+        original = _check_size(original_image_size, "original_image_size")
+        expected = self.transform.input_size(original)
         shape = tuple(transformed_image.shape)
-        if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
-            raise ValueError(f"set_torch_image expects a 1x3xHxW tensor with long side {size}, got shape {shape}")
-        self._encode([transformed_image.to(self.device)], [_check_size(original_image_size, "original_image_size")])
+        long_side = max(expected) == self.model.image_size  # SAM: any h x w with that long side, as the reference
+        fits = shape[2:] == expected or (long_side and len(shape) == 4 and max(shape[2:]) == max(expected))
+        if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or not fits:
+            what = f"long side {self.model.image_size}" if long_side else f"size {expected}"
+            raise ValueError(f"set_torch_image expects a 1x3xHxW tensor with {what} (the transformed image of "
+                             f"an {original[0]}x{original[1]} image), got shape {shape}")
+        self._encode([transformed_image.to(self.device)], [original])
 
     def _encode(self, inputs: list[torch.Tensor], original_sizes: list[Size]) -> None:
         self.reset_image()
@@ -183,14 +211,19 @@ class Predictor:
 
     def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
-                multimask_output: bool = True, return_logits: bool = False) -> Prediction:
+                multimask_output: bool = True, return_logits: bool = False,
+                normalize_coords: bool = True) -> Prediction:
         """Masks for one prompt on the set image; coordinates are pixels of the original image.
 
         Args:
             point_coords: Nx2 (x, y) points. point_labels: N labels, 1 = foreground, 0 = background.
             box: 4 numbers, x0 y0 x1 y1. mask_input: 1xSxS low-res logits from a previous call (S = 256
-                for official models). multimask_output: three candidate masks instead of one.
+                for official models). multimask_output: three candidate masks instead of one (with one
+                mask asked for, SAM 2 returns its best multimask output when its single-mask output is
+                unstable, as Meta's predictor does).
             return_logits: return mask logits instead of booleans.
+            normalize_coords: True (default): coordinates are pixels of the image. False: they are
+                fractions of its width and height, in [0, 1] (SAM2ImagePredictor's option).
 
         Returns:
             masks CxHxW (bool, or float logits), scores C (predicted IoU), low-res logits CxSxS.
@@ -200,13 +233,14 @@ class Predictor:
             raise RuntimeError(f"{len(self._prepared)} images are set; use predict_batch, or set_image for one")
         prompts = prompts_from_arrays(point_coords, point_labels, box, mask_input,
                                       mask_input_size=self.model.mask_input_size)
-        return self._predict_numpy(0, prompts, multimask_output, return_logits)
+        return self._predict_numpy(0, prompts, multimask_output, return_logits, normalize_coords)
 
     def predict_batch(self, point_coords: Sequence[np.ndarray | None] | None = None,
                       point_labels: Sequence[np.ndarray | None] | None = None,
                       boxes: Sequence[np.ndarray | None] | None = None,
                       mask_inputs: Sequence[np.ndarray | None] | None = None,
-                      multimask_output: bool = True, return_logits: bool = False) -> list[Prediction]:
+                      multimask_output: bool = True, return_logits: bool = False,
+                      normalize_coords: bool = True) -> list[Prediction]:
         """``predict`` for every image given to ``set_images``, with one prompt per image.
 
         Each argument is None or a sequence with one entry per image; entry i (or None) means exactly
@@ -225,7 +259,7 @@ class Predictor:
             per_image.append(values)
         prompts = [prompts_from_arrays(*values, mask_input_size=self.model.mask_input_size)
                    for values in zip(*per_image)]
-        return [self._predict_numpy(index, image_prompts, multimask_output, return_logits)
+        return [self._predict_numpy(index, image_prompts, multimask_output, return_logits, normalize_coords)
                 for index, image_prompts in enumerate(prompts)]
 
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
@@ -251,27 +285,36 @@ class Predictor:
         masks, scores, low_res = self._predict(0, prompts, multimask_output, return_logits)
         return masks.to(self.device), scores, low_res
 
-    def _predict_numpy(self, index: int, prompts: Prompts, multimask_output: bool,
-                       return_logits: bool) -> Prediction:
+    def _predict_numpy(self, index: int, prompts: Prompts, multimask_output: bool, return_logits: bool,
+                       normalize_coords: bool = True) -> Prediction:
         """``predict`` of one image's prompts (a batch of one, in original pixels) as numpy."""
-        prompts = to_model_frame(prompts, self.transform, self.original_sizes[index], self.device)
+        prompts = to_model_frame(prompts, self.transform, self.original_sizes[index], self.device,
+                                 normalized=not normalize_coords)
         masks, scores, low_res = self._predict(index, prompts, multimask_output, return_logits)
         return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
 
     def _predict(self, index: int, prompts: Prompts, multimask_output: bool,
                  return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode prompts in the model's frame on set image ``index``, and bring the masks to its size."""
+        """Decode prompts in the model's frame on set image ``index``, and bring the masks to its size.
+
+        The masks come from the low-res logits with small holes and sprinkles cleaned (if asked); the low-res
+        logits returned are the decoder's, clamped if the model family's predictor clamps them.
+        """
         with torch.inference_mode():
             prediction = self.model.decode(self._prepared[index], prompts, multimask_output)
             low_res = prediction.low_res_logits
-            logits = self.transform.upscale_logits(low_res, self.input_sizes[index], self.original_sizes[index],
+            threshold = self.mask_threshold
+            cleaned = clean_low_res_logits(low_res, threshold, self.max_hole_area, self.max_sprinkle_area)
+            logits = self.transform.upscale_logits(cleaned, self.input_sizes[index], self.original_sizes[index],
                                                    backend=self.mask_upscaling)
-            threshold = self.model.mask_threshold
             if isinstance(logits, np.ndarray):
                 # NumPy thresholds a multimask result of a photo several times faster than torch.
                 masks = torch.from_numpy(logits if return_logits else logits > threshold)
             else:
                 masks = logits if return_logits else logits > threshold
+            limit = self.model.low_res_logit_limit
+            if limit is not None:
+                low_res = low_res.clamp(-limit, limit)
         return (masks.to(low_res.dtype) if return_logits else masks), prediction.iou_predictions, low_res
 
     # ------------------------------------------------------------------ helpers

@@ -116,16 +116,20 @@ def validate_prompts(prompts: Prompts, padding_allowed: bool) -> None:
 
 
 def to_model_frame(prompts: Prompts, transform: Any, original_size: tuple[int, int],
-                   device: torch.device) -> Prompts:
-    """Prompts given in pixels of the original image -> the model's input frame, as float32 on ``device``.
+                   device: torch.device, normalized: bool = False) -> Prompts:
+    """Prompts given in pixels of the original image (or, with ``normalized``, as fractions of its width and
+    height) -> the model's input frame, as float32 on ``device``.
 
-    The geometry is mapped in float64 numpy, then rounded to float32, as the reference does with numpy prompts.
+    The geometry is mapped in numpy in the precision of the family's reference (``transform``), then
+    rounded to float32, as the references do with numpy prompts.
     """
+    apply_coords = transform.apply_normalized_coords if normalized else transform.apply_coords
+    apply_boxes = transform.apply_normalized_boxes if normalized else transform.apply_boxes
     coords = boxes = None
     if prompts.point_coords is not None:
-        coords = _float32(transform.apply_coords(prompts.point_coords.cpu().numpy(), original_size), device)
+        coords = _float32(apply_coords(prompts.point_coords.cpu().numpy(), original_size), device)
     if prompts.boxes is not None:
-        boxes = _float32(transform.apply_boxes(prompts.boxes.cpu().numpy(), original_size), device)
+        boxes = _float32(apply_boxes(prompts.boxes.cpu().numpy(), original_size), device)
     labels = None if prompts.point_labels is None else prompts.point_labels.to(device, torch.int32)
     mask = None if prompts.mask_input is None else prompts.mask_input.to(device)
     return Prompts(coords, labels, boxes, mask)

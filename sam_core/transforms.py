@@ -1,6 +1,7 @@
 """How a model sees an image: the resize into its input frame for images, points and boxes, and the way back
 from low-res mask logits to the original image. ``ImageTransform`` is the interface; ``ResizeLongestSide``
-is SAM's (scale the long side, pad the rest)."""
+is SAM's (scale the long side, pad the rest), ``StretchToSquare`` SAM 2's (stretch the whole image to the
+square input)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class ImageTransform(ABC):
     """A family's map between image pixels and its model's input frame (a ``target_length`` square)."""
 
     target_length: int
+    coordinate_dtype: type = np.float64
+    """Precision in which the family's reference maps prompt coordinates (float64 for SAM, float32 for SAM 2);
+    the automatic mask generator keeps its grid points in it, so that its records carry the same values."""
 
     @abstractmethod
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
@@ -38,6 +42,21 @@ class ImageTransform(ABC):
     def apply_boxes(self, boxes: Array, original_size: tuple[int, int]) -> Array:
         """(..., 4) XYXY boxes -> the model's input frame, as (N, 4)."""
         corners = self.apply_coords(boxes.reshape(-1, 2, 2), original_size)
+        return corners.reshape(-1, 4)
+
+    def apply_normalized_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
+        """(..., 2) x, y coordinates given as fractions of the original image's width and height -> the model's
+        input frame (``Predictor.predict(normalize_coords=False)``)."""
+        height, width = original_size
+        scale = np.array([width, height], dtype=np.float64)
+        if isinstance(coords, torch.Tensor):
+            return self.apply_coords(coords.to(torch.float64) * torch.as_tensor(scale, device=coords.device),
+                                     original_size)
+        return self.apply_coords(np.asarray(coords, dtype=np.float64) * scale, original_size)
+
+    def apply_normalized_boxes(self, boxes: Array, original_size: tuple[int, int]) -> Array:
+        """(..., 4) XYXY boxes as fractions of the image's width and height -> the model's frame, as (N, 4)."""
+        corners = self.apply_normalized_coords(boxes.reshape(-1, 2, 2), original_size)
         return corners.reshape(-1, 4)
 
     @abstractmethod
@@ -115,6 +134,68 @@ class ResizeLongestSide(ImageTransform):
                                     align_corners=False)
         cropped = low_res[..., : input_size[0], : input_size[1]]
         return F.interpolate(cropped, tuple(original_size), mode="bilinear", align_corners=False)
+
+
+class StretchToSquare(ImageTransform):
+    """SAM 2's frame: the whole image is stretched (aspect ratio not kept) to a ``target_length`` square.
+
+    The pixels are left as they are here: the model's ``preprocess`` stretches them on the tensor, as Meta's
+    ``SAM2Transforms`` does (``resize_torch``: the 0-255 image divided by 255, then torchvision's ``Resize``
+    arithmetic, antialiased bilinear), so the encoder sees bit-identical input. ``apply_image`` is
+    therefore the identity and ``input_size`` the original size. Coordinates are divided by the original
+    width and height and multiplied by ``target_length``, in float32 as the reference computes them; mask
+    logits go back with one bilinear resize from the low-res square to the original size.
+    """
+
+    coordinate_dtype = np.float32
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        return int(original_size[0]), int(original_size[1])
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """The image itself (uint8): the stretch happens in the model's ``preprocess`` (see the class)."""
+        return np.array(image, copy=True)  # writable, so that torch.as_tensor can wrap it
+
+    def resize_torch(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) float images -> (B, C, S, S): torchvision ``Resize((S, S))`` on tensors (antialiased
+        bilinear, half-pixel centres); an image already S x S is returned as it is, as torchvision does."""
+        size = (self.target_length, self.target_length)
+        if tuple(images.shape[-2:]) == size:
+            return images
+        return F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
+        height, width = original_size
+        if isinstance(coords, torch.Tensor):
+            coords = coords.detach().to(torch.float32, copy=True)
+            coords[..., 0] = coords[..., 0] / width
+            coords[..., 1] = coords[..., 1] / height
+            return coords * self.target_length
+        coords = np.array(coords, dtype=np.float32, copy=True)
+        coords[..., 0] = coords[..., 0] / np.float32(width)
+        coords[..., 1] = coords[..., 1] / np.float32(height)
+        return coords * np.float32(self.target_length)
+
+    def apply_normalized_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
+        if isinstance(coords, torch.Tensor):
+            return coords.detach().to(torch.float32) * self.target_length
+        return np.asarray(coords, dtype=np.float32) * np.float32(self.target_length)
+
+    def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...],
+                       backend: UpscaleBackend = "torch") -> torch.Tensor | np.ndarray:
+        if backend == "opencv":
+            side = low_res.shape[-1]
+            source = low_res.detach().float().cpu().numpy().reshape(-1, low_res.shape[-2], side)
+            out = np.empty((len(source), *original_size), dtype=np.float32)
+            for mask, target in zip(source, out):
+                cv2.resize(mask, (original_size[1], original_size[0]), dst=target, interpolation=cv2.INTER_LINEAR)
+            return out.reshape(*low_res.shape[:-2], *original_size)
+        if backend != "torch":
+            raise ValueError(f"mask upscaling backend must be one of {UPSCALE_BACKENDS}, got {backend!r}")
+        return F.interpolate(low_res, tuple(original_size), mode="bilinear", align_corners=False)
 
 
 def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:

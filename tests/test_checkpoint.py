@@ -362,8 +362,12 @@ def test_offline_and_not_cached_says_what_to_fetch(weights_server, tmp_path, mon
 
 
 def test_official_table_names_the_published_files():
-    assert {name: entry.filename for name, entry in checkpoint.OFFICIAL_CHECKPOINTS.items()} == {
+    files = {name: entry.filename for name, entry in checkpoint.OFFICIAL_CHECKPOINTS.items()}
+    assert {name: file for name, file in files.items() if name.startswith("vit_")} == {
         "vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
+    assert {name: file for name, file in files.items() if not name.startswith("vit_")} == {
+        f"{version}_hiera_{size}": f"{version}_hiera_{size}.pt" for version in ("sam2", "sam2.1")
+        for size in ("tiny", "small", "base_plus", "large")}
     with pytest.raises(sam_core.CheckpointError, match="no official checkpoint"):
         sam_core.load_sam("vit_tiny")
 

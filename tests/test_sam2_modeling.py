@@ -18,6 +18,7 @@ from sam_core.errors import CheckpointError
 from sam_core.sam2 import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, build_sam2, load_sam2
 from sam_core.sam2.checkpoint import VIDEO_MODULES, infer_config, split_state_dict
 from sam_core.sam2.parity import (
+    make_hf_sam2,
     make_reference_sam2,
     reference_decode,
     reference_image_features,
@@ -351,42 +352,6 @@ def test_checkpoint_errors_list_every_problem(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- Hugging Face
-
-def make_hf_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
-    """transformers' Sam2Model with the shapes of ``config`` and random, non-degenerate weights (eval mode)."""
-    from transformers import Sam2Config as HFSam2Config
-    from transformers import Sam2Model
-
-    levels = len(config.stages)
-    sizes = [[config.image_size // 4 // 2**level] * 2 for level in range(levels - config.scalp)]
-    hf_config = HFSam2Config(
-        vision_config=dict(
-            model_type="sam2_vision_model",
-            backbone_config=dict(
-                model_type="sam2_hiera_det_model", hidden_size=config.embed_dim, num_attention_heads=config.num_heads,
-                blocks_per_stage=list(config.stages), embed_dim_per_stage=list(config.backbone_channel_list[::-1]),
-                num_attention_heads_per_stage=[config.num_heads * 2**s for s in range(levels)],
-                window_size_per_stage=list(config.window_spec), global_attention_blocks=list(config.global_att_blocks),
-                window_positional_embedding_background_size=list(config.window_pos_embed_bkg_spatial_size),
-                image_size=[config.image_size] * 2),
-            backbone_channel_list=list(config.backbone_channel_list), backbone_feature_sizes=sizes,
-            fpn_hidden_size=config.d_model),
-        prompt_encoder_config=dict(hidden_size=config.d_model, image_size=config.image_size, patch_size=16),
-        mask_decoder_config=dict(hidden_size=config.d_model))
-    torch.manual_seed(seed)
-    model = Sam2Model(hf_config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() >= 2 and "pos_embed" not in name:
-                param.normal_(0.0, 0.05)
-            else:
-                param.add_(0.1 * torch.randn_like(param))
-        # Two buffers that transformers ties (save_pretrained writes one): kept equal, as in real checkpoints.
-        model.shared_image_embedding.positional_embedding.normal_()
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
-            model.shared_image_embedding.positional_embedding)
-    return model.eval()
-
 
 @torch.no_grad()
 def test_hugging_face_sam2_matches(tmp_path):

@@ -134,6 +134,11 @@ class Sam2Config:
         """Side of the decoder's low-resolution masks (256 for the official models)."""
         return 4 * self.embedding_size
 
+    def summary(self) -> str:
+        """A one-line description of the shapes."""
+        return (f"SAM 2 Hiera embed_dim={self.embed_dim}, heads={self.num_heads}, stages={list(self.stages)}, "
+                f"d_model={self.d_model}, image_size={self.image_size}")
+
     def to_dict(self) -> dict[str, Any]:
         return {field.name: list(value) if isinstance(value, tuple) else value
                 for field, value in ((f, getattr(self, f.name)) for f in dataclasses.fields(self))}

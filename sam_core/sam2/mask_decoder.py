@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.modeling.common import activate_in_place
-from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder, _as_linear
+from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder
 from sam_core.modeling.transformer import ImageTokens
 from sam_core.sam2.mlp import MLP
 
@@ -172,16 +172,24 @@ class Sam2MaskDecoder(MaskDecoder):
 
     def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor,
                         high_res: HighRes | None = None) -> torch.Tensor:
-        """SAM's upscaling in per-pixel blocks (see ``MaskDecoder._upscaled_masks``), with the skip features
-        added before the first normalisation and before the second activation."""
-        if high_res is None:
-            return super()._upscaled_masks(tokens, hyper_in)
-        s0, s1 = high_res
+        """``output_upscaling`` of channels-last image tokens (B, H, W, C), dotted with the hypernetwork
+        outputs (B, M, C/8): mask logits (B, M, 4H, 4W); the skip features, if any, are added before the
+        first normalisation and before the second activation.
+
+        Each 2x2 stride-2 transposed convolution is one matrix product per input pixel giving a 2x2 block of
+        output pixels; the blocks stay separate axes, (B, H, W, 2, 2, 2, 2, C/8), and only the final masks are
+        interleaved into an image. Same products and sums as the convolutions.
+        """
         conv1, norm, act1, conv2, act2 = self.output_upscaling
         batch, height, width, _ = tokens.shape
-        x = F.linear(tokens, *_as_linear(conv1)).view(batch, height, width, 2, 2, -1) + s1
+        x = F.linear(tokens, *_as_linear(conv1)).view(batch, height, width, 2, 2, -1)
+        if high_res is not None:
+            x = x + high_res[1]
         x = activate_in_place(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
-        x = activate_in_place(act2, F.linear(x, *_as_linear(conv2)) + s0)  # (B, H, W, 2, 2, 2*2*C2)
+        x = F.linear(x, *_as_linear(conv2))  # (B, H, W, 2, 2, 2*2*C2)
+        if high_res is not None:
+            x = x + high_res[0]
+        x = activate_in_place(act2, x)
         num_masks, channels = hyper_in.shape[1:]
         masks = x.view(batch, height * width * 16, channels) @ hyper_in.transpose(1, 2)  # (B, H*W*16, M)
         masks = masks.view(batch, height, width, 2, 2, 2, 2, num_masks)
@@ -197,6 +205,12 @@ class Sam2MaskDecoder(MaskDecoder):
         stable = stable >= self.dynamic_multimask_stability_thresh  # (B,)
         chosen = torch.where(stable, torch.zeros_like(best), best)
         return masks[rows, chosen].unsqueeze(1), decoded.iou_pred[rows, chosen].unsqueeze(1)
+
+
+def _as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a 2x2 stride-2 ConvTranspose2d as a linear map C_in -> (2, 2, C_out) per pixel."""
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.weight.shape[0])  # ((di, dj, o), c)
+    return weight, conv.bias.repeat(4)
 
 
 def stability_scores(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:

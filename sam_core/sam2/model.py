@@ -1,4 +1,5 @@
-"""Sam2: SAM 2's image model (image encoder, prompt encoder, mask decoder) and its builder.
+"""Sam2: SAM 2's image model (image encoder, prompt encoder, mask decoder) behind the model interface, and
+its builder.
 
 Module and parameter names are Meta's (``image_encoder.trunk...``, ``sam_prompt_encoder...``,
 ``sam_mask_decoder...``, ``no_mem_embed``), so the image part of an official checkpoint loads as it is.
@@ -6,23 +7,73 @@ Module and parameter names are Meta's (``image_encoder.trunk...``, ``sam_prompt_
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from sam_core.modeling.sam import PIXEL_MEAN, PIXEL_STD
+from sam_core.model_interface import GeneratorDefaults, ImageFeatures, PreparedImage, PromptableSegmenter, Prompts
+from sam_core.modeling.transformer import ImageTokens
 from sam_core.sam2.config import Sam2Config, get_sam2_config
 from sam_core.sam2.hiera import Hiera
 from sam_core.sam2.image_encoder import ImageEncoder
-from sam_core.sam2.mask_decoder import Sam2MaskDecoder
+from sam_core.sam2.mask_decoder import Sam2DecodedTokens, Sam2ImageTokens, Sam2MaskDecoder, stability_scores
 from sam_core.sam2.neck import FpnNeck
 from sam_core.sam2.prompt_encoder import Sam2PromptEncoder
 from sam_core.sam2.transformer import Sam2TwoWayTransformer
+from sam_core.transforms import StretchToSquare
 
 # Box corners enter SAM 2's prompt encoder as points with these labels, ahead of the clicks.
 BOX_CORNER_LABELS = (2, 3)
+# SAM 2 normalises the [0, 1] image (ToTensor) with ImageNet statistics.
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+EMBEDDING_KEY = "image_embed"
+HIGH_RES_KEYS = ("high_res_feats_0", "high_res_feats_1")  # strides 4 and 8, through conv_s0 / conv_s1
+# SAM2ImagePredictor clamps the low-res logits it returns (the masks come from the unclamped ones).
+LOW_RES_LOGIT_LIMIT = 32.0
 
 
-class Sam2(nn.Module):
+@dataclass
+class Sam2PreparedImage(PreparedImage):
+    """One image for the SAM 2 decoder: its features, the grid's positional encoding, and the decoder input
+    for prompts without a mask input (shared by all of them; it holds the high-res skip features in the
+    decoder's block layout, which prompts with a mask input reuse)."""
+
+    dense_pe: torch.Tensor  # (1, C, H, W)
+    no_mask_input: Sam2ImageTokens
+
+
+@dataclass
+class Sam2ScoredPrompts:
+    """Transformer outputs of B prompt sets and the mask token each output comes from.
+
+    ``outputs`` selects the same tokens for every set (multimask: 1:, single mask without the dynamic
+    choice: 0:1). With the dynamic choice, ``chosen`` is each set's token (0 where the single-mask output
+    is stable, else its best multimask token) and ``single_masks`` the token-0 logits already drawn to
+    measure that stability.
+    """
+
+    decoded: Sam2DecodedTokens
+    iou_predictions: torch.Tensor  # (B, M)
+    outputs: slice | None = None
+    chosen: torch.Tensor | None = None  # (B,)
+    single_masks: torch.Tensor | None = None  # (B, 1, S, S)
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        return {"object_score_logits": self.decoded.object_score_logits}
+
+    def take(self, index: torch.Tensor) -> Sam2ScoredPrompts:
+        def rows(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value[index]
+
+        return Sam2ScoredPrompts(self.decoded.take(index), self.iou_predictions[index], self.outputs,
+                                 rows(self.chosen), rows(self.single_masks))
+
+
+class Sam2(PromptableSegmenter):
     """SAM 2 for images: embed an image once, then decode masks for any number of prompts.
 
     Args:
@@ -32,7 +83,14 @@ class Sam2(nn.Module):
         config: The config the modules were built from, if any.
     """
 
+    family = "sam2"
+    embedding_key = EMBEDDING_KEY
+    # Meta's SAM2AutomaticMaskGenerator defaults (tuned for Hiera-L).
+    generator_defaults = GeneratorDefaults(pred_iou_thresh=0.8, stability_score_thresh=0.95, box_nms_thresh=0.7,
+                                           small_region_cleanup="low_res")
+    low_res_logit_limit = LOW_RES_LOGIT_LIMIT
     mask_threshold: float = 0.0
+    image_format: str = "RGB"
 
     def __init__(self, image_encoder: ImageEncoder, sam_prompt_encoder: Sam2PromptEncoder,
                  sam_mask_decoder: Sam2MaskDecoder, config: Sam2Config | None = None) -> None:
@@ -45,7 +103,8 @@ class Sam2(nn.Module):
         # Learned "no memory" embedding; SAM 2 adds it to a lone image's features in place of memory.
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden_dim))
         self.directly_add_no_mem_embed = config.directly_add_no_mem_embed if config else True
-        # SAM 2 normalises with ImageNet statistics, SAM's values; not persistent (checkpoints lack them).
+        self.transform = StretchToSquare(sam_prompt_encoder.input_image_size[0])
+        # Not persistent: checkpoints do not store them.
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
 
@@ -58,15 +117,80 @@ class Sam2(nn.Module):
         return self.no_mem_embed.dtype
 
     @property
-    def image_size(self) -> int:
-        return self.sam_prompt_encoder.input_image_size[0]
+    def mask_input_size(self) -> int:
+        return self.sam_prompt_encoder.mask_input_size[0]
+
+    @property
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        channels = self.sam_prompt_encoder.embed_dim
+        grid = self.sam_prompt_encoder.image_embedding_size[0]
+        shapes = {EMBEDDING_KEY: (channels, grid, grid)}
+        if self.sam_mask_decoder.use_high_res_features:
+            shapes[HIGH_RES_KEYS[0]] = (channels // 8, 4 * grid, 4 * grid)
+            shapes[HIGH_RES_KEYS[1]] = (channels // 4, 2 * grid, 2 * grid)
+        return shapes
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise (B, 3, S, S) or (3, S, S) 0-255 images, already resized to ``image_size`` square.
+        """(B, 3, h, w) or (3, h, w) 0-255 images of any size -> the (B, 3, S, S) model input, as Meta's
+        SAM2Transforms computes it: divided by 255, stretched to the square (``StretchToSquare.resize_torch``),
+        normalised with ImageNet statistics."""
+        batched = images.dim() == 4
+        x = images.to(torch.float32) / 255 if batched else images[None].to(torch.float32) / 255
+        x = (self.transform.resize_torch(x) - self.pixel_mean) / self.pixel_std
+        return (x if batched else x[0]).to(self.dtype)
 
-        SAM 2 stretches the whole image to the square input (no aspect-preserving padding as in SAM).
-        """
-        return ((images - self.pixel_mean) / self.pixel_std).to(self.dtype)
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
+        """Preprocessed images -> ``image_embed`` (with ``no_mem_embed`` added) and the two high-res feature
+        maps through ``conv_s0`` / ``conv_s1``, as SAM2ImagePredictor's ``_features`` holds them."""
+        image_embed, high_res = self.encode_image(images)
+        return {EMBEDDING_KEY: image_embed, **dict(zip(HIGH_RES_KEYS, high_res))}
+
+    def prepare_image(self, features: ImageFeatures) -> Sam2PreparedImage:
+        high_res = [features[key] for key in HIGH_RES_KEYS if key in features] or None
+        dense_pe = self.sam_prompt_encoder.get_dense_pe()
+        _, no_mask = self.sam_prompt_encoder(points=None, boxes=None, masks=None)
+        no_mask_input = self.sam_mask_decoder.prepare_image(features[EMBEDDING_KEY], dense_pe, no_mask, high_res)
+        return Sam2PreparedImage(features, dense_pe, no_mask_input)
+
+    def score_prompts(self, image: Sam2PreparedImage, prompts: Prompts,
+                      multimask_output: bool) -> Sam2ScoredPrompts:
+        """The transformer and heads for B prompt sets. When one mask is asked for and the config enables
+        the dynamic choice (Meta's default), the single-mask output is drawn here already: whether it or
+        the best multimask output is returned depends on its stability."""
+        decoder = self.sam_mask_decoder
+        sparse, dense = self.embed_prompts(prompts.point_coords, prompts.point_labels, prompts.boxes,
+                                           prompts.mask_input)
+        if prompts.mask_input is None:
+            decoder_input = image.no_mask_input
+        else:
+            tokens = ImageTokens.from_maps(image.features[EMBEDDING_KEY] + dense, image.dense_pe)
+            fields = {field.name: getattr(tokens, field.name) for field in dataclasses.fields(tokens)}
+            decoder_input = Sam2ImageTokens(**fields, high_res=image.no_mask_input.high_res)
+        decoded = decoder.decode_tokens(decoder_input, sparse)
+        if multimask_output:
+            return Sam2ScoredPrompts(decoded, decoded.iou_pred[:, 1:], outputs=slice(1, None))
+        if not (decoder.dynamic_multimask_via_stability and not self.training):
+            return Sam2ScoredPrompts(decoded, decoded.iou_pred[:, :1], outputs=slice(0, 1))
+        single = decoder.masks_from_tokens(decoded, slice(0, 1))
+        stable = stability_scores(single[:, 0], decoder.dynamic_multimask_stability_delta)
+        stable = stable >= decoder.dynamic_multimask_stability_thresh
+        best = decoded.iou_pred[:, 1:].argmax(dim=-1) + 1
+        chosen = torch.where(stable, torch.zeros_like(best), best)
+        return Sam2ScoredPrompts(decoded, decoded.iou_pred.gather(1, chosen[:, None]), chosen=chosen,
+                                 single_masks=single)
+
+    def draw_masks(self, scored: Sam2ScoredPrompts) -> torch.Tensor:
+        decoder = self.sam_mask_decoder
+        if scored.chosen is None:
+            return decoder.masks_from_tokens(scored.decoded, scored.outputs)
+        masks = scored.single_masks
+        unstable = (scored.chosen != 0).nonzero().squeeze(1)
+        if len(unstable):
+            multimask = decoder.masks_from_tokens(scored.decoded.take(unstable), slice(1, None))
+            rows = torch.arange(len(unstable), device=multimask.device)
+            masks = masks.clone()
+            masks[unstable] = multimask[rows, scored.chosen[unstable] - 1].unsqueeze(1)
+        return masks
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 3, S, S) normalised images -> (image_embed (B, C, S/16, S/16), high_res_feats).
