@@ -90,10 +90,10 @@ def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.
         wanted, wanted_name = stored_config, None
     else:
         wanted, wanted_name = family.infer_config(state_dict, origin), None
-    _check_fits(state_dict, family, wanted, wanted_name, origin)
+    check_fits(state_dict, family, wanted, wanted_name, origin)
     model = family.build(wanted)
     model.load_state_dict(state_dict, strict=True)
-    return model.to(device=device, dtype=dtype or _common_float_dtype(state_dict))
+    return model.to(device=device, dtype=dtype or common_float_dtype(state_dict))
 
 
 def save_sam(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
@@ -328,7 +328,7 @@ def _native_names(tensors: Mapping[str, object], origin: str) -> tuple[StateDict
 
 # ---------------------------------------------------------------------------------------------- validation
 
-def _check_fits(state_dict: StateDict, family: ModelFamily, config: Any, config_name: str | None,
+def check_fits(state_dict: StateDict, family: ModelFamily, config: Any, config_name: str | None,
                 origin: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
@@ -358,7 +358,7 @@ def _listing(items: list[str]) -> str:
     return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
 
 
-def _common_float_dtype(state_dict: StateDict) -> torch.dtype:
+def common_float_dtype(state_dict: StateDict) -> torch.dtype:
     dtypes = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 

@@ -33,7 +33,6 @@ VIDEO_MODULES = frozenset({
 })
 # Only SAM 2.1 checkpoints have these (its video model adds them); the image parts are alike.
 SAM2_1_ONLY = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight")
-_LISTED = 10  # names of each kind shown in an error message
 
 
 def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict]:
@@ -132,10 +131,14 @@ def load_sam2(source: str | os.PathLike | Mapping[str, torch.Tensor], config: st
     else:
         wanted = get_sam2_config(config)
         config_name = config if isinstance(config, str) else "the given config"
-    _check_fits(image_part, wanted, config_name, origin)
+    # Imported here: sam_core.checkpoint reaches this module through the family registry.
+    from sam_core.checkpoint import check_fits, common_float_dtype
+    from sam_core.sam2.family import SAM2_FAMILY
+
+    check_fits(image_part, SAM2_FAMILY, wanted, config_name, origin)
     model = build_sam2(wanted)
     model.load_state_dict(image_part, strict=True)
-    return model.to(device=device, dtype=dtype or _float_dtype(image_part)), video_part
+    return model.to(device=device, dtype=dtype or common_float_dtype(image_part)), video_part
 
 
 def _signature(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, object]:
@@ -163,29 +166,3 @@ def _config_signature(config: Sam2Config) -> dict[str, object]:
     return {"embed_dim": config.embed_dim, "stages": config.stages,
             "window_pos_embed_bkg_spatial_size": config.window_pos_embed_bkg_spatial_size,
             "first_window": config.window_spec[0], "d_model": config.d_model}
-
-
-def _check_fits(state_dict: StateDict, config: Sam2Config, config_name: str, origin: str) -> None:
-    """Raise one CheckpointError listing every missing, unexpected and mis-shaped image tensor."""
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        expected = {name: tensor.shape for name, tensor in build_sam2(config).state_dict().items()}
-    missing = [name for name in expected if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in expected]
-    mismatched = [f"{name} {tuple(state_dict[name].shape)} vs {tuple(shape)}"
-                  for name, shape in expected.items() if name in state_dict and state_dict[name].shape != shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{origin} does not fit the SAM 2 model {config_name}\n"
-            f"  missing keys ({len(missing)}): {_listing(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}\n"
-            f"  shape mismatches, checkpoint vs model ({len(mismatched)}): {_listing(mismatched)}")
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_LISTED]) or "none"
-    return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
-
-
-def _float_dtype(state_dict: StateDict) -> torch.dtype:
-    dtypes = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
-    return dtypes.pop() if len(dtypes) == 1 else torch.float32
