@@ -4,7 +4,7 @@ Every module with two paths is run under both on random weights, every parameter
 position tables, biases and LayerNorm weights too, which are zero or one at initialisation and would hide
 terms), and compared. Tolerance: max abs difference <= 1e-4 in float32 on outputs of order one, for single
 modules and for whole models (vit_tiny and full vit_b at 1024x1024); the two paths differ only in the order
-of float operations. Gradients of a tiny encoder + decoder agree within 1e-4 as well.
+of float operations. Gradients of a tiny encoder + decoder agree within 1e-4 * max(1, the parameter's largest).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import sam_core
+from sam_core.modeling.common import LayerNorm2d
 from sam_core.modeling.image_encoder import (
     Attention,
     Block,
@@ -55,16 +56,23 @@ def on_both_paths(fn):
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Every parameter random: weight matrices and kernels scaled by 1/sqrt(fan-in) so that activations stay
-    of order one; vectors, embeddings and position tables (zero or one at initialisation) moved by 0.5 noise."""
+    """Every parameter, and the prompt encoder's random projection, random and reproducible: weight matrices
+    and kernels scaled by 1/sqrt(fan-in) so that activations stay of order one; biases, embeddings and
+    position tables 0.5 * N(0, 1) (they are zero at initialisation); norm weights 1 + 0.5 * N(0, 1)."""
     generator = torch.Generator().manual_seed(seed)
+    norms = {name for name, sub in module.named_modules() if isinstance(sub, (nn.LayerNorm, LayerNorm2d))}
     with torch.no_grad():
         for name, param in module.named_parameters():
             noise = torch.randn(param.shape, generator=generator)
             if param.dim() >= 2 and not any(key in name for key in _TABLES):
                 param.copy_(noise * param[0].numel() ** -0.5)
+            elif name.rpartition(".")[0] in norms and name.endswith("weight"):
+                param.copy_(1 + 0.5 * noise)
             else:
-                param.add_(0.5 * noise)
+                param.copy_(0.5 * noise)
+        for name, buffer in module.named_buffers():
+            if name.endswith("positional_encoding_gaussian_matrix"):  # random at construction: made reproducible
+                buffer.copy_(torch.randn(buffer.shape, generator=generator))
     return module
 
 
@@ -294,6 +302,8 @@ def test_vit_tiny_fast_and_plain_agree():
 
 @torch.no_grad()
 def test_full_vit_b_fast_and_plain_agree_at_1024():
+    # The embeddings usually agree bit for bit here: with head_dim 64 the attention scale is 1/8, exact in
+    # float, and both paths then sum the scores in the same order. The decoder's differ by rounding.
     model = randomize_(sam_core.build_sam(sam_core.SAM_CONFIGS["vit_b"]), seed=33)
     images = torch.rand(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(34)) * 255
     fast, plain = on_both_paths(lambda: run_model(model, images))
@@ -318,7 +328,7 @@ def test_gradients_agree_on_a_tiny_encoder_and_decoder():
         embeddings = model.image_encoder(model.preprocess(images))
         sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
         logits, iou = model.mask_decoder(embeddings, model.prompt_encoder.get_dense_pe(), sparse, dense, True)
-        loss = (logits * target).mean() + iou.square().mean()
+        loss = (logits * target).sum() + iou.square().sum()
         loss.backward()
         # No gradient reads as zero: the fast path leaves out the token->image key biases, which add a constant
         # to each softmax row and so have zero gradient (the plain path computes it, as rounding-size values).
@@ -327,5 +337,11 @@ def test_gradients_agree_on_a_tiny_encoder_and_decoder():
 
     fast, plain = on_both_paths(gradients)
     assert any(name.startswith("image_encoder.blocks.0.attn.rel_pos") for name in fast)
-    worst = max(fast, key=lambda name: max_diff(fast[name], plain[name]))
-    assert_close(f"gradients (worst: {worst})", fast[worst], plain[worst])
+    # Relative to each parameter's largest gradient where that exceeds one (the gradients reach the hundreds).
+    def relative(name: str) -> float:
+        return max_diff(fast[name], plain[name]) / max(1.0, plain[name].abs().max().item())
+
+    worst = max(fast, key=relative)
+    print(f"gradients: worst relative diff {relative(worst):.2e} ({worst}, max abs {plain[worst].abs().max():.2f}); "
+          f"largest gradient {max(g.abs().max().item() for g in plain.values()):.1f}")
+    assert relative(worst) <= TOL

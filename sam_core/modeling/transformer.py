@@ -223,6 +223,7 @@ class TwoWayAttentionBlock(nn.Module):
         fast = fast_paths_enabled()
         projections = image_projections if fast else None
 
+        # Token self-attention; the first layer's queries are the prompt embeddings themselves (Args).
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
