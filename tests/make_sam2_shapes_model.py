@@ -121,8 +121,9 @@ def distill(model: torch.nn.Module, sam: torch.nn.Module, rng: np.random.Generat
             print(f"distill {step:4d}  loss {loss.item():.4f}", flush=True)
 
 
-def train(steps: int, seed: int, learning_rate: float, extra_losses: bool = True,
-          distill_steps: int = 0) -> torch.nn.Module:
+def train(steps: int, seed: int, learning_rate: float, distill_steps: int = 0) -> torch.nn.Module:
+    """The model after ``distill_steps`` of transplant and distillation (none: from scratch) and ``steps`` of
+    fine-tuning on the shapes."""
     torch.set_num_threads(1)  # reproducible, and no faster with two threads on a shared 2-core machine
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -156,8 +157,6 @@ def train(steps: int, seed: int, learning_rate: float, extra_losses: bool = True
                                                          multimask_output=True, high_res_features=features)
             losses = _mask_loss(logits, target)
             loss = loss + losses.min(dim=1).values.mean() + F.mse_loss(iou_pred, _true_iou(logits, target))
-            if not extra_losses:
-                continue
             single, single_iou, _, single_object = decoder(embeddings[index:index + 1], dense_pe, sparse, dense,
                                                            multimask_output=False, high_res_features=features)
             loss = loss + _mask_loss(single, target).mean() + F.mse_loss(single_iou, _true_iou(single, target))
