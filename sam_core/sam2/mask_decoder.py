@@ -106,8 +106,16 @@ class Sam2MaskDecoder(MaskDecoder):
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor,
                       high_res_features: list[torch.Tensor] | None = None) -> Sam2ImageTokens:
-        """The image side of decoding, computed once for many prompts sharing it (see SAM's decoder)."""
-        image = super().prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        """The image side of decoding, computed once for many prompts sharing it: the image as tokens with the
+        dense prompt embedding added (one copy when every prompt has the same dense embedding, i.e. no mask
+        input), the first layer's image-side projections when that copy is shared, and the skip features.
+        Built here rather than by SAM's decoder, so that this decoder does not depend on its internals."""
+        dense = dense_prompt_embeddings
+        if dense.shape[0] > 1 and dense.stride(0) == 0:  # one "no mask" embedding expanded to every prompt
+            dense = dense[:1]
+        image = ImageTokens.from_maps(image_embeddings + dense, image_pe)
+        if image.tokens.shape[0] == 1:
+            image = self.transformer.project_first_layer(image)
         fields = {field.name: getattr(image, field.name) for field in dataclasses.fields(image)}
         return Sam2ImageTokens(**fields, high_res=self.block_high_res(high_res_features))
 
