@@ -135,7 +135,8 @@ class Sam2(PromptableSegmenter):
         SAM2Transforms computes it: divided by 255, stretched to the square (``StretchToSquare.resize_torch``),
         normalised with ImageNet statistics."""
         batched = images.dim() == 4
-        x = images.to(torch.float32) / 255 if batched else images[None].to(torch.float32) / 255
+        # Contiguous first: a permuted HxWxC image would otherwise stay channels-last through the resize.
+        x = (images if batched else images[None]).contiguous().to(torch.float32) / 255
         x = (self.transform.resize_torch(x) - self.pixel_mean) / self.pixel_std
         return (x if batched else x[0]).to(self.dtype)
 
