@@ -50,6 +50,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -191,6 +192,12 @@ class PromptableSegmenter(nn.Module, ABC):
                           original_size: tuple[int, ...]) -> torch.Tensor:
         """Low-res logits (..., S, S) -> logits at ``original_size``, in torch on the model's device."""
         return self.transform.upscale_logits(low_res, input_size, original_size, backend="torch")
+
+    def upscale_matrices(self, side: int, input_size: tuple[int, ...],
+                         original_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``postprocess_masks`` as the linear map it is, one matrix per axis (see
+        ``ImageTransform.upscale_matrices``); a family that overrides one overrides both."""
+        return self.transform.upscale_matrices(side, input_size, original_size)
 
 
 @dataclass(frozen=True)
