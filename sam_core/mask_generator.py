@@ -361,7 +361,8 @@ class AutomaticMaskGenerator:
             low_res = clean_low_res_logits(low_res, self.mask_threshold, area, area)
         geometry = self._geometry(input_size, crop_size)
         threshold, offset = self.mask_threshold, self.stability_score_offset
-        counts, resolved = geometry.count_above(low_res, [threshold + offset, threshold - offset])
+        bounds = geometry.bounds(low_res)
+        counts, resolved = geometry.count_above(bounds, [threshold + offset, threshold - offset])
         stability = counts[:, 0].int() / counts[:, 1].int()  # int32 counts divided, as the reference divides
         if not resolved.all():
             stability[~resolved] = calculate_stability_score(self._upscaled(low_res[~resolved], input_size, crop_size),
@@ -370,7 +371,8 @@ class AutomaticMaskGenerator:
             keep = stability >= self.stability_score_thresh
             low_res, iou_preds, stability, points = low_res[keep.to(low_res.device)], \
                 iou_preds[keep.to(iou_preds.device)], stability[keep], points[keep]
-        boxes, resolved = geometry.box_above(low_res, threshold)
+            bounds = bounds.take(keep)
+        boxes, resolved = geometry.box_above(bounds, threshold)
         if not resolved.all():
             boxes[~resolved] = batched_mask_to_box(self._upscaled(low_res[~resolved], input_size, crop_size)
                                                    > threshold).cpu()

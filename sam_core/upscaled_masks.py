@@ -69,14 +69,27 @@ class AxisCells:
 
 
 @dataclass
-class _Bounds:
-    """Per-cell bounds of one chunk of masks: every upscaled logit of cell (n, a, b) computed by torch lies in
-    [low - error, high + error]."""
+class CellBounds:
+    """Per-cell bounds of N masks (``UpscaledThresholds.bounds``): every upscaled logit of cell (n, a, b)
+    that torch computes lies in [low - error, high + error]."""
 
     low: torch.Tensor  # (N, cells_r, cells_c)
     high: torch.Tensor
     error: torch.Tensor
-    windows: torch.Tensor  # (N, side, side, band_r, band_c) float64 view: the window at each position
+    padded: torch.Tensor  # (N, side + band_r - 1, side + band_c - 1) the float32 low-res logits, zero-padded
+    band: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.low)
+
+    def take(self, index: torch.Tensor) -> CellBounds:
+        """The masks at ``index``."""
+        return CellBounds(self.low[index], self.high[index], self.error[index], self.padded[index], self.band)
+
+    def windows(self, n: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The (band_r, band_c) windows of logits starting at (rows, cols) of masks n, in float64."""
+        view = self.padded.unfold(1, self.band[0], 1).unfold(2, self.band[1], 1)
+        return view[n, rows, cols].double()
 
     def above(self, tau: float) -> torch.Tensor:
         """Cells whose every pixel is above ``tau``."""
@@ -113,13 +126,22 @@ class UpscaledThresholds:
         """Leading low-res rows and columns that the upscaling reads."""
         return self.rows.reads, self.cols.reads
 
-    def count_above(self, low_res: torch.Tensor,
-                    thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels above each threshold (N, T) int64 of low-res logits (N, side, side), and which masks are
-        resolved (N,) bool."""
-        bounds = self._bounds(low_res)
-        counts = torch.empty((len(low_res), len(thresholds)), dtype=torch.int64)
-        resolved = torch.ones(len(low_res), dtype=torch.bool)
+    def bounds(self, low_res: torch.Tensor) -> CellBounds:
+        """Cell bounds of low-res logits (N, side, side), for ``count_above`` and ``box_above``."""
+        low_res = low_res.detach().float().cpu()
+        band = (self.rows.band, self.cols.band)
+        pad = (0, band[1] - 1, 0, band[0] - 1)
+        rows, cols = self._row_windows, self._col_windows
+        high = F.max_pool2d(F.pad(low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
+        low = -F.max_pool2d(F.pad(-low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
+        low, high = low[:, rows][:, :, cols], high[:, rows][:, :, cols]
+        error = RELATIVE_ERROR * torch.maximum(low.abs(), high.abs())
+        return CellBounds(low, high, error, F.pad(low_res, pad), band)
+
+    def count_above(self, bounds: CellBounds, thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels above each threshold (N, T) int64, and which masks are resolved (N,) bool."""
+        counts = torch.empty((len(bounds), len(thresholds)), dtype=torch.int64)
+        resolved = torch.ones(len(bounds), dtype=torch.bool)
         for k, tau in enumerate(_float32(thresholds)):
             counts[:, k] = (bounds.above(tau) * self._cell_areas).sum((1, 2))
             mask_index, row_cell, col_cell = bounds.crossed(tau).nonzero(as_tuple=True)
@@ -131,7 +153,7 @@ class UpscaledThresholds:
                 resolved[n[undecided]] = False
         return counts, resolved
 
-    def box_above(self, low_res: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def box_above(self, bounds: CellBounds, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Inclusive XYXY boxes (N, 4) int64 of the pixels above ``threshold`` ([0, 0, 0, 0] for none), and
         which masks are resolved (N,) bool.
 
@@ -140,9 +162,8 @@ class UpscaledThresholds:
         evaluated, one row (column) of cells at a time.
         """
         tau = _float32([threshold])[0]
-        bounds = self._bounds(low_res)
         above, crossed = bounds.above(tau), bounds.crossed(tau)
-        resolved = torch.ones(len(low_res), dtype=torch.bool)
+        resolved = torch.ones(len(bounds), dtype=torch.bool)
         sides = []
         for axis in (self.rows, self.cols):
             transpose = axis is self.cols
@@ -155,7 +176,7 @@ class UpscaledThresholds:
         boxes[top < 0] = 0
         return boxes, resolved
 
-    def _scan(self, bounds: _Bounds, above: torch.Tensor, crossed: torch.Tensor, axis: AxisCells, transpose: bool,
+    def _scan(self, bounds: CellBounds, above: torch.Tensor, crossed: torch.Tensor, axis: AxisCells, transpose: bool,
               forward: bool, tau: float, resolved: torch.Tensor) -> torch.Tensor:
         """First (``forward``) or last output index along ``axis`` holding a pixel above ``tau``, per mask;
         -1 where none. ``above``/``crossed`` are (N, cells along axis, cells across)."""
@@ -200,23 +221,11 @@ class UpscaledThresholds:
                 candidates[done] = False
             position[masks] += 1
 
-    def _bounds(self, low_res: torch.Tensor) -> _Bounds:
-        low_res = low_res.detach().float().cpu()
-        band = (self.rows.band, self.cols.band)
-        pad = (0, band[1] - 1, 0, band[0] - 1)
-        rows, cols = self._row_windows, self._col_windows
-        high = F.max_pool2d(F.pad(low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
-        low = -F.max_pool2d(F.pad(-low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
-        low, high = low[:, rows][:, :, cols], high[:, rows][:, :, cols]
-        error = RELATIVE_ERROR * torch.maximum(low.abs(), high.abs())
-        windows = F.pad(low_res.double(), pad).unfold(1, band[0], 1).unfold(2, band[1], 1)
-        return _Bounds(low, high, error, windows)
-
-    def _pixels(self, bounds: _Bounds, n: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+    def _pixels(self, bounds: CellBounds, n: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                 tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels above ``tau`` of cells (n, a, b), (cells, rows, cols) bool with padding False, and which of
         the cells hold a pixel too close to ``tau`` to decide."""
-        values = self.rows.weights[a] @ bounds.windows[n, self._row_windows[a], self._col_windows[b]] \
+        values = self.rows.weights[a] @ bounds.windows(n, self._row_windows[a], self._col_windows[b]) \
             @ self.cols.weights[b].transpose(1, 2)
         valid = self._valid_rows[a][:, :, None] & self._valid_cols[b][:, None, :]
         margin = bounds.error[n, a, b][:, None, None]

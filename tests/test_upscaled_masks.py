@@ -75,11 +75,12 @@ def test_counts_and_boxes_equal_thresholded_upscaled_logits(transform: ImageTran
     low_res = fields(side)
     geometry = UpscaledThresholds(*transform.upscale_matrices(side, input_size, original_size))
     logits = transform.upscale_logits(low_res[:, None], input_size, original_size)[:, 0]
-    counts, counted = geometry.count_above(low_res, THRESHOLDS)
+    bounds = geometry.bounds(low_res)
+    counts, counted = geometry.count_above(bounds, THRESHOLDS)
     expected_counts = torch.stack([count_true(logits > tau) for tau in THRESHOLDS], dim=1)
     assert torch.equal(counts[counted], expected_counts[counted].long())
     for tau in THRESHOLDS:
-        boxes, boxed = geometry.box_above(low_res, tau)
+        boxes, boxed = geometry.box_above(bounds, tau)
         assert torch.equal(boxes[boxed], batched_mask_to_box(logits > tau)[boxed])
         assert boxed[STEEP].float().mean() >= 0.75
     # The bounds decide nearly everything: unresolved masks are the exception, not the rule.
@@ -91,8 +92,9 @@ def test_non_finite_logits_are_left_unresolved() -> None:
     geometry = UpscaledThresholds(*transform.upscale_matrices(64, (171, 256), (180, 270)))
     low_res = smooth_logits(3, 64, 4.0, 3)
     low_res[0, 10, 10], low_res[1, 30, 40], low_res[2, 0, 0] = torch.nan, torch.inf, -torch.inf
-    _, counted = geometry.count_above(low_res, [1.0, -1.0])
-    _, boxed = geometry.box_above(low_res, 0.0)
+    bounds = geometry.bounds(low_res)
+    _, counted = geometry.count_above(bounds, [1.0, -1.0])
+    _, boxed = geometry.box_above(bounds, 0.0)
     assert not counted.any() and not boxed.any()
 
 
@@ -102,8 +104,9 @@ def test_a_larger_error_bound_leaves_masks_unresolved_not_wrong(monkeypatch: pyt
     low_res = fields(64)
     logits = transform.upscale_logits(low_res[:, None], (171, 256), (180, 270))[:, 0]
     monkeypatch.setattr(upscaled_masks, "RELATIVE_ERROR", 0.05)
-    counts, counted = geometry.count_above(low_res, [0.0])
-    boxes, boxed = geometry.box_above(low_res, 0.0)
+    bounds = geometry.bounds(low_res)
+    counts, counted = geometry.count_above(bounds, [0.0])
+    boxes, boxed = geometry.box_above(bounds, 0.0)
     assert not counted.all() and not boxed.all()
     assert torch.equal(counts[counted, 0], count_true(logits > 0.0)[counted].long())
     assert torch.equal(boxes[boxed], batched_mask_to_box(logits > 0.0)[boxed])
