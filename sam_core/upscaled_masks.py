@@ -2,34 +2,35 @@
 
 The automatic mask generator needs, for every candidate mask, how many pixels of its upscaled logits lie
 above a few thresholds (the stability score) and the box of the pixels above the mask threshold. Upscaling
-is a linear map applied to each axis, ``logits = rows @ low_res @ cols.T`` (``ImageTransform.upscale_matrices``),
-and each output pixel is a weighted mean of at most ``band x band`` neighbouring low-res logits. So:
+is a linear map applied to each axis, ``logits = rows @ low_res @ cols.T`` (``ImageTransform.upscale_matrices``,
+whose entries are the float32 weights torch multiplies by), and each output pixel is a weighted mean of at
+most ``band x band`` neighbouring low-res logits. So:
 
 - The output is cut into *cells*: the output rows that read the same window of low-res rows, crossed with
   the output columns that read the same window of low-res columns (about 7 x 7 pixels for a 1800x1200
-  photo). Every pixel of a cell lies between the minimum and the maximum of its low-res window.
-- A cell whose window lies wholly above a threshold (or wholly at or below it) is decided as a whole, by
-  more than the rounding error of torch's float32 upscaling (``RELATIVE_ERROR`` times the window's largest
-  magnitude). Only the cells a threshold crosses are evaluated pixel by pixel, in float64, from the exact
-  weights.
-- A pixel whose float64 value lies within that rounding error of a threshold could fall on either side in
-  torch's float32 arithmetic; the mask is then marked *unresolved*, and the caller computes it the plain
-  way (upscaling with torch). Every other count and box is therefore exactly what thresholding torch's
-  upscaled logits gives.
+  photo with SAM). Every pixel of a cell lies between the minimum and the maximum of its low-res window.
+- A cell whose window lies wholly above a threshold (or wholly at or below it), by more than the rounding
+  error of torch's float32 upscaling, is decided as a whole. Only the cells a threshold crosses are
+  evaluated pixel by pixel, in float64 (exact to ~1e-16), together with a bound on torch's rounding error
+  at that pixel (``RELATIVE_ERROR`` times the same weighted sum of magnitudes).
+- A pixel whose value lies within that bound of a threshold could fall on either side in torch's float32
+  arithmetic; its mask is then reported *unresolved*, and the caller computes it the plain way (upscaling
+  with torch). Every count and box reported resolved is therefore exactly what thresholding torch's
+  upscaled logits gives. A box needs only the outermost rows and columns, scanned inwards from each side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-# Bound on |torch's float32 upscaled logit - the exact value| relative to the largest magnitude among the
-# low-res logits it is computed from: two bilinear steps of at most four roundings each on weights summing
-# to 1 give 8 * 2**-24 (4.8e-7); doubled for margin.
+# Bound on |torch's float32 upscaled logit - the exact value| relative to the same weighted sum of the
+# magnitudes of the low-res logits it is computed from: two bilinear steps of at most four roundings each
+# (and a rounded weight sum where both taps of an axis fall on one input) give 9 * 2**-24 (5.4e-7); 1e-6
+# leaves a margin. Cell bounds use it relative to the largest magnitude in the cell's window.
 RELATIVE_ERROR = 1e-6
 # Uncertain cells evaluated at once (bounds the float64 blocks to a few tens of MB).
 _CELLS_PER_STEP = 1 << 14
@@ -56,6 +57,13 @@ class AxisCells:
         change = np.flatnonzero(np.diff(first)) + 1
         starts = np.concatenate([[0], change])
         sizes = np.diff(np.append(starts, len(first)))
+        # Cells are padded to the largest for batched evaluation: split the few long ones (at the edges,
+        # where many outputs read the last window) into pieces of the median length.
+        piece = max(1, int(np.median(sizes)))
+        pieces = -(-sizes // piece)
+        starts = np.repeat(starts, pieces) + piece * (np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces,
+                                                                                          pieces))
+        sizes = np.diff(np.append(starts, len(first)))
         windows = first[starts]
         weights = np.zeros((len(starts), int(sizes.max()), band))
         padded = np.pad(matrix, ((0, 0), (0, band)))
@@ -71,33 +79,26 @@ class AxisCells:
 @dataclass
 class CellBounds:
     """Per-cell bounds of N masks (``UpscaledThresholds.bounds``): every upscaled logit of cell (n, a, b)
-    that torch computes lies in [low - error, high + error]."""
+    that torch computes is at least ``low[n, a, b]`` and at most ``high[n, a, b]`` (rounding included)."""
 
     low: torch.Tensor  # (N, cells_r, cells_c)
     high: torch.Tensor
-    error: torch.Tensor
-    padded: torch.Tensor  # (N, side + band_r - 1, side + band_c - 1) the float32 low-res logits, zero-padded
-    band: tuple[int, int]
+    low_res: torch.Tensor  # (N, side, side) float32
 
     def __len__(self) -> int:
         return len(self.low)
 
     def take(self, index: torch.Tensor) -> CellBounds:
         """The masks at ``index``."""
-        return CellBounds(self.low[index], self.high[index], self.error[index], self.padded[index], self.band)
-
-    def windows(self, n: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """The (band_r, band_c) windows of logits starting at (rows, cols) of masks n, in float64."""
-        view = self.padded.unfold(1, self.band[0], 1).unfold(2, self.band[1], 1)
-        return view[n, rows, cols].double()
+        return CellBounds(self.low[index], self.high[index], self.low_res[index])
 
     def above(self, tau: float) -> torch.Tensor:
         """Cells whose every pixel is above ``tau``."""
-        return self.low - self.error > tau
+        return self.low > tau
 
     def crossed(self, tau: float) -> torch.Tensor:
-        """Cells with pixels that may lie on either side of ``tau``."""
-        return (self.low - self.error <= tau) & (self.high + self.error > tau)
+        """Cells with pixels that may lie on either side of ``tau`` (and cells with NaN bounds)."""
+        return ~(self.low > tau) & ~(self.high <= tau)
 
 
 class UpscaledThresholds:
@@ -115,11 +116,16 @@ class UpscaledThresholds:
         self.cols = AxisCells.from_matrix(cols)
         self.size = (rows.shape[0], cols.shape[0])
         self.side = rows.shape[1]
-        self._cell_areas = torch.from_numpy(np.outer(self.rows.sizes, self.cols.sizes))
-        self._valid_rows = torch.arange(self.rows.weights.shape[1]) < torch.from_numpy(self.rows.sizes)[:, None]
-        self._valid_cols = torch.arange(self.cols.weights.shape[1]) < torch.from_numpy(self.cols.sizes)[:, None]
-        self._row_windows = torch.from_numpy(self.rows.windows)
-        self._col_windows = torch.from_numpy(self.cols.windows)
+        self._row_padding = _padding(self.rows)
+        self._col_padding = _padding(self.cols)
+        # Low-res indices of each cell's window; past the last row (column), the last one again: the weights
+        # there are zero, and its value lies in the window anyway.
+        self._row_taps = torch.from_numpy(np.minimum(self.rows.windows[:, None] + np.arange(self.rows.band),
+                                                     self.side - 1))
+        self._col_taps = torch.from_numpy(np.minimum(self.cols.windows[:, None] + np.arange(self.cols.band),
+                                                     cols.shape[1] - 1))
+        self._col_sizes = torch.from_numpy(self.cols.sizes).float()
+        self._row_sizes = torch.from_numpy(self.rows.sizes).double()
 
     @property
     def low_res_extent(self) -> tuple[int, int]:
@@ -129,28 +135,28 @@ class UpscaledThresholds:
     def bounds(self, low_res: torch.Tensor) -> CellBounds:
         """Cell bounds of low-res logits (N, side, side), for ``count_above`` and ``box_above``."""
         low_res = low_res.detach().float().cpu()
-        band = (self.rows.band, self.cols.band)
-        pad = (0, band[1] - 1, 0, band[0] - 1)
-        rows, cols = self._row_windows, self._col_windows
-        high = F.max_pool2d(F.pad(low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
-        low = -F.max_pool2d(F.pad(-low_res[:, None], pad, value=-torch.inf), band, stride=1)[:, 0]
-        low, high = low[:, rows][:, :, cols], high[:, rows][:, :, cols]
+        rows, cols = torch.from_numpy(self.rows.windows), torch.from_numpy(self.cols.windows)
+        low = _sliding(torch.minimum, low_res, self.rows.band, 1).index_select(1, rows)
+        high = _sliding(torch.maximum, low_res, self.rows.band, 1).index_select(1, rows)
+        low = _sliding(torch.minimum, low, self.cols.band, 2).index_select(2, cols)
+        high = _sliding(torch.maximum, high, self.cols.band, 2).index_select(2, cols)
         error = RELATIVE_ERROR * torch.maximum(low.abs(), high.abs())
-        return CellBounds(low, high, error, F.pad(low_res, pad), band)
+        return CellBounds(low - error, high + error, low_res)
 
     def count_above(self, bounds: CellBounds, thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels above each threshold (N, T) int64, and which masks are resolved (N,) bool."""
         counts = torch.empty((len(bounds), len(thresholds)), dtype=torch.int64)
         resolved = torch.ones(len(bounds), dtype=torch.bool)
         for k, tau in enumerate(_float32(thresholds)):
-            counts[:, k] = (bounds.above(tau) * self._cell_areas).sum((1, 2))
+            # Integer sums: exact in float32 along a row of cells (at most W), in float64 over the rows.
+            counts[:, k] = ((bounds.above(tau).float() @ self._col_sizes).double() @ self._row_sizes).long()
             mask_index, row_cell, col_cell = bounds.crossed(tau).nonzero(as_tuple=True)
             for start in range(0, len(mask_index), _CELLS_PER_STEP):
                 part = slice(start, start + _CELLS_PER_STEP)
                 n, a, b = mask_index[part], row_cell[part], col_cell[part]
                 pixels_above, undecided = self._pixels(bounds, n, a, b, tau)
                 counts[:, k].index_add_(0, n, pixels_above.sum((1, 2)))
-                resolved[n[undecided]] = False
+                resolved[n[undecided.flatten(1).any(1)]] = False
         return counts, resolved
 
     def box_above(self, bounds: CellBounds, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,33 +211,66 @@ class UpscaledThresholds:
             picked, across = crossed[masks, lines].nonzero(as_tuple=True)
             n, along = masks[picked], lines[picked]
             a, b = (across, along) if transpose else (along, across)
-            pixels_above, undecided = self._pixels(bounds, n, a, b, tau)
-            resolved[n[undecided]] = False
-            occupied = pixels_above.any(1 if transpose else 2)  # (cells, pixels along the axis)
-            hit = occupied.any(1)
+            surely, undecided = self._pixels(bounds, n, a, b, tau)
+            # The line decides the edge where its outermost pixel that may be above is surely above.
+            reduce = 1 if transpose else 2  # (cells, pixels along the axis)
+            edge_surely = self._outermost(surely.any(reduce), starts[along], forward)
+            edge_maybe = self._outermost((surely | undecided).any(reduce), starts[along], forward)
+            hit = edge_maybe >= 0
             if hit.any():
-                offsets = starts[along[hit]]
-                size = occupied.shape[1]
-                inner = occupied[hit].int().argmax(1) if forward else size - 1 - occupied[hit].flip(1).int().argmax(1)
-                found = torch.full((count,), -1 if not forward else torch.iinfo(torch.int64).max, dtype=torch.int64)
-                found.scatter_reduce_(0, n[hit], offsets + inner, "amin" if forward else "amax")
+                reduction, start = ("amin", torch.iinfo(torch.int64).max) if forward else ("amax", -1)
+                found = torch.full((count,), start, dtype=torch.int64)
+                found.scatter_reduce_(0, n[hit], edge_maybe[hit], reduction)
+                sure = torch.full((count,), start, dtype=torch.int64)
+                has_sure = edge_surely >= 0
+                sure.scatter_reduce_(0, n[has_sure], edge_surely[has_sure], reduction)
                 done = torch.zeros(count, dtype=torch.bool)
                 done[n[hit]] = True
+                resolved[done & (sure != found)] = False
                 edge[done] = found[done]
                 candidates[done] = False
             position[masks] += 1
 
+    @staticmethod
+    def _outermost(occupied: torch.Tensor, offsets: torch.Tensor, forward: bool) -> torch.Tensor:
+        """Per cell, the first (``forward``) or last occupied output index ((cells, pixels) with the cells' first
+        indices ``offsets``); -1 for cells with none."""
+        size = occupied.shape[1]
+        inner = occupied.int().argmax(1) if forward else size - 1 - occupied.flip(1).int().argmax(1)
+        return torch.where(occupied.any(1), offsets + inner, -1)
+
     def _pixels(self, bounds: CellBounds, n: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                 tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels above ``tau`` of cells (n, a, b), (cells, rows, cols) bool with padding False, and which of
-        the cells hold a pixel too close to ``tau`` to decide."""
-        values = self.rows.weights[a] @ bounds.windows(n, self._row_windows[a], self._col_windows[b]) \
-            @ self.cols.weights[b].transpose(1, 2)
-        valid = self._valid_rows[a][:, :, None] & self._valid_cols[b][:, None, :]
-        margin = bounds.error[n, a, b][:, None, None]
-        above = (values - margin > tau) & valid
-        undecided = (valid & (values - margin <= tau) & (values + margin > tau)).flatten(1).any(1)
+        """Pixels of cells (n, a, b) surely above ``tau``, and pixels too close to ``tau`` to decide: two
+        (cells, rows, cols) bool maps, False on the padding."""
+        windows = bounds.low_res[n[:, None, None], self._row_taps[a][:, :, None], self._col_taps[b][:, None, :]]
+        windows = windows.double()
+        rows, cols = self.rows.weights[a], self.cols.weights[b].transpose(1, 2)
+        distance = (rows @ windows @ cols).sub_(tau)
+        # Padding pixels lie infinitely far below: neither above nor undecided.
+        distance += self._row_padding[a][:, :, None]
+        distance += self._col_padding[b][:, None, :]
+        margin = (rows @ windows.abs_() @ cols).mul_(RELATIVE_ERROR)
+        above = distance > margin
+        undecided = ~(distance.abs_() > margin)  # NaN included
         return above, undecided
+
+
+def _padding(axis: AxisCells) -> torch.Tensor:
+    """(cells, max size) float64: 0 at each cell's output indices, -inf past them."""
+    past = torch.arange(axis.weights.shape[1]) >= torch.from_numpy(axis.sizes)[:, None]
+    return torch.zeros(past.shape, dtype=torch.float64).masked_fill_(past, -torch.inf)
+
+
+def _sliding(reduce: Callable, values: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``reduce`` (torch.minimum or torch.maximum) over windows [i, i + width) along ``dim``, cut short at the
+    end; elementwise over shifted slices, which is much faster on CPU than pooling or gathering."""
+    result = values.clone()
+    length = values.shape[dim]
+    for shift in range(1, min(width, length)):
+        head = result.narrow(dim, 0, length - shift)
+        reduce(head, values.narrow(dim, shift, length - shift), out=head)
+    return result
 
 
 def _float32(values: Sequence[float]) -> list[float]:
