@@ -323,16 +323,17 @@ class AutomaticMaskGenerator:
         labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
         prompts = Prompts(point_coords=coords[:, None, :], point_labels=labels)
         decode = self._decode_refined_masks if self.use_m2m else self._decode_kept_masks
-        low_res, iou_preds, prompt_points = decode(decoder_image, prompts, torch.as_tensor(points))
-
         if fast_paths_enabled():
             geometry = self._geometry(input_size, crop_size)
+            extent: tuple[int, int] | None = geometry.low_res_extent
             chunk = max(1, _CELLS_PER_CHUNK // (len(geometry.rows.starts) * len(geometry.cols.starts)))
             analyse = self._filter_unseen
         else:
+            extent = None
             per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
             chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
             analyse = self._filter_and_encode
+        low_res, iou_preds, prompt_points = decode(decoder_image, prompts, torch.as_tensor(points), extent)
         parts = []
         for start in range(0, len(low_res), chunk):
             index = slice(start, start + chunk)
@@ -405,13 +406,14 @@ class AutomaticMaskGenerator:
         proposals.rles, proposals.low_res = rles, None
         return proposals
 
-    def _decode_kept_masks(self, decoder_image: PreparedImage, prompts: Prompts,
-                           points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _decode_kept_masks(self, decoder_image: PreparedImage, prompts: Prompts, points: torch.Tensor,
+                           extent: tuple[int, int] | None) -> tuple[torch.Tensor, ...]:
         """Low-res logits, predicted IoU and prompt point of every mask output above pred_iou_thresh.
 
         The decoder runs on a few prompts at a time (its activations then stay in cache, where a batch of
         64's do not), and draws masks only for prompts whose predicted IoU passes the filter. Each prompt's
-        outputs do not depend on its batch-mates.
+        outputs do not depend on its batch-mates. With ``extent``, only the leading rows and columns of the
+        logits that upscaling reads are drawn (``draw_mask_corners``).
         """
         model = self.model
         low_res, iou_preds, kept_points = [], [], []
@@ -427,13 +429,15 @@ class AutomaticMaskGenerator:
             if not len(kept_prompts):
                 continue
             keep = keep[kept_prompts]
-            low_res.append(model.draw_masks(decoded.take(kept_prompts)).float()[keep])
+            kept_scores = decoded.take(kept_prompts)
+            drawn = model.draw_masks(kept_scores) if extent is None else model.draw_mask_corners(kept_scores, extent)
+            low_res.append(drawn.float()[keep])
             iou_preds.append(scores[kept_prompts][keep])
             kept_points.append(points[part][kept_prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
         return self._joined(low_res, iou_preds, kept_points, points)
 
-    def _decode_refined_masks(self, decoder_image: PreparedImage, prompts: Prompts,
-                              points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _decode_refined_masks(self, decoder_image: PreparedImage, prompts: Prompts, points: torch.Tensor,
+                              extent: tuple[int, int] | None) -> tuple[torch.Tensor, ...]:
         """``_decode_kept_masks`` with mask-to-mask refinement (``use_m2m``): every output of the first pass
         (the filter does not apply to it) is decoded again from its point with its low-res logits (clamped
         as the family's predictor hands them back) as mask input, for one mask; the IoU filter then applies
@@ -460,7 +464,10 @@ class AutomaticMaskGenerator:
                 kept = keep.nonzero().squeeze(1)
                 if not len(kept):
                     continue
-                low_res.append(model.draw_masks(scored.take(kept))[:, 0].float())
+                kept_scores = scored.take(kept)
+                drawn = model.draw_masks(kept_scores) if extent is None else model.draw_mask_corners(kept_scores,
+                                                                                                     extent)
+                low_res.append(drawn[:, 0].float())
                 iou_preds.append(scores[kept])
                 kept_points.append(refine_points[rows][kept.cpu()])
         return self._joined(low_res, iou_preds, kept_points, points)

@@ -41,6 +41,7 @@ Predictor and the generator read them and never branch on the family):
   and the mapping of coordinates given as fractions of the image (``normalize_coords=False``).
 - ``score_prompts`` may draw some masks already when the scores depend on them (SAM 2 picks its single
   mask by the stability of the single-mask output); ``draw_masks`` then reuses them.
+- ``draw_mask_corners``: draw only the rows and columns of the logits that the image covers (SAM).
 """
 
 from __future__ import annotations
@@ -182,6 +183,12 @@ class PromptableSegmenter(nn.Module, ABC):
     @abstractmethod
     def draw_masks(self, scored: ScoredPrompts) -> torch.Tensor:
         """Low-res logits (B, M, S, S) of scored prompt sets."""
+
+    def draw_mask_corners(self, scored: ScoredPrompts, extent: tuple[int, int]) -> torch.Tensor:
+        """``draw_masks`` where only the leading ``extent`` = (rows, cols) of the logits are needed (those that
+        upscaling to the image reads): (B, M, rows', cols') with rows' >= rows and cols' >= cols. By default
+        the whole masks; a family that can draw less overrides it."""
+        return self.draw_masks(scored)
 
     def decode(self, image: PreparedImage, prompts: Prompts, multimask_output: bool) -> MaskPrediction:
         """Masks and IoU predictions for B prompt sets on a prepared image."""
