@@ -366,8 +366,7 @@ class AutomaticMaskGenerator:
         counts, resolved = geometry.count_above(bounds, [threshold + offset, threshold - offset])
         stability = counts[:, 0].int() / counts[:, 1].int()  # int32 counts divided, as the reference divides
         if not resolved.all():
-            stability[~resolved] = calculate_stability_score(self._upscaled(low_res[~resolved], input_size, crop_size),
-                                                             threshold, offset).cpu()
+            stability[~resolved] = self._upscaled_scores(low_res[~resolved], input_size, crop_size)[0]
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh
             low_res, iou_preds, stability, points = low_res[keep.to(low_res.device)], \
@@ -375,14 +374,25 @@ class AutomaticMaskGenerator:
             bounds = bounds.take(keep)
         boxes, resolved = geometry.box_above(bounds, threshold)
         if not resolved.all():
-            boxes[~resolved] = batched_mask_to_box(self._upscaled(low_res[~resolved], input_size, crop_size)
-                                                   > threshold).cpu()
+            boxes[~resolved] = self._upscaled_scores(low_res[~resolved], input_size, crop_size)[1]
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
         rows, cols = geometry.low_res_extent
         return _Proposals(boxes=boxes[keep], iou_preds=iou_preds[keep.to(iou_preds.device)].cpu(),
                           points=points[keep], stability_scores=stability[keep],
                           crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(int(keep.sum()), 4),
                           low_res=low_res[keep.to(low_res.device), :rows, :cols].cpu().clone())
+
+    def _upscaled_scores(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                         crop_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stability scores and boxes computed the plain way, from masks upscaled with torch, in chunks of
+        bounded memory."""
+        chunk = max(1, _UPSCALE_CHUNK_BYTES // (5 * crop_size[0] * crop_size[1]))
+        stability, boxes = [], []
+        for start in range(0, len(low_res), chunk):
+            logits = self._upscaled(low_res[start:start + chunk], input_size, crop_size)
+            stability.append(calculate_stability_score(logits, self.mask_threshold, self.stability_score_offset))
+            boxes.append(batched_mask_to_box(logits > self.mask_threshold))
+        return torch.cat(stability).cpu(), torch.cat(boxes).cpu()
 
     def _upscaled(self, low_res: torch.Tensor, input_size: tuple[int, int],
                   crop_size: tuple[int, int]) -> torch.Tensor:
