@@ -19,12 +19,20 @@ compare them mask pixel for mask pixel, with scores within 1e-5).
   with a mask above ``pred_iou_thresh``. The
   reference draws and upsamples every mask of a batch to the crop's size and filters afterwards; each
   mask is computed independently, so the survivors get the same logits.
-- Survivors are upsampled in chunks of bounded memory (``_UPSCALE_CHUNK_BYTES``); stability score,
-  thresholding, boxes and the crop-edge filter follow per chunk, vectorised over its masks. Masks that
-  pass the stability filter are thresholded one by one into a preallocated boolean stack, so their float
-  logits are never copied.
-- The stability score is NOT computed at low resolution: the reference computes it on logits upsampled
-  to the crop size, and thresholding low-res logits gives different pixel counts.
+- Survivors are never upsampled whole before NMS. Their stability scores (pixel counts above
+  ``mask_threshold +- stability_score_offset``) and boxes come from the low-res logits and the exact
+  weights of the upsampling (``sam_core.upscaled_masks``): only the few pixels near a threshold are
+  computed, in float64 with a bound on torch's float32 rounding, and a mask with a pixel too close to call
+  is upsampled with torch as the reference does. The counts and boxes are therefore the ones thresholding
+  the reference's upsampled logits gives, bit for bit, and the stability score is their int32 ratio.
+- For SAM, the decoder draws only the low-res rows and columns under the image (``draw_mask_corners``).
+- The filters run on those scores and boxes; the kept proposals keep their low-res logits (a few hundred
+  KB each, whatever the image size) instead of full-size masks, and only the proposals NMS keeps within
+  their crop are upsampled (with torch, in chunks of bounded memory) and run-length encoded.
+- ``sam_core.fast_paths(False)`` runs the plain post-processing instead: every surviving mask upsampled
+  with torch in bounded chunks, thresholded, scored, boxed and encoded before NMS; the tests compare the two.
+- None of it is a low-resolution approximation (thresholding the low-res logits themselves would give
+  other pixel counts): the cell bounds only skip pixels whose side of each threshold is certain.
 - RLEs are computed for a whole chunk at once, straight from the crop-sized masks, without padding them
   into the full image first.
 - Unchanged: NMS within and between crops (torchvision, called as the reference calls it, so ties break
