@@ -32,8 +32,8 @@ import torch
 # (and a rounded weight sum where both taps of an axis fall on one input) give 9 * 2**-24 (5.4e-7); 1e-6
 # leaves a margin. Cell bounds use it relative to the largest magnitude in the cell's window.
 RELATIVE_ERROR = 1e-6
-# Uncertain cells evaluated at once (bounds the float64 blocks to a few tens of MB).
-_CELLS_PER_STEP = 1 << 14
+# Pixels of crossed cells evaluated at once (bounds the float64 blocks to a few tens of MB).
+_PIXELS_PER_STEP = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,7 @@ class UpscaledThresholds:
             # Integer sums: exact in float32 along a row of cells (at most W), in float64 over the rows.
             counts[:, k] = ((bounds.above(tau).float() @ self._col_sizes).double() @ self._row_sizes).long()
             mask_index, row_cell, col_cell = bounds.crossed(tau).nonzero(as_tuple=True)
-            for start in range(0, len(mask_index), _CELLS_PER_STEP):
-                part = slice(start, start + _CELLS_PER_STEP)
+            for part in self._steps(len(mask_index)):
                 n, a, b = mask_index[part], row_cell[part], col_cell[part]
                 pixels_above, undecided = self._pixels(bounds, n, a, b, tau)
                 counts[:, k].index_add_(0, n, pixels_above.sum((1, 2)))
@@ -238,9 +237,19 @@ class UpscaledThresholds:
         picked, across = (crossed[masks, line] if along_rows else crossed[masks, :, line]).nonzero(as_tuple=True)
         n, along = masks[picked], line[picked]
         a, b = (along, across) if along_rows else (across, along)
-        surely, undecided = self._pixels(bounds, n, a, b, tau)
         reduce = 2 if along_rows else 1
-        return surely.any(reduce), undecided.any(reduce), torch.from_numpy(axis.starts)[along], n
+        pixels = axis.weights.shape[1]
+        surely, undecided = [torch.zeros((0, pixels), dtype=torch.bool)], [torch.zeros((0, pixels), dtype=torch.bool)]
+        for part in self._steps(len(n)):
+            surely_part, undecided_part = self._pixels(bounds, n[part], a[part], b[part], tau)
+            surely.append(_any(surely_part, reduce))
+            undecided.append(_any(undecided_part, reduce))
+        return torch.cat(surely), torch.cat(undecided), torch.from_numpy(axis.starts)[along], n
+
+    def _steps(self, cells: int) -> list[slice]:
+        """Slices of a list of cells to evaluate at once, within the pixel budget."""
+        step = max(1, _PIXELS_PER_STEP // (self.rows.weights.shape[1] * self.cols.weights.shape[1]))
+        return [slice(start, start + step) for start in range(0, cells, step)]
 
     def _any_surely_above(self, bounds: CellBounds, masks: torch.Tensor, index: torch.Tensor, axis: AxisCells,
                           tau: float) -> torch.Tensor:
