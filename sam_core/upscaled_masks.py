@@ -29,8 +29,8 @@ import torch
 
 # Bound on |torch's float32 upscaled logit - the exact value| relative to the same weighted sum of the
 # magnitudes of the low-res logits it is computed from: two bilinear steps of at most four roundings each
-# (and a rounded weight sum where both taps of an axis fall on one input) give 9 * 2**-24 (5.4e-7); 1e-6
-# leaves a margin. Cell bounds use it relative to the largest magnitude in the cell's window.
+# give 8 * 2**-24, and where both taps of an axis fall on one input the weight used here is their rounded
+# sum, up to 4 * 2**-24 more: 7.2e-7 in all; 1e-6 leaves a margin.
 RELATIVE_ERROR = 1e-6
 # Pixels of crossed cells evaluated at once (bounds the float64 blocks to a few tens of MB).
 _PIXELS_PER_STEP = 1 << 21
@@ -142,7 +142,9 @@ class UpscaledThresholds:
         high = _select(_sliding(torch.maximum, low_res, self.rows.band, 1), 1, self.rows.windows)
         low = _select(_sliding(torch.minimum, low, self.cols.band, 2), 2, self.cols.windows)
         high = _select(_sliding(torch.maximum, high, self.cols.band, 2), 2, self.cols.windows)
-        error = RELATIVE_ERROR * torch.maximum(low.abs(), high.abs())
+        # Twice the per-pixel bound: a cell's pixels also deviate from its window's range by the rounding of
+        # the weights' sums (each within 2**-24 of 1).
+        error = 2 * RELATIVE_ERROR * torch.maximum(low.abs(), high.abs())
         # Window taps past the last row (column) held read the last one again: their weights are zero, and
         # its value lies in the window anyway.
         row_taps = self._row_taps.clamp(max=low_res.shape[1] - 1)
