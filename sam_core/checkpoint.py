@@ -4,9 +4,10 @@ Sources understood by :func:`load_sam`:
 
 * Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
 * Meta's SAM 2 / SAM 2.1 ``.pt`` files (``{"model": state_dict}``; the image model is loaded, the video-only
-  tensors are left out: ``sam_core.sam2.load_sam2`` returns them);
+  tensors are left out: :func:`load_checkpoint` returns them apart);
 * Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
 * sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
+* a state dict already in memory, in any of these namings;
 * a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_tiny``...): the official file, downloaded
   once and sha256-checked (files whose sha256 is not known are never downloaded: see
   :func:`download_official_checkpoint`).
@@ -27,6 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,15 +47,13 @@ from sam_core.families import (
     resolve_config,
 )
 from sam_core.hf_format import hf_to_meta_state_dict, sam_config_from_hf
-from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter
+from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter, StateDict
 
 __all__ = [
-    "OFFICIAL_CHECKPOINTS", "CheckpointError", "OfficialCheckpoint", "download_official_checkpoint",
-    "hf_to_meta_state_dict", "infer_config", "load_sam", "model_type_name", "sam_config_from_hf",
-    "save_sam",
+    "OFFICIAL_CHECKPOINTS", "CheckpointError", "LoadedCheckpoint", "OfficialCheckpoint",
+    "download_official_checkpoint", "hf_to_meta_state_dict", "infer_config", "load_checkpoint", "load_sam",
+    "model_type_name", "sam_config_from_hf", "save_sam",
 ]
-
-StateDict = dict[str, torch.Tensor]
 
 FORMAT_KEY = "sam_core.format"
 FORMAT_VERSION = "1"
@@ -67,16 +67,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # --------------------------------------------------------------------------------------------------- public API
 
-def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> PromptableSegmenter:
+def load_sam(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
+             device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PromptableSegmenter:
     """Build a model of any family from a checkpoint (see the module docstring for the accepted sources).
 
-    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig); by
-    default they come from the checkpoint's stored config or, for Meta files, from its tensor shapes.
-    ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with the file
-    and the problem.
+    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig or a
+    Sam2Config); by default they come from the checkpoint's stored config or, for Meta files, from its tensor
+    shapes. ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with
+    the file and the problem.
     """
+    return load_checkpoint(source, config, device, dtype).model
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model built from a checkpoint, and the tensors of the file that it does not use."""
+
+    model: PromptableSegmenter
+    extras: StateDict = field(default_factory=dict)
+    """Tensors the family's files hold beside the model's (SAM 2: the video-only modules), Meta's names."""
+
+
+def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
+    """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``)."""
     state_dict, stored_config, origin, family = _read_source(source)
+    extras: StateDict = {}
+    if family.split_extras is not None:
+        state_dict, extras = family.split_extras(state_dict)
     if config is not None:
         try:
             wanted_family, wanted = resolve_config(config)
@@ -93,7 +111,7 @@ def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.
     check_fits(state_dict, family, wanted, wanted_name, origin)
     model = family.build(wanted)
     model.load_state_dict(state_dict, strict=True)
-    return model.to(device=device, dtype=dtype or common_float_dtype(state_dict))
+    return LoadedCheckpoint(model.to(device=device, dtype=dtype or common_float_dtype(state_dict)), extras)
 
 
 def save_sam(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
@@ -172,7 +190,10 @@ Read = tuple[StateDict, Any, str, ModelFamily]
 """(state dict with the family's own names, config stored alongside it or None, origin for messages, family)"""
 
 
-def _read_source(source: str | os.PathLike) -> Read:
+def _read_source(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> Read:
+    if isinstance(source, Mapping):
+        state_dict, family = _native_names(source, "state dict")
+        return state_dict, None, "state dict", family
     path = Path(source).expanduser()
     text = os.fspath(source)
     if path.is_dir():

@@ -58,6 +58,8 @@ from sam_core.transforms import ImageTransform
 ImageFeatures = dict[str, torch.Tensor]
 """What ``encode`` returns: named tensors whose first axis indexes the images of the batch."""
 
+StateDict = dict[str, torch.Tensor]
+
 
 @dataclass(frozen=True)
 class GeneratorDefaults:
@@ -220,6 +222,9 @@ class ModelFamily:
         config_from_hf: (Hugging Face ``config.json`` dict, origin) -> config, if the family has a
             Hugging Face format.
         official_checkpoints: registry name -> released file.
+        split_extras: native state dict -> (the model's tensors, tensors the family's files also hold that this
+            model does not use, e.g. SAM 2's video-only modules). ``load_checkpoint`` hands the extras back
+            apart; ``load_sam`` leaves them out.
     """
 
     name: str
@@ -231,6 +236,7 @@ class ModelFamily:
     infer_config: Callable[[Mapping[str, torch.Tensor], str], Any]
     config_from_hf: Callable[[Mapping[str, Any], str], Any] | None = None
     official_checkpoints: Mapping[str, OfficialCheckpoint] = field(default_factory=dict)
+    split_extras: Callable[[StateDict], tuple[StateDict, StateDict]] | None = None
 
     def model_type_name(self, config: Any) -> str:
         """The registry name of ``config``, else a short description of a custom model."""
