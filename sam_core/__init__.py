@@ -1,6 +1,6 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
-from sam_core.checkpoint import CheckpointError, infer_config, load_sam, save_sam
+from sam_core.checkpoint import CheckpointError, LoadedCheckpoint, infer_config, load_checkpoint, load_sam, save_sam
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,
     SAM2ImagePredictor,
@@ -26,6 +26,7 @@ __all__ = [
     "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
+    "LoadedCheckpoint",
     "MaskPrediction",
     "Predictor",
     "PromptableSegmenter",
@@ -46,6 +47,7 @@ __all__ = [
     "get_config",
     "infer_config",
     "keep_freed_memory",
+    "load_checkpoint",
     "load_sam",
     "model_names",
     "quantize_encoder_int8",
