@@ -89,7 +89,8 @@ class Evaluation:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def per_object_rows(self) -> list[dict[str, Any]]:
-        """One dict per object: image, object, area, ``iou_<protocol>``, ``dice_<protocol>``, ``noc<T>``."""
+        """One dict per object: image, object, area, ``iou_<protocol>``, ``dice_<protocol>``, ``noc<T>`` (the
+        clicks that reached IoU T, None if none did)."""
         return [{"image": result.image, "object": result.index, "area": result.area,
                  **{f"iou_{name}": value for name, value in result.iou.items()},
                  **{f"dice_{name}": value for name, value in result.dice.items()},
@@ -120,8 +121,10 @@ def evaluate(model_or_predictor: PromptableSegmenter | Predictor | str | Path, i
     """Score a model on every object of ``images`` (see the module docstring for the protocols).
 
     Args:
-        model_or_predictor: a model (wrapped in a ``Predictor`` with its defaults), a ``Predictor`` (or an
-            object with its ``set_image`` and ``predict``), or anything ``sam_core.load_sam`` loads.
+        model_or_predictor: a model (wrapped in a ``Predictor`` with its defaults; a model in training mode
+            is evaluated in eval mode and handed back in training mode), a ``Predictor`` (or an object with
+            its ``set_image`` and ``predict``; its set image is replaced), or anything ``sam_core.load_sam``
+            loads.
         images: annotated images, e.g. ``read_training_data(...).images``.
         clicks: the click counts N to report ``miou_{N}click`` for; ``max(clicks)`` clicks are simulated.
         iou_targets: IoUs whose number of clicks (``noc``) is reported.
@@ -147,7 +150,7 @@ def evaluate(model_or_predictor: PromptableSegmenter | Predictor | str | Path, i
     results: list[ObjectResult] = []
     failed: list[tuple[str, str]] = []
     try:
-        for image in tqdm(images, desc="sam-eval", unit="image", disable=not progress):
+        for image in tqdm(images, desc="evaluate", unit="image", disable=not progress):
             try:
                 objects = image.load_objects()
                 predictor.set_image(image.load_image())
