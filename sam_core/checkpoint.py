@@ -110,7 +110,7 @@ def save_sam(model: PromptableSegmenter, path: str | os.PathLike,
     config = model.config or family.infer_config(tensors, "the model")  # a hand-assembled model may have none
     metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, FAMILY_KEY: family.name,
                 CONFIG_KEY: json.dumps(config.to_dict())}
-    _write_atomically(path, lambda temp_path: save_file(tensors, str(temp_path), metadata=metadata))
+    write_atomically(path, lambda temp_path: save_file(tensors, str(temp_path), metadata=metadata))
     return path
 
 
@@ -123,11 +123,11 @@ def save_meta_checkpoint(model: PromptableSegmenter, path: str | os.PathLike) ->
         raise CheckpointError(f"{family.name} models cannot be written in Meta's layout: Meta's files of this "
                               "family hold tensors that sam_core's model does not have; use .safetensors")
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    _write_atomically(Path(path), lambda temp_path: torch.save(family.to_meta_file(tensors), temp_path))
+    write_atomically(Path(path), lambda temp_path: torch.save(family.to_meta_file(tensors), temp_path))
     return Path(path)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write(temporary path)`` beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = _temp_file_beside(path)

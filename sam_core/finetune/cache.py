@@ -31,6 +31,7 @@ from tqdm import tqdm
 from sam_core.embeddings import StoredFeatures, load_features, save_features
 from sam_core.finetune.parts import IMAGE_ENCODER, role_of
 from sam_core.model_interface import PromptableSegmenter
+from sam_core.predictor import Predictor
 from sam_core.transforms import to_rgb_uint8
 
 CACHE_FORMAT = "sam_core.embedding_cache.v1"
@@ -149,3 +150,24 @@ class EmbeddingCache:
             finally:
                 temporary.unlink(missing_ok=True)
         return len(pending)
+
+
+class CachedPredictor(Predictor):
+    """A ``Predictor`` whose ``set_image`` reads the image's features from an ``EmbeddingCache`` when they are
+    there (encoding it otherwise), so that evaluating a fine-tuned decoder does not rerun the frozen encoder.
+
+    Args:
+        model: the model being fine-tuned (its image encoder must be the one the cache was built with).
+        cache: the cache.
+    """
+
+    def __init__(self, model: PromptableSegmenter, cache: EmbeddingCache) -> None:
+        super().__init__(model)
+        self.cache = cache
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        path = self.cache.path(self.cache.key(to_rgb_uint8(image, image_format)))
+        if path.is_file():
+            self.load_embedding(path)
+        else:
+            super().set_image(image, image_format)
