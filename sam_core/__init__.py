@@ -12,6 +12,7 @@ from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.families import FAMILIES, model_names
 from sam_core.families import build_model as build_sam
 from sam_core.fast_paths import fast_paths, fast_paths_enabled
+from sam_core.finetune.evaluate import Evaluation, evaluate, format_comparison
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
 from sam_core.modeling import Sam
@@ -26,6 +27,7 @@ __all__ = [
     "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
+    "Evaluation",
     "MaskPrediction",
     "Predictor",
     "PromptableSegmenter",
@@ -41,8 +43,10 @@ __all__ = [
     "SamPredictor",
     "StretchToSquare",
     "build_sam",
+    "evaluate",
     "fast_paths",
     "fast_paths_enabled",
+    "format_comparison",
     "get_config",
     "infer_config",
     "keep_freed_memory",

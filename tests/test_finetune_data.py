@@ -59,8 +59,10 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": counts}
 
 
-def reasons(data) -> dict[str, str]:
-    return {skip.source: skip.reason for skip in data.skipped}
+def reasons(data, root: Path | None = None) -> dict[str, str]:
+    """Skip reasons by source; with ``root``, sources that start with it are given relative to it."""
+    prefix = "" if root is None else f"{root}/"
+    return {skip.source.removeprefix(prefix): skip.reason for skip in data.skipped}
 
 
 def masks_of(image: AnnotatedImage) -> list[np.ndarray]:
@@ -209,16 +211,16 @@ def test_masks_folder_bad_files_are_reported_and_nothing_else_lost(tmp_path: Pat
 
     assert [image.key for image in data.images] == ["a"]
     assert_masks_equal(masks_of(data.images[0]), [good, rectangle(0, 0, 10, 10), rectangle(0, 0, 60, 36)])
-    found = {Path(source.split(" and ")[0]).name: reason for source, reason in reasons(data).items()}
-    assert found["a_2.png"] == "empty mask"
-    assert found["a_3.png"] == "size mismatch: mask is 40x60, image is 60x40 (width x height)"
-    assert found["a_4.png"].startswith("unreadable mask: cannot read")
-    assert found["a_5.png"] == "too small: 99 px, under min_area 100"
-    assert found["a_7.png"] == "too large: covers 92.5% of the image, over max_fraction 0.9"
-    assert found["b.png"] == "no usable masks" and found["broken.jpg"].startswith("unreadable image")
-    assert found["twin.png"] == found["twin.jpg"] == "ambiguous: another file has the stem 'twin'"
-    assert len(data.skipped) == 10  # the 8 above, b.png's one mask and the image it leaves empty
-    assert "too large" in reasons(data)[str(root / "masks" / "b.png")]
+    found = reasons(data, root)
+    assert found["masks/a_2.png"] == "empty mask"
+    assert found["masks/a_3.png"] == "size mismatch: mask is 40x60, image is 60x40 (width x height)"
+    assert found["masks/a_4.png"].startswith("unreadable mask: cannot read")
+    assert found["masks/a_5.png"] == "too small: 99 px, under min_area 100"
+    assert found["masks/a_7.png"] == "too large: covers 92.5% of the image, over max_fraction 0.9"
+    assert found["masks/b.png"].startswith("too large") and found["images/b.png"] == "no usable objects"
+    assert found["images/broken.jpg and its 1 masks"].startswith("unreadable image: cannot read")
+    assert found["images/twin.png"] == found["images/twin.jpg"] == "ambiguous: another file has the stem 'twin'"
+    assert len(found) == 10
 
 
 def test_label_maps_16_bit_and_palette(tmp_path: Path) -> None:
@@ -263,12 +265,14 @@ def test_label_map_bad_inputs(tmp_path: Path) -> None:
 
     assert [image.key for image in data.images] == ["good"]
     assert_masks_equal(masks_of(data.images[0]), [labels == 5])
-    found = {Path(source).name: reason for source, reason in reasons(data).items()}
-    assert found["wrong_size.png"].startswith("size mismatch: label map is 40x60")
-    assert found["colour.png"].startswith("unreadable label map") and "single-channel" in found["colour.png"]
-    assert found["none.png"] == "no label map"
-    assert found["orphan.png"] == "no image with this stem in the images folder"
-    assert len(data.skipped) == 4
+    found = reasons(data, root)
+    assert found["labels/wrong_size.png"].startswith("size mismatch: label map is 40x60")
+    assert found["labels/colour.png"].startswith("unreadable label map") and "single-channel" in found[
+        "labels/colour.png"]
+    assert found["images/wrong_size.png"] == found["images/colour.png"] == "no usable objects"
+    assert found["images/none.png"] == "no label map"
+    assert found["labels/orphan.png"] == "no image with this stem in the images folder"
+    assert len(data.skipped) == 6
 
 
 def test_exif_orientation_applies_to_size_and_pixels(tmp_path: Path) -> None:
@@ -393,7 +397,7 @@ def test_record_bad_inputs_are_reported_and_nothing_else_lost() -> None:
     assert found["record 2"] == "not a mapping but a str"
     assert found["record 3"].startswith("unsupported image")
     assert found["record 4"].startswith("one 'prompt' for 2 masks")
-    assert found["record 5"] == "no usable masks"
+    assert found["record 5"] == "no usable objects"
     assert len(data.skipped) == 9
 
 

@@ -21,12 +21,10 @@ from functools import partial
 from pathlib import Path
 
 from sam_core.cli import _AMG_CSV_HEADER, _amg_output_names
-from sam_core.finetune.annotations import AnnotatedImage, MaskRules, Skipped, TrainingData
+from sam_core.finetune.annotations import MaskRules, Skipped, TrainingData
 from sam_core.finetune.coco import decode_rles, rle_area, segmentation_to_rle
-from sam_core.finetune.folders import load_mask_files, mask_file_rejection
-from sam_core.finetune.image_files import UnreadableFile, image_size, list_image_files, read_rgb
-
-Point = tuple[float, float]
+from sam_core.finetune.folders import FoundObjects, Point, check_mask_files, read_image_entry
+from sam_core.finetune.image_files import list_image_files
 
 
 def is_amg_output(folder: Path) -> bool:
@@ -50,27 +48,20 @@ def read_amg_output(folder: Path, images_folder: Path | None, rules: MaskRules) 
                 for name in sorted(outputs & json_outputs)]
     images = []
     for image_path, name in zip(sources, names):
-        if name not in outputs and name not in json_outputs:
+        if name in outputs:
+            find_objects = partial(_read_png_folder, folder / name, rules)
+        elif name in json_outputs:
+            find_objects = partial(_read_json, folder / f"{name}.json", rules)
+        else:
             skipped.append(Skipped(str(image_path), "no sam-amg output for this image"))
             continue
-        try:
-            size = image_size(image_path)
-        except UnreadableFile as error:
-            skipped.append(Skipped(str(image_path), f"unreadable image: {error}"))
-            continue
-        if name in outputs:
-            loader, count, skips = _read_png_folder(folder / name, size, rules)
-        else:
-            loader, count, skips = _read_json(folder / f"{name}.json", size, rules)
+        image, skips = read_image_entry(name, image_path, f"its sam-amg output {name}", find_objects)
         skipped += skips
-        if count:
-            images.append(AnnotatedImage(name, partial(read_rgb, image_path), loader, size, count, str(image_path)))
-        else:
-            skipped.append(Skipped(str(image_path), "no usable masks"))
+        images += [image] if image is not None else []
     return TrainingData(images, skipped)
 
 
-def _read_png_folder(folder: Path, size: tuple[int, int], rules: MaskRules):
+def _read_png_folder(folder: Path, rules: MaskRules, size: tuple[int, int]) -> FoundObjects:
     metadata = folder / "metadata.csv"
     try:
         with open(metadata, newline="") as handle:
@@ -81,22 +72,17 @@ def _read_png_folder(folder: Path, size: tuple[int, int], rules: MaskRules):
         return None, 0, [Skipped(str(metadata), f"not sam-amg metadata: expected the columns {_AMG_CSV_HEADER}")]
     paths, points, skipped = [], [], []
     for row in rows:
-        path = folder / f"{row['id']}.png"
         try:
-            point = (float(row["point_input_x"]), float(row["point_input_y"]))
+            points.append((float(row["point_input_x"]), float(row["point_input_y"])))
         except (TypeError, ValueError):
             skipped.append(Skipped(f"{metadata} id {row['id']}", "malformed point_input_x / point_input_y"))
             continue
-        reason = mask_file_rejection(path, size, rules)
-        if reason is None:
-            paths.append(path)
-            points.append(point)
-        else:
-            skipped.append(Skipped(str(path), reason))
-    return partial(load_mask_files, tuple(paths), tuple(points)), len(paths), skipped
+        paths.append(folder / f"{row['id']}.png")
+    loader, count, skips = check_mask_files(tuple(paths), tuple(points), rules, size)
+    return loader, count, skipped + skips
 
 
-def _read_json(path: Path, size: tuple[int, int], rules: MaskRules):
+def _read_json(path: Path, rules: MaskRules, size: tuple[int, int]) -> FoundObjects:
     try:
         records = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

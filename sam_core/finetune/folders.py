@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from sam_core.finetune.image_files import (
 )
 
 _NUMBERED_STEM = re.compile(r"(.+)_(\d+)")
+Point = tuple[float, float]
+FoundObjects = tuple[Callable[[], list[AnnotatedObject]] | None, int, list[Skipped]]
+"""What checking an image's annotations gives: a loader of the objects kept, their number, the skips."""
 
 
 def read_mask_folders(root: Path, images_folder: Path | None, rules: MaskRules) -> TrainingData:
@@ -74,26 +78,14 @@ def _read_with_masks(images: dict[str, Path], mask_files: list[Path], rules: Mas
             skipped.append(Skipped(str(path), "no image with this stem (or stem_<number>) in the images folder"))
     result = []
     for stem, image_path in images.items():
-        masks = [path for _, path in sorted(owned.get(stem, []))]
+        masks = tuple(path for _, path in sorted(owned.get(stem, [])))
         if not masks:
             skipped.append(Skipped(str(image_path), "no masks"))
             continue
-        size, reason = _checked_size(image_path)
-        if reason is not None:
-            skipped.append(Skipped(f"{image_path} and its {len(masks)} masks", reason))
-            continue
-        kept = []
-        for mask_path in masks:
-            reason = mask_file_rejection(mask_path, size, rules)
-            if reason is None:
-                kept.append(mask_path)
-            else:
-                skipped.append(Skipped(str(mask_path), reason))
-        if kept:
-            result.append(AnnotatedImage(stem, partial(read_rgb, image_path), partial(load_mask_files, tuple(kept)),
-                                         size, len(kept), str(image_path)))
-        else:
-            skipped.append(Skipped(str(image_path), "no usable masks"))
+        image, skips = read_image_entry(stem, image_path, f"its {len(masks)} masks",
+                                        partial(check_mask_files, masks, None, rules))
+        skipped += skips
+        result += [image] if image is not None else []
     return TrainingData(result, skipped)
 
 
@@ -107,58 +99,75 @@ def _read_with_labels(images: dict[str, Path], label_files: list[Path], rules: M
         if label_path is None:
             skipped.append(Skipped(str(image_path), "no label map"))
             continue
-        size, reason = _checked_size(image_path)
-        if reason is not None:
-            skipped.append(Skipped(f"{image_path} and {label_path}", reason))
-            continue
-        try:
-            label_map = read_label_map(label_path)
-        except UnreadableFile as error:
-            skipped.append(Skipped(str(label_path), f"unreadable label map: {error}"))
-            continue
-        if label_map.shape != size:
-            skipped.append(Skipped(str(label_path), f"size mismatch: label map is {label_map.shape[1]}x"
-                                                    f"{label_map.shape[0]}, image is {size[1]}x{size[0]}"))
-            continue
-        ids, areas = np.unique(label_map, return_counts=True)
-        kept = []
-        for label_id, area in zip(ids.tolist(), areas.tolist()):
-            if label_id == 0:
-                continue
-            reason = rules.rejection(area, size)
-            if reason is None:
-                kept.append(label_id)
-            else:
-                skipped.append(Skipped(f"{label_path} id {label_id}", reason))
-        if kept:
-            result.append(AnnotatedImage(stem, partial(read_rgb, image_path),
-                                         partial(_load_label_objects, label_path, tuple(kept)), size, len(kept),
-                                         str(image_path)))
-        else:
-            skipped.append(Skipped(str(image_path), "no usable objects in the label map"))
+        image, skips = read_image_entry(stem, image_path, str(label_path),
+                                        partial(_check_label_map, label_path, rules))
+        skipped += skips
+        result += [image] if image is not None else []
     return TrainingData(result, skipped)
 
 
-def _checked_size(image_path: Path) -> tuple[tuple[int, int], str | None]:
+def read_image_entry(key: str, image_path: Path, annotations: str,
+                     find_objects: Callable[[tuple[int, int]], FoundObjects]) -> tuple[AnnotatedImage | None,
+                                                                                      list[Skipped]]:
+    """An image file with its objects, or None and why not.
+
+    Args:
+        key: the image's key.
+        image_path: the image file, whose size is read from its header.
+        annotations: what holds its objects, for the message if the image is unreadable.
+        find_objects: (H, W) -> (objects loader, number of objects, skips): checks the annotations.
+    """
     try:
-        return image_size(image_path), None
+        size = image_size(image_path)
     except UnreadableFile as error:
-        return (0, 0), f"unreadable image: {error}"
+        return None, [Skipped(f"{image_path} and {annotations}", f"unreadable image: {error}")]
+    loader, count, skipped = find_objects(size)
+    if not count:
+        return None, skipped + [Skipped(str(image_path), "no usable objects")]
+    return AnnotatedImage(key, partial(read_rgb, image_path), loader, size, count, str(image_path)), skipped
 
 
-def mask_file_rejection(path: Path, size: tuple[int, int], rules: MaskRules) -> str | None:
-    """Why the mask file at ``path`` is not used for an image of ``size`` (H, W), or None."""
-    try:
-        mask = read_mask(path)
-    except UnreadableFile as error:
-        return f"unreadable mask: {error}"
-    return rules.check(mask, size)
-
-
-def load_mask_files(paths: tuple[Path, ...],
-                    points: tuple[tuple[float, float] | None, ...] | None = None) -> list[AnnotatedObject]:
-    """Mask files (and optional point prompts, one per mask) -> objects."""
+def check_mask_files(paths: tuple[Path, ...], points: tuple[Point | None, ...] | None, rules: MaskRules,
+                     size: tuple[int, int]) -> FoundObjects:
+    """The mask files (with their point prompts, if any) that pass the checks for an image of ``size``."""
     points = points or (None,) * len(paths)
+    kept, kept_points, skipped = [], [], []
+    for path, point in zip(paths, points):
+        try:
+            reason = rules.check(read_mask(path), size)
+        except UnreadableFile as error:
+            reason = f"unreadable mask: {error}"
+        if reason is None:
+            kept.append(path)
+            kept_points.append(point)
+        else:
+            skipped.append(Skipped(str(path), reason))
+    return partial(load_mask_files, tuple(kept), tuple(kept_points)), len(kept), skipped
+
+
+def _check_label_map(path: Path, rules: MaskRules, size: tuple[int, int]) -> FoundObjects:
+    try:
+        label_map = read_label_map(path)
+    except UnreadableFile as error:
+        return None, 0, [Skipped(str(path), f"unreadable label map: {error}")]
+    if label_map.shape != size:
+        return None, 0, [Skipped(str(path), f"size mismatch: label map is {label_map.shape[1]}x{label_map.shape[0]}, "
+                                            f"image is {size[1]}x{size[0]} (width x height)")]
+    ids, areas = np.unique(label_map, return_counts=True)
+    kept, skipped = [], []
+    for label_id, area in zip(ids.tolist(), areas.tolist()):
+        if label_id == 0:
+            continue
+        reason = rules.rejection(area, size)
+        if reason is None:
+            kept.append(label_id)
+        else:
+            skipped.append(Skipped(f"{path} id {label_id}", reason))
+    return partial(_load_label_objects, path, tuple(kept)), len(kept), skipped
+
+
+def load_mask_files(paths: tuple[Path, ...], points: tuple[Point | None, ...]) -> list[AnnotatedObject]:
+    """Mask files and their point prompts (or None) -> objects."""
     return [AnnotatedObject(read_mask(path), point) for path, point in zip(paths, points)]
 
 

@@ -74,7 +74,7 @@ def _read_record(records: Sequence[Any], index: int,
         else:
             skipped.append(Skipped(object_source, reason))
     if not kept:
-        return None, skipped + [Skipped(source, "no usable masks")]
+        return None, skipped + [Skipped(source, "no usable objects")]
     image = AnnotatedImage(str(index), partial(_load_image, records, index),
                            partial(_load_objects, records, index, tuple(kept)), size, len(kept), source)
     return image, skipped
