@@ -64,7 +64,9 @@ def sample_first_prompts(masks: Sequence[np.ndarray], rng: np.random.Generator, 
         box_noise_cap: largest offset of a box coordinate, in pixels of the input frame.
     """
     original_size = (int(masks[0].shape[0]), int(masks[0].shape[1]))
-    height, width = transform.input_size(original_size)
+    # Where the image lies in the input frame (SAM: the resized image; SAM 2: the whole square).
+    width, height = transform.apply_coords(np.array([original_size[1], original_size[0]], dtype=np.float64),
+                                           original_size)
     use_box = rng.random(len(masks)) < box_probability
     points, boxes = [], []
     for mask, boxed in zip(masks, use_box):

@@ -48,6 +48,7 @@ STATE_FORMAT = "sam_core.finetune_state.v1"
 BEST, LAST, STATE, METRICS, CURVES = ("best.safetensors", "last.safetensors", "training_state.pt", "metrics.jsonl",
                                       "curves.png")
 _PARTS = {"decoder": MASK_DECODER, "prompt": PROMPT_ENCODER}
+CURVES_EVERY_SECONDS = 60  # curves.png is redrawn at checkpoints this far apart, and at the end
 
 
 @dataclass
@@ -167,7 +168,7 @@ class _Run:
         self.step = 0
         self.best_step, self.best_score = 0, None
         self.before_summary: dict[str, Any] | None = None
-        self.started = time.perf_counter()
+        self.started = self.plotted = time.perf_counter()
 
     def start(self, state: dict[str, Any] | None, compare: bool) -> Evaluation | None:
         """Set up what trains and the optimiser, from scratch or from ``state``; validate the untrained model."""
@@ -225,7 +226,7 @@ class _Run:
         model.load_state_dict(load_file(str(self.output / BEST), device=str(model.device)))
         _restore_requires_grad(model, requires_grad)
         model.eval()
-        plot_curves(self.metrics.records, self.output / CURVES)
+        self._plot()
         after = comparison = None
         if before is not None:
             after = self._evaluate(clicks=None)
@@ -281,8 +282,13 @@ class _Run:
             save_sam(self.model, self.output / BEST, state_dict=weights)
             self.best_step, self.best_score = self.step, score
         self._write_state()
-        plot_curves(self.metrics.records, self.output / CURVES)
+        if time.perf_counter() - self.plotted > CURVES_EVERY_SECONDS:
+            self._plot()
         return score
+
+    def _plot(self) -> None:
+        plot_curves(self.metrics.records, self.output / CURVES)
+        self.plotted = time.perf_counter()
 
     def _evaluate(self, clicks: Sequence[int] | None) -> Evaluation:
         predictor = Predictor(self.model) if self.cache is None else CachedPredictor(self.model, self.cache)
