@@ -34,7 +34,8 @@ def images() -> list[sam_core.finetune.AnnotatedImage]:
     return shapes_training_images(5, seed=11)
 
 
-def run(tmp_path: Path, images, name: str, config: FinetuneConfig = RECIPE, **options) -> sam_core.finetune.FinetuneResult:
+def run(tmp_path: Path, images, name: str, config: FinetuneConfig = RECIPE,
+        **options) -> sam_core.finetune.FinetuneResult:
     model = options.pop("model", None) or sam_core.load_sam(SAM_WEIGHTS)
     options = {"cache_dir": tmp_path / "cache", "progress": False, "compare": False, **options}
     return sam_core.finetune(model, images[:4], images[4:], tmp_path / name, config, **options)

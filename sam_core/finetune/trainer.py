@@ -311,6 +311,11 @@ class _Run:
         write_atomically(self.output / STATE, lambda temporary: torch.save(state, temporary))
 
 
+def saved_config(output_dir: str | os.PathLike) -> FinetuneConfig:
+    """The config of the run saved in ``output_dir`` (for resuming it)."""
+    return FinetuneConfig.from_dict(json.loads(_read_state(Path(output_dir) / STATE)["config"]))
+
+
 def _resolved_config(config: FinetuneConfig | str | None, state: dict[str, Any] | None) -> FinetuneConfig:
     if isinstance(config, str):
         if config not in PRESETS:
