@@ -28,9 +28,10 @@ class LoRALinear(nn.Module):
         base: the layer to adapt (its parameters are frozen).
         rank: rank of the update.
         alpha: scale numerator; the update is multiplied by ``alpha / rank``.
+        generator: the random source of A's initialisation (default: torch's global one).
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -40,7 +41,7 @@ class LoRALinear(nn.Module):
         self.scale = alpha / rank
         self.lora_a = nn.Parameter(base.weight.new_empty((rank, base.in_features)))
         self.lora_b = nn.Parameter(base.weight.new_zeros((base.out_features, rank)))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # nn.Linear's own initialisation
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5), generator=generator)  # nn.Linear's initialisation
 
     @property
     def weight(self) -> torch.Tensor:
@@ -58,16 +59,18 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * F.linear(F.linear(x, self.lora_a), self.lora_b)
 
 
-def add_lora(model: PromptableSegmenter, rank: int, alpha: float) -> list[str]:
-    """Wrap every ``qkv`` linear layer of the image encoder in a ``LoRALinear`` (in place); returns their names."""
+def add_lora(model: PromptableSegmenter, rank: int, alpha: float, seed: int | None = None) -> list[str]:
+    """Wrap every ``qkv`` linear layer of the image encoder in a ``LoRALinear`` (in place); returns their names.
+    ``seed`` seeds the adapters' initialisation (default: torch's global random state)."""
     found = [(name, module) for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS
              and role_of(model, f"{name}.weight") == IMAGE_ENCODER]
     if not found:
         raise ValueError(f"no attention projection named {LORA_TARGETS} in this {model.family} model's image encoder")
+    generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
     for name, module in found:
         parent_name, _, attribute = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), attribute, LoRALinear(module, rank, alpha))
+        setattr(model.get_submodule(parent_name), attribute, LoRALinear(module, rank, alpha, generator))
     return [name for name, _ in found]
 
 

@@ -176,8 +176,7 @@ class _Run:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         if "lora" in config.train:
-            torch.manual_seed(config.seed)
-            add_lora(model, config.lora_rank, config.lora_alpha)
+            add_lora(model, config.lora_rank, config.lora_alpha, seed=config.seed)
         self.trainable = _trainable_parameters(model, config)
         for parameter in self.trainable.values():
             parameter.requires_grad_(True)
@@ -367,9 +366,12 @@ def _restore_requires_grad(model: PromptableSegmenter, requires_grad: dict[str, 
 
 def _images_of_step(config: FinetuneConfig, step: int, count: int) -> list[int]:
     """Indexes of the training images of ``step``: epoch after epoch, each a fresh permutation of all images."""
+    orders: dict[int, np.ndarray] = {}
     indexes = []
     for position in range(step * config.images_per_step, (step + 1) * config.images_per_step):
         epoch, offset = divmod(position, count)
-        order = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0, epoch))).permutation(count)
-        indexes.append(int(order[offset]))
+        if epoch not in orders:
+            orders[epoch] = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0, epoch))
+                                                  ).permutation(count)
+        indexes.append(int(orders[epoch][offset]))
     return indexes
