@@ -48,15 +48,14 @@ def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> bool:
     Returns False, writing nothing, when matplotlib is not installed (``pip install 'sam_core[finetune]'``).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display needed
-        import matplotlib.pyplot as plt
+        # A bare Figure renders to files without pyplot, leaving the caller's backend and figures alone.
+        from matplotlib.figure import Figure
     except ImportError:
         return False
     train = [record for record in records if record["kind"] == "train"]
     val = [record for record in records if record["kind"] == "val"]
-    figure, (loss_axes, val_axes) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure = Figure(figsize=(10, 3.8), layout="tight")
+    loss_axes, val_axes = figure.subplots(1, 2)
     steps = [record["step"] for record in train]
     losses = [record["loss"] for record in train]
     loss_axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
@@ -71,7 +70,5 @@ def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> bool:
                   label="val mIoU (1 click, box)")
     val_axes.set(xlabel="step", ylabel="mIoU", title="validation")
     val_axes.legend()
-    figure.tight_layout()
     write_atomically(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=90))
-    plt.close(figure)
     return True
