@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from sam_core.checkpoint import CheckpointError, load_sam
-from sam_core.finetune.annotations import DEFAULT_MAX_FRACTION, DEFAULT_MIN_AREA
+from sam_core.finetune.cli_args import add_model_and_data_arguments, read_data
 from sam_core.finetune.config import PRESETS, TRAINABLE
-from sam_core.finetune.data import read_training_data, split_by_image
+from sam_core.finetune.data import split_by_image
 from sam_core.finetune.trainer import STATE, finetune, saved_config
 
 STEP_HELP = ("One step is one AdamW update over --images-per-step images (shuffled, every image once per epoch), "
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     resuming = args.resume and (args.output / STATE).is_file()
     try:
         config = (saved_config(args.output) if resuming else PRESETS[args.preset]).replace(**overrides)
-        data = read_training_data(args.data, args.images, min_area=args.min_area, max_fraction=args.max_fraction)
-        if not data.images:
-            raise ValueError(f"no usable objects in {args.data} ({data.describe()})")
+        data = read_data(args)
         train, val = split_by_image(data.images, args.val_fraction, args.split_seed)
         model = load_sam(args.model, device=args.device, dtype=torch.float32)
     except (CheckpointError, OSError, ValueError) as error:
@@ -84,12 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="sam-finetune", description="Fine-tune a SAM / SAM 2 model on annotated images with SAM's interactive "
                                          "training recipe; the frozen image encoder's features are cached. "
                                          + STEP_HELP)
-    parser.add_argument("--model", required=True, help="registry name (vit_b, sam2.1_hiera_tiny, ...), Hugging Face "
-                                                       "id or folder, or checkpoint path: what load_sam takes")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="COCO instance JSON, folder with images/ and masks/ or labels/, or sam-amg output")
-    parser.add_argument("--images", type=Path, help="image folder: for COCO, for sam-amg output (its --input), or "
-                                                    "instead of DATA/images")
+    add_model_and_data_arguments(parser)
     parser.add_argument("--output", required=True, type=Path, help="folder of the run (created if needed)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its last saved step (same data and model)")
@@ -103,16 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of the images held out for validation, by image (default: %(default)s)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
-    parser.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
-                        help="skip masks under this many pixels (default: %(default)s)")
-    parser.add_argument("--max-fraction", type=float, default=DEFAULT_MAX_FRACTION,
-                        help="skip masks covering more of the image than this (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: $SAM_CORE_CACHE/embeddings "
                                                        "or ~/.cache/sam_core/embeddings)")
     parser.add_argument("--cache-fp16", action="store_true", help="store cached features as float16 (half the disk)")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the full before/after evaluation of the validation images")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     return parser
 
 
