@@ -1,5 +1,6 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
+from sam_core import finetune
 from sam_core.checkpoint import CheckpointError, LoadedCheckpoint, infer_config, load_checkpoint, load_sam, save_sam
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,
@@ -12,6 +13,7 @@ from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.families import FAMILIES, model_names
 from sam_core.families import build_model as build_sam
 from sam_core.fast_paths import fast_paths, fast_paths_enabled
+from sam_core.finetune.config import FinetuneConfig
 from sam_core.finetune.evaluate import Evaluation, evaluate, format_comparison
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
@@ -28,6 +30,7 @@ __all__ = [
     "AutomaticMaskGenerator",
     "CheckpointError",
     "Evaluation",
+    "FinetuneConfig",
     "LoadedCheckpoint",
     "MaskPrediction",
     "Predictor",
@@ -47,6 +50,7 @@ __all__ = [
     "evaluate",
     "fast_paths",
     "fast_paths_enabled",
+    "finetune",
     "format_comparison",
     "get_config",
     "infer_config",

@@ -27,7 +27,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,7 +52,7 @@ from sam_core.model_interface import ModelFamily, OfficialCheckpoint, Promptable
 __all__ = [
     "OFFICIAL_CHECKPOINTS", "CheckpointError", "LoadedCheckpoint", "OfficialCheckpoint",
     "download_official_checkpoint", "hf_to_meta_state_dict", "infer_config", "load_checkpoint", "load_sam",
-    "model_type_name", "sam_config_from_hf", "save_sam",
+    "model_type_name", "sam_config_from_hf", "save_meta_checkpoint", "save_sam",
 ]
 
 FORMAT_KEY = "sam_core.format"
@@ -114,22 +114,46 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
     return LoadedCheckpoint(model.to(device=device, dtype=dtype or common_float_dtype(state_dict)), extras)
 
 
-def save_sam(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
-    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically)."""
+def save_sam(model: PromptableSegmenter, path: str | os.PathLike,
+             state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically).
+
+    ``state_dict`` replaces the model's own tensors (same names and shapes), e.g. weights with training
+    adapters merged in (``sam_core.finetune.lora``) while the model keeps training.
+    """
     path = Path(path)
     family = family_named(model.family)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    source = model.state_dict() if state_dict is None else state_dict
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in source.items()}
     config = model.config or family.infer_config(tensors, "the model")  # a hand-assembled model may have none
     metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, FAMILY_KEY: family.name,
                 CONFIG_KEY: json.dumps(config.to_dict())}
+    write_atomically(path, lambda temp_path: save_file(tensors, str(temp_path), metadata=metadata))
+    return path
+
+
+def save_meta_checkpoint(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
+    """Write a model in its family's Meta file layout (SAM: the plain state dict of a ``.pth``, which
+    ``segment_anything``'s ``sam_model_registry`` loads), atomically. Raises ``CheckpointError`` for a
+    family whose Meta files hold more than sam_core's model (SAM 2's hold the video model too)."""
+    family = family_named(model.family)
+    if family.to_meta_file is None:
+        raise CheckpointError(f"{family.name} models cannot be written in Meta's layout: Meta's files of this "
+                              "family hold tensors that sam_core's model does not have; use .safetensors")
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    write_atomically(Path(path), lambda temp_path: torch.save(family.to_meta_file(tensors), temp_path))
+    return Path(path)
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary path)`` beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = _temp_file_beside(path)
     try:
-        save_file(tensors, str(temp_path), metadata=metadata)
+        write(temp_path)
         os.replace(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)
-    return path
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> Any:

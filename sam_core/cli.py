@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_sam
+from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_meta_checkpoint, save_sam
 from sam_core.families import model_names
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.masks import coco_encode_rle, rle_to_mask
@@ -28,12 +28,15 @@ _CONVERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float1
 
 
 def convert_main(argv: list[str] | None = None) -> int:
-    """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors."""
+    """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors, or, when
+    DST ends in .pth, in Meta's layout (SAM only: the state dict that segment_anything loads)."""
     parser = argparse.ArgumentParser(
-        prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format.")
+        prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format, or to Meta's "
+                                        ".pth layout (SAM 1 models; DST ending in .pth).")
     parser.add_argument("src", help="Meta .pth or SAM 2 .pt, Hugging Face checkpoint folder or hub id, sam_core "
                                     ".safetensors, or an official model name (vit_b, sam2.1_hiera_tiny, ...)")
-    parser.add_argument("dst", type=Path, help="output .safetensors file")
+    parser.add_argument("dst", type=Path, help="output file: .safetensors (sam_core), or .pth (Meta's "
+                                                "segment_anything layout, SAM 1 models)")
     parser.add_argument("--config", choices=model_names(),
                         help="model type to load as (default: read from the checkpoint)")
     parser.add_argument("--dtype", choices=list(_CONVERT_DTYPES),
@@ -45,7 +48,10 @@ def convert_main(argv: list[str] | None = None) -> int:
         return 0
     try:
         sam = load_sam(args.src, config=args.config, dtype=_CONVERT_DTYPES.get(args.dtype))
-        save_sam(sam, args.dst)
+        if args.dst.suffix == ".pth":
+            save_meta_checkpoint(sam, args.dst)
+        else:
+            save_sam(sam, args.dst)
     except CheckpointError as error:
         print(f"sam-convert: error: {error}", file=sys.stderr)
         return 1

@@ -29,3 +29,13 @@ def tiny_reference(tiny_config: SamConfig) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def tiny_pth(tiny_reference: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_reference_pth(tiny_reference, tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny.pth")
+
+
+@pytest.fixture
+def one_torch_thread() -> object:
+    """Run a test on one torch thread: tiny models' operations are too small to gain from more, and on a
+    machine whose cores are busy, threads waiting for each other make them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from sam_core.checkpoint import CheckpointError, load_sam
 from sam_core.cli import _amg_write_file_atomically
-from sam_core.finetune.annotations import DEFAULT_MAX_FRACTION, DEFAULT_MIN_AREA
-from sam_core.finetune.data import read_training_data
+from sam_core.finetune.cli_args import add_model_and_data_arguments, read_data
 from sam_core.finetune.evaluate import DEFAULT_CLICKS, evaluate
 from sam_core.predictor import Predictor
 
@@ -29,20 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sam-eval", description="Evaluate a SAM / SAM 2 model with the SAM paper's protocols (centre click, "
                                      "box, interactive clicks) on annotated images.")
-    parser.add_argument("--model", required=True, help="registry name (vit_b, sam2.1_hiera_tiny, ...), Hugging Face "
-                                                       "id or folder, or checkpoint path: what load_sam takes")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="COCO instance JSON, folder with images/ and masks/ or labels/, or sam-amg output")
-    parser.add_argument("--images", type=Path, help="image folder: for COCO, for sam-amg output (its --input), or "
-                                                    "instead of DATA/images")
+    add_model_and_data_arguments(parser)
     parser.add_argument("--output", required=True, type=Path, help="folder for summary.json and per_object.csv")
     parser.add_argument("--clicks", type=int, nargs="+", default=list(DEFAULT_CLICKS),
                         help="click counts to report (default: %(default)s)")
-    parser.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
-                        help="skip masks under this many pixels (default: %(default)s)")
-    parser.add_argument("--max-fraction", type=float, default=DEFAULT_MAX_FRACTION,
-                        help="skip masks covering more of the image than this (default: %(default)s)")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="evaluate again if OUTPUT/summary.json exists")
     args = parser.parse_args(argv)
     if min(args.clicks) < 1:
@@ -51,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam-eval: {args.output / 'summary.json'} exists; skipped (use --overwrite to redo it)")
         return 0
     try:
-        data = read_training_data(args.data, args.images, min_area=args.min_area, max_fraction=args.max_fraction)
-        if not data.images:
-            raise ValueError(f"no usable objects in {args.data} ({data.describe()})")
+        data = read_data(args)
         predictor = Predictor(load_sam(args.model, device=args.device))
     except (CheckpointError, OSError, ValueError) as error:
         print(f"sam-eval: error: {error}", file=sys.stderr)
