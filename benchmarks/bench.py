@@ -35,8 +35,8 @@ import torch
 
 from sam_core.runtime import ALLOCATOR_ENV, keep_freed_memory_by_default
 
-TASKS = ("encoder", "predict", "amg32", "amg16", "sam2_tiny_encoder", "sam2_tiny_predict", "sam2_small_encoder",
-         "sam2_small_predict")
+TASKS = ("encoder", "predict", "amg32", "amg16", "amg32_all", "amg16_all", "sam2_tiny_encoder", "sam2_tiny_predict",
+         "sam2_small_encoder", "sam2_small_predict")
 TASK_MODELS = {"sam2_tiny": "sam2.1_hiera_tiny", "sam2_small": "sam2.1_hiera_small"}
 ALLOCATOR_OFF = "sam_core, allocator setting off"
 IMPLEMENTATIONS = ("reference", "transformers", "sam_core", ALLOCATOR_OFF)
@@ -128,16 +128,15 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
         calls, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
         times = calls
     else:
-        points_per_side = int(task.removeprefix("amg"))
         if implementation == "transformers":
             raise SystemExit("not measured")
+        options = amg_options(task)
         if implementation == "sam_core":
-            generator = sam_core.AutomaticMaskGenerator(model, points_per_side=points_per_side,
-                                                        output_mode="coco_rle")
+            generator = sam_core.AutomaticMaskGenerator(model, **options)
         else:
             from segment_anything import SamAutomaticMaskGenerator
 
-            generator = SamAutomaticMaskGenerator(model, points_per_side=points_per_side, output_mode="coco_rle")
+            generator = SamAutomaticMaskGenerator(model, **options)
         times, records = [], []
         for _ in range(runs):  # no warm-up: one AMG run is long enough to amortise first-call costs
             start = time.perf_counter()
@@ -147,6 +146,16 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     result["times"] = times
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.write_text(json.dumps(result))
+
+
+def amg_options(task: str) -> dict[str, Any]:
+    """Generator options of an ``amgN`` task (the reference's defaults) or ``amgN_all`` (quality filters off,
+    so that every mask is post-processed, as many are with trained weights)."""
+    points, _, variant = task.removeprefix("amg").partition("_")
+    options: dict[str, Any] = {"points_per_side": int(points), "output_mode": "coco_rle"}
+    if variant == "all":
+        options.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    return options
 
 
 def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image: np.ndarray, point: np.ndarray,

@@ -39,8 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import box_area
 
+from sam_core.fast_paths import fast_paths_enabled
 from sam_core.masks import (
     Rle,
     area_from_rle,
@@ -61,12 +63,15 @@ from sam_core.masks import (
 )
 from sam_core.model_interface import PreparedImage, PromptableSegmenter, Prompts
 from sam_core.transforms import to_rgb_uint8
+from sam_core.upscaled_masks import UpscaledThresholds
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Prompts decoded together: small enough for the decoder's activations to stay in cache.
 _DECODER_BATCH = 4
 # Upper bound on the float32 logits upsampled at once (the crop-sized masks of one chunk).
 _UPSCALE_CHUNK_BYTES = 1 << 27
+# Upper bound on the cells (see sam_core.upscaled_masks) of the masks whose thresholds are counted at once.
+_CELLS_PER_CHUNK = 1 << 22
 
 
 @dataclass
@@ -79,22 +84,29 @@ class _Proposals:
     points: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2), dtype=torch.float64))
     stability_scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.int64))  # XYXY
+    # Instead of ``rles``, until the masks are drawn: the low-res logits the masks are upscaled from,
+    # (N, rows, cols) with the rows and columns that upscaling reads (all of one crop).
+    low_res: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return len(self.rles)
+        return len(self.boxes)
 
     def take(self, index: torch.Tensor) -> _Proposals:
         """Rows at ``index`` (int indices, in that order)."""
         return _Proposals(
-            rles=[self.rles[i] for i in index.tolist()], boxes=self.boxes[index], iou_preds=self.iou_preds[index],
+            rles=[self.rles[i] for i in index.tolist()] if self.low_res is None else [],
+            boxes=self.boxes[index], iou_preds=self.iou_preds[index],
             points=self.points[index], stability_scores=self.stability_scores[index],
-            crop_boxes=self.crop_boxes[index],
+            crop_boxes=self.crop_boxes[index], low_res=None if self.low_res is None else self.low_res[index],
         )
 
     @staticmethod
     def concat(parts: list[_Proposals]) -> _Proposals:
         if not parts:
             return _Proposals()
+        drawn = [part.low_res is None for part in parts]
+        if any(drawn) and not all(drawn):
+            raise ValueError("cannot join proposals with drawn masks and proposals without")
         return _Proposals(
             rles=[rle for part in parts for rle in part.rles],
             boxes=torch.cat([part.boxes for part in parts]),
@@ -102,6 +114,7 @@ class _Proposals:
             points=torch.cat([part.points for part in parts]),
             stability_scores=torch.cat([part.stability_scores for part in parts]),
             crop_boxes=torch.cat([part.crop_boxes for part in parts]),
+            low_res=None if all(drawn) else torch.cat([part.low_res for part in parts]),
         )
 
 
@@ -221,6 +234,7 @@ class AutomaticMaskGenerator:
             raise ValueError(f"unknown small_region_cleanup {cleanup!r} in the model's generator defaults")
         self._clean_low_res = cleanup == "low_res" and min_mask_region_area > 0
         self._clean_masks = cleanup == "masks" and min_mask_region_area > 0
+        self._geometries: dict[tuple, UpscaledThresholds] = {}
 
     @classmethod
     def from_pretrained(cls, source: str, *, device: str | torch.device | None = None,
@@ -295,6 +309,8 @@ class AutomaticMaskGenerator:
         ]
         proposals = _Proposals.concat(parts)
         proposals = proposals.take(box_nms(proposals.boxes, proposals.iou_preds, self.box_nms_thresh))
+        if proposals.low_res is not None:
+            proposals = self._draw_kept_masks(proposals, resized.shape[:2], crop_box, image.shape[:2])
         proposals.boxes = uncrop_boxes_xyxy(proposals.boxes, crop_box)
         proposals.points = uncrop_points(proposals.points, crop_box)
         return proposals
@@ -307,24 +323,97 @@ class AutomaticMaskGenerator:
         labels = torch.ones((len(points), 1), dtype=torch.int, device=coords.device)
         prompts = Prompts(point_coords=coords[:, None, :], point_labels=labels)
         decode = self._decode_refined_masks if self.use_m2m else self._decode_kept_masks
-        low_res, iou_preds, prompt_points = decode(decoder_image, prompts, torch.as_tensor(points))
-
-        per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
-        chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
+        if fast_paths_enabled():
+            geometry = self._geometry(input_size, crop_size)
+            extent: tuple[int, int] | None = geometry.low_res_extent
+            chunk = max(1, _CELLS_PER_CHUNK // (len(geometry.rows.starts) * len(geometry.cols.starts)))
+            analyse = self._filter_unseen
+        else:
+            extent = None
+            per_mask_bytes = 4 * (crop_size[0] * crop_size[1] + input_size[0] * input_size[1])
+            chunk = max(1, _UPSCALE_CHUNK_BYTES // per_mask_bytes)
+            analyse = self._filter_and_encode
+        low_res, iou_preds, prompt_points = decode(decoder_image, prompts, torch.as_tensor(points), extent)
         parts = []
         for start in range(0, len(low_res), chunk):
             index = slice(start, start + chunk)
-            parts.append(self._filter_and_encode(low_res[index], iou_preds[index], prompt_points[index],
-                                                 input_size, crop_box, image_size))
+            parts.append(analyse(low_res[index], iou_preds[index], prompt_points[index], input_size, crop_box,
+                                 image_size))
         return _Proposals.concat(parts)
 
-    def _decode_kept_masks(self, decoder_image: PreparedImage, prompts: Prompts,
-                           points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _geometry(self, input_size: tuple[int, int], crop_size: tuple[int, int]) -> UpscaledThresholds:
+        """The upscaling of low-res logits to a crop of this size, cut into cells (cached: crops share sizes)."""
+        key = (input_size, crop_size)
+        if key not in self._geometries:
+            side = self.model.mask_input_size
+            self._geometries[key] = UpscaledThresholds(*self.model.upscale_matrices(side, input_size, crop_size))
+        return self._geometries[key]
+
+    def _filter_unseen(self, low_res: torch.Tensor, iou_preds: torch.Tensor, points: torch.Tensor,
+                       input_size: tuple[int, int], crop_box: list[int], image_size: tuple[int, int]) -> _Proposals:
+        """``_filter_and_encode`` without upscaling: the same stability scores, filters and boxes, from the
+        low-res logits (``sam_core.upscaled_masks``); the masks are drawn for the proposals that NMS keeps.
+
+        Masks the cell bounds cannot resolve exactly are upscaled with torch as in ``_filter_and_encode``.
+        """
+        crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        if self._clean_low_res:
+            area = self.min_mask_region_area
+            low_res = clean_low_res_logits(low_res, self.mask_threshold, area, area)
+        geometry = self._geometry(input_size, crop_size)
+        threshold, offset = self.mask_threshold, self.stability_score_offset
+        bounds = geometry.bounds(low_res)
+        counts, resolved = geometry.count_above(bounds, [threshold + offset, threshold - offset])
+        stability = counts[:, 0].int() / counts[:, 1].int()  # int32 counts divided, as the reference divides
+        if not resolved.all():
+            stability[~resolved] = calculate_stability_score(self._upscaled(low_res[~resolved], input_size, crop_size),
+                                                             threshold, offset).cpu()
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+            low_res, iou_preds, stability, points = low_res[keep.to(low_res.device)], \
+                iou_preds[keep.to(iou_preds.device)], stability[keep], points[keep]
+            bounds = bounds.take(keep)
+        boxes, resolved = geometry.box_above(bounds, threshold)
+        if not resolved.all():
+            boxes[~resolved] = batched_mask_to_box(self._upscaled(low_res[~resolved], input_size, crop_size)
+                                                   > threshold).cpu()
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
+        rows, cols = geometry.low_res_extent
+        return _Proposals(boxes=boxes[keep], iou_preds=iou_preds[keep.to(iou_preds.device)].cpu(),
+                          points=points[keep], stability_scores=stability[keep],
+                          crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(int(keep.sum()), 4),
+                          low_res=low_res[keep.to(low_res.device), :rows, :cols].cpu().clone())
+
+    def _upscaled(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                  crop_size: tuple[int, int]) -> torch.Tensor:
+        """Crop-sized logits (N, H, W) of low-res logits (N, S, S) (or of the rows and columns upscaling reads)."""
+        side = self.model.mask_input_size
+        if low_res.shape[1:] != (side, side):
+            # The rows and columns past those read hold no values; upscaling multiplies them by zero.
+            low_res = F.pad(low_res, (0, side - low_res.shape[2], 0, side - low_res.shape[1]))
+        return self.model.postprocess_masks(low_res[:, None], input_size, crop_size)[:, 0]
+
+    def _draw_kept_masks(self, proposals: _Proposals, input_size: tuple[int, int], crop_box: list[int],
+                         image_size: tuple[int, int]) -> _Proposals:
+        """RLEs of proposals kept by NMS, drawn from their low-res logits in bounded-memory chunks."""
+        crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        low_res = proposals.low_res.to(self.model.device)
+        chunk = max(1, _UPSCALE_CHUNK_BYTES // (5 * crop_size[0] * crop_size[1]))
+        rles = []
+        for start in range(0, len(low_res), chunk):
+            masks = self._upscaled(low_res[start:start + chunk], input_size, crop_size) > self.mask_threshold
+            rles += mask_to_rle_pytorch(masks, crop_box, image_size)
+        proposals.rles, proposals.low_res = rles, None
+        return proposals
+
+    def _decode_kept_masks(self, decoder_image: PreparedImage, prompts: Prompts, points: torch.Tensor,
+                           extent: tuple[int, int] | None) -> tuple[torch.Tensor, ...]:
         """Low-res logits, predicted IoU and prompt point of every mask output above pred_iou_thresh.
 
         The decoder runs on a few prompts at a time (its activations then stay in cache, where a batch of
         64's do not), and draws masks only for prompts whose predicted IoU passes the filter. Each prompt's
-        outputs do not depend on its batch-mates.
+        outputs do not depend on its batch-mates. With ``extent``, only the leading rows and columns of the
+        logits that upscaling reads are drawn (``draw_mask_corners``).
         """
         model = self.model
         low_res, iou_preds, kept_points = [], [], []
@@ -340,13 +429,15 @@ class AutomaticMaskGenerator:
             if not len(kept_prompts):
                 continue
             keep = keep[kept_prompts]
-            low_res.append(model.draw_masks(decoded.take(kept_prompts)).float()[keep])
+            kept_scores = decoded.take(kept_prompts)
+            drawn = model.draw_masks(kept_scores) if extent is None else model.draw_mask_corners(kept_scores, extent)
+            low_res.append(drawn.float()[keep])
             iou_preds.append(scores[kept_prompts][keep])
             kept_points.append(points[part][kept_prompts.cpu()].repeat_interleave(keep.sum(dim=1).cpu(), dim=0))
         return self._joined(low_res, iou_preds, kept_points, points)
 
-    def _decode_refined_masks(self, decoder_image: PreparedImage, prompts: Prompts,
-                              points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _decode_refined_masks(self, decoder_image: PreparedImage, prompts: Prompts, points: torch.Tensor,
+                              extent: tuple[int, int] | None) -> tuple[torch.Tensor, ...]:
         """``_decode_kept_masks`` with mask-to-mask refinement (``use_m2m``): every output of the first pass
         (the filter does not apply to it) is decoded again from its point with its low-res logits (clamped
         as the family's predictor hands them back) as mask input, for one mask; the IoU filter then applies
@@ -373,7 +464,10 @@ class AutomaticMaskGenerator:
                 kept = keep.nonzero().squeeze(1)
                 if not len(kept):
                     continue
-                low_res.append(model.draw_masks(scored.take(kept))[:, 0].float())
+                kept_scores = scored.take(kept)
+                drawn = model.draw_masks(kept_scores) if extent is None else model.draw_mask_corners(kept_scores,
+                                                                                                     extent)
+                low_res.append(drawn[:, 0].float())
                 iou_preds.append(scores[kept])
                 kept_points.append(refine_points[rows][kept.cpu()])
         return self._joined(low_res, iou_preds, kept_points, points)

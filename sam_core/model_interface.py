@@ -43,6 +43,7 @@ Predictor and the generator read them and never branch on the family):
   mask by the stability of the single-mask output); ``draw_masks`` then reuses them.
 - ``PromptableSegmenter.parameter_roles``: which parameters make up the image encoder, the prompt encoder
   and the mask decoder, for fine-tuning (``sam_core.finetune``), which cannot train a family without it.
+- ``draw_mask_corners``: draw only the rows and columns of the logits that the image covers (SAM).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -190,6 +192,12 @@ class PromptableSegmenter(nn.Module, ABC):
     def draw_masks(self, scored: ScoredPrompts) -> torch.Tensor:
         """Low-res logits (B, M, S, S) of scored prompt sets."""
 
+    def draw_mask_corners(self, scored: ScoredPrompts, extent: tuple[int, int]) -> torch.Tensor:
+        """``draw_masks`` where only the leading ``extent`` = (rows, cols) of the logits are needed (those that
+        upscaling to the image reads): (B, M, rows', cols') with rows' >= rows and cols' >= cols. By default
+        the whole masks; a family that can draw less overrides it."""
+        return self.draw_masks(scored)
+
     def decode(self, image: PreparedImage, prompts: Prompts, multimask_output: bool) -> MaskPrediction:
         """Masks and IoU predictions for B prompt sets on a prepared image."""
         scored = self.score_prompts(image, prompts, multimask_output)
@@ -199,6 +207,12 @@ class PromptableSegmenter(nn.Module, ABC):
                           original_size: tuple[int, ...]) -> torch.Tensor:
         """Low-res logits (..., S, S) -> logits at ``original_size``, in torch on the model's device."""
         return self.transform.upscale_logits(low_res, input_size, original_size, backend="torch")
+
+    def upscale_matrices(self, side: int, input_size: tuple[int, ...],
+                         original_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``postprocess_masks`` as the linear map it is, one matrix per axis (see
+        ``ImageTransform.upscale_matrices``); a family that overrides one overrides both."""
+        return self.transform.upscale_matrices(side, input_size, original_size)
 
 
 @dataclass(frozen=True)

@@ -305,13 +305,12 @@ class Predictor:
             low_res = prediction.low_res_logits
             threshold = self.mask_threshold
             cleaned = clean_low_res_logits(low_res, threshold, self.max_hole_area, self.max_sprinkle_area)
-            logits = self.transform.upscale_logits(cleaned, self.input_sizes[index], self.original_sizes[index],
-                                                   backend=self.mask_upscaling)
-            if isinstance(logits, np.ndarray):
-                # NumPy thresholds a multimask result of a photo several times faster than torch.
-                masks = torch.from_numpy(logits if return_logits else logits > threshold)
+            sizes = (self.input_sizes[index], self.original_sizes[index])
+            if return_logits:
+                masks = self.transform.upscale_logits(cleaned, *sizes, backend=self.mask_upscaling)
             else:
-                masks = logits if return_logits else logits > threshold
+                masks = self.transform.upscale_masks(cleaned, *sizes, threshold, backend=self.mask_upscaling)
+            masks = torch.from_numpy(masks) if isinstance(masks, np.ndarray) else masks
             limit = self.model.low_res_logit_limit
             if limit is not None:
                 low_res = low_res.clamp(-limit, limit)

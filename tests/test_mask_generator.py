@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,7 @@ from safetensors.torch import load_file
 from segment_anything import SamAutomaticMaskGenerator as ReferenceGenerator
 
 import sam_core
-from sam_core import AutomaticMaskGenerator, SamConfig
+from sam_core import AutomaticMaskGenerator, SamConfig, mask_generator, upscaled_masks
 from sam_core.masks import build_point_grid
 
 # pycocotools' decode trips a numpy 2 deprecation warning inside the library itself.
@@ -214,3 +215,76 @@ def test_from_pretrained_and_alias(tmp_path: Path, shapes_state_dict: dict[str, 
     assert records
     assert_records_identical(records, AutomaticMaskGenerator(our_sam, **options).generate(shapes_image))
     assert sam_core.SamAutomaticMaskGenerator is AutomaticMaskGenerator
+
+
+# ------------------------------------------------------------------ post-processing without full-size masks
+
+ALL_MASKS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}  # every mask reaches post-processing
+
+
+def assert_records_equal(ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
+                         score_tolerance: float = 0.0) -> None:
+    """``assert_records_identical`` where NaN equals NaN: with the filters off, masks with no pixel above
+    ``mask_threshold - stability_score_offset`` keep their 0 / 0 stability score."""
+    assert len(ours) == len(theirs)
+    for mine, expected in zip(ours, theirs):
+        assert mine.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, float):
+                assert mine[key] == pytest.approx(value, abs=score_tolerance, nan_ok=True), key
+            else:
+                np.testing.assert_equal(mine[key], value, err_msg=key)
+
+
+def plain_post_processing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the generator's post-processing takes its plain path (upscale every mask with torch); the
+    model keeps its fast paths, so that both runs see the same logits."""
+    monkeypatch.setattr(mask_generator, "fast_paths_enabled", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def large_shapes_image(shapes_image: np.ndarray) -> np.ndarray:
+    """The test image at 4x the size: cells of the upscaling span about 12 x 12 pixels instead of 3 x 3."""
+    return cv2.resize(shapes_image, (shapes_image.shape[1] * 4, shapes_image.shape[0] * 4),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize(("options", "large"), [
+    (dict(points_per_side=8, crop_n_layers=1, **ALL_MASKS), False),
+    (dict(points_per_side=8, crop_n_layers=1, **ALL_MASKS), True),
+    (dict(points_per_side=6, output_mode="uncompressed_rle", **THRESHOLDS), True),
+    (dict(points_per_side=8, crop_n_layers=1, min_mask_region_area=60, stability_score_offset=0.5,
+          **ALL_MASKS), False),
+], ids=["all-masks-crops", "all-masks-crops-large", "thresholds-large", "cleanup-offset"])
+def test_fast_post_processing_equals_the_plain_one(our_sam: sam_core.Sam, shapes_image: np.ndarray,
+                                                   large_shapes_image: np.ndarray, options: dict[str, Any],
+                                                   large: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = large_shapes_image if large else shapes_image
+    fast = AutomaticMaskGenerator(our_sam, **options).generate(image)
+    plain_post_processing(monkeypatch)
+    plain = AutomaticMaskGenerator(our_sam, **options).generate(image)
+    assert len(fast) >= 5
+    assert_records_equal(fast, plain)
+
+
+def test_every_mask_kept_gives_the_reference_records(reference_sam: torch.nn.Module, our_sam: sam_core.Sam,
+                                                     shapes_image: np.ndarray) -> None:
+    """With the quality filters off, every mask is post-processed; NMS still leaves many distinct ones."""
+    options = dict(points_per_side=8, crop_n_layers=1, **ALL_MASKS)
+    ours = AutomaticMaskGenerator(our_sam, **options).generate(shapes_image)
+    theirs = ReferenceGenerator(reference_sam, **options).generate(shapes_image)
+    assert len(theirs) >= 20
+    assert_records_equal(ours, theirs, score_tolerance=1e-5)
+
+
+def test_unresolved_masks_and_small_chunks_give_the_same_records(our_sam: sam_core.Sam,
+                                                                 large_shapes_image: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks whose cell bounds are too loose to decide go the plain way; memory-bounding chunks (one mask
+    at a time here) change nothing."""
+    options = dict(points_per_side=6, crop_n_layers=1, **ALL_MASKS)
+    expected = AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image)
+    monkeypatch.setattr(upscaled_masks, "RELATIVE_ERROR", 0.05)
+    monkeypatch.setattr(mask_generator, "_CELLS_PER_CHUNK", 1)
+    monkeypatch.setattr(mask_generator, "_UPSCALE_CHUNK_BYTES", 1)
+    assert_records_equal(AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image), expected)

@@ -20,7 +20,7 @@ from make_sam2_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 from make_shapes_model import draw_shapes_image
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as ReferenceGenerator
 
-from sam_core import cli, load_sam
+from sam_core import cli, load_sam, mask_generator
 from sam_core.compat import SAM2AutomaticMaskGenerator
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.sam2 import SAM2_CONFIGS
@@ -111,6 +111,39 @@ def test_single_mask_crops_and_threshold_equal_the_reference(our_model, referenc
 
     for record in (*ours, *theirs):
         record["segmentation"] = rle_to_mask(record["segmentation"])
+    assert_same_records(ours, theirs)
+
+
+ALL_MASKS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}  # every mask reaches post-processing
+
+
+@pytest.mark.parametrize("options", [
+    dict(points_per_side=8, crop_n_layers=1, **ALL_MASKS),
+    dict(points_per_side=6, use_m2m=True, **ALL_MASKS),
+    dict(points_per_side=8, multimask_output=False, mask_threshold=0.5, min_mask_region_area=30, **ALL_MASKS),
+], ids=["crops", "m2m", "single-mask-threshold-cleanup"])
+def test_fast_post_processing_equals_the_plain_one(our_model, shapes_image, options, monkeypatch):
+    """Stability scores and boxes from low-res cell bounds, masks drawn after NMS: the records of upscaling
+    every mask with torch (the model keeps its fast paths in both runs)."""
+    large = cv2.resize(shapes_image, (shapes_image.shape[1] * 3, shapes_image.shape[0] * 3))
+    for image in (shapes_image, large):
+        fast = AutomaticMaskGenerator(our_model, **options).generate(image)
+        with monkeypatch.context() as patch:
+            patch.setattr(mask_generator, "fast_paths_enabled", lambda: False)
+            plain = AutomaticMaskGenerator(our_model, **options).generate(image)
+        assert len(fast) >= 5
+        assert len(fast) == len(plain)
+        for mine, expected in zip(fast, plain):
+            assert mine.keys() == expected.keys()
+            for key, value in expected.items():
+                np.testing.assert_equal(mine[key], value, err_msg=key)  # NaN stability scores equal too
+
+
+def test_every_mask_kept_gives_the_reference_records(our_model, reference_model, shapes_image):
+    options = dict(points_per_side=8, crop_n_layers=1, **ALL_MASKS)
+    theirs = reference_generator(reference_model, **options).generate(shapes_image)
+    ours = AutomaticMaskGenerator(our_model, **options).generate(shapes_image)
+    assert len(theirs) >= 10
     assert_same_records(ours, theirs)
 
 

@@ -142,13 +142,21 @@ class MaskDecoder(nn.Module):
             iou_pred=self.iou_prediction_head(output_tokens[:, 0]),
         )
 
-    def masks_from_tokens(self, decoded: DecodedTokens, outputs: slice = slice(None)) -> torch.Tensor:
-        """Low-res logits (B, M, 4H, 4W) of decoded prompts, for the mask tokens ``outputs`` selects."""
+    def masks_from_tokens(self, decoded: DecodedTokens, outputs: slice = slice(None),
+                          extent: tuple[int, int] | None = None) -> torch.Tensor:
+        """Low-res logits (B, M, 4H, 4W) of decoded prompts, for the mask tokens ``outputs`` selects.
+
+        With ``extent`` (rows, cols), only the image tokens above the leading ``rows`` x ``cols`` logits are
+        upscaled (each logit depends on the one token it lies in): (B, M, 4h, 4w) with 4h >= rows, 4w >= cols.
+        """
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](decoded.mask_tokens[:, i])
                                 for i in range(self.num_mask_tokens)[outputs]], dim=1)
+        tokens = decoded.image_tokens
+        if extent is not None:
+            tokens = tokens[:, : -(-extent[0] // 4), : -(-extent[1] // 4)]
         if fast_paths_enabled():
-            return self._upscaled_masks_fast(decoded.image_tokens, hyper_in)
-        return self._upscaled_masks(decoded.image_tokens, hyper_in)
+            return self._upscaled_masks_fast(tokens, hyper_in)
+        return self._upscaled_masks(tokens, hyper_in)
 
     def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` of channels-last image tokens (B, H, W, C), dotted with the hypernetwork

@@ -131,6 +131,9 @@ class Sam(PromptableSegmenter):
     def draw_masks(self, scored: SamScoredPrompts) -> torch.Tensor:
         return self.mask_decoder.masks_from_tokens(scored.decoded, scored.outputs)
 
+    def draw_mask_corners(self, scored: SamScoredPrompts, extent: tuple[int, int]) -> torch.Tensor:
+        return self.mask_decoder.masks_from_tokens(scored.decoded, scored.outputs, extent)
+
     @torch.no_grad()
     def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, torch.Tensor]]:
         """Reference-compatible batch API.
