@@ -101,8 +101,8 @@ def int8_error_bound(layer, x: torch.Tensor) -> torch.Tensor:
     x_step = max((high - low) / 254, 1e-30)
     weight = layer.reference_weight
     w_step = layer.weight_scale
-    return (x_step / 2 * weight.abs().sum(1) + x.abs().sum(1, keepdim=True) * w_step / 2 + x.shape[-1] * x_step * w_step / 4) * 1.01 \
-        + 1e-4
+    bound = x_step / 2 * weight.abs().sum(1) + x.abs().sum(1, keepdim=True) * w_step / 2
+    return (bound + x.shape[-1] * x_step * w_step / 4) * 1.01 + 1e-4
 
 
 @settings(max_examples=25)
