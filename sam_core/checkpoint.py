@@ -26,6 +26,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -286,6 +287,7 @@ def _read_hub(repo_id: str) -> Read:
 
 def _load_torch(path: Path) -> Mapping[str, object]:
     """torch.load restricted to tensors and plain containers: pickled code is refused, never run."""
+    _check_zip_crcs(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -305,6 +307,22 @@ def _load_torch(path: Path) -> Mapping[str, object]:
     if isinstance(loaded.get("model"), Mapping):
         return loaded["model"]  # Meta's SAM 2 files: {"model": state_dict}
     return loaded
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """Check the CRC-32 that a ``torch.save`` archive stores for each entry, which torch.load does not: a damaged
+    ``.pth`` then fails instead of loading other weights. Costs ~0.1 s per 250 MB; legacy (non-zip) pickles carry
+    no checksum and are not checked."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy pickle, or an archive too damaged to be one: torch.load reports it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as error:  # noqa: BLE001 (zipfile raises many types for a damaged archive)
+        raise CheckpointError(f"{path}: damaged PyTorch checkpoint archive ({error})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged file: its entry {damaged} fails its CRC-32 check (a changed byte); "
+                              "download or copy it again")
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

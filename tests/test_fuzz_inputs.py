@@ -18,8 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import torch
 from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
+from make_sam2_shapes_model import DEFAULT_OUTPUT as SAM2_SHAPES_WEIGHTS
 from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 from make_shapes_model import draw_shapes_image
 
@@ -39,14 +41,20 @@ def model():
     return load_sam(SHAPES_WEIGHTS)
 
 
+@pytest.fixture(scope="module", params=["sam", "sam2"])
+def any_model(request):
+    """Both families' toy models (SAM 2's stores float16 weights)."""
+    return load_sam(SHAPES_WEIGHTS) if request.param == "sam" else load_sam(SAM2_SHAPES_WEIGHTS, dtype=torch.float32)
+
+
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
     return draw_shapes_image(np.random.default_rng(0), *IMAGE_HW, n_shapes=3)[0]
 
 
 @pytest.fixture(scope="module")
-def predictor(model, image) -> Predictor:
-    predictor = Predictor(model)
+def predictor(any_model, image) -> Predictor:
+    predictor = Predictor(any_model)
     predictor.set_image(image)
     return predictor
 
