@@ -1,9 +1,10 @@
 """Crash safety of sam-amg: killed with SIGKILL at seeded random moments and run again, it leaves every output
 complete and equal to an uninterrupted run's, and no temporary file behind.
 
-Each kill waits for a drawn number of changes in the output folder (a temporary folder or file appearing, a
-rename), then a drawn delay of up to 0.2 s, so kills land while the model loads, between images and in the
-middle of writing an image's outputs. The model is the 2 MB shapes model on three ``sam-samples`` scenes.
+Kills land at drawn moments: after a drawn delay (while the model loads or masks are computed), or the instant
+a temporary output appears (in the middle of writing an image's outputs); every other run has --overwrite, so
+kills also hit the replacement of finished outputs. The model is the 2 MB shapes model on three
+``sam-samples`` scenes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 
+from sam_core.cli import amg_main
 from sam_core.samples import write_samples
 
 KILLS = 5  # per output format
@@ -40,35 +42,41 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def start_amg(scenes: Path, output: Path, fmt: str) -> subprocess.Popen:
+def amg_arguments(scenes: Path, output: Path, fmt: str) -> list[str]:
+    return ["--input", str(scenes), "--output", str(output), "--checkpoint", str(SHAPES_WEIGHTS), "--output-format",
+            fmt, *OPTIONS]
+
+
+def start_amg(scenes: Path, output: Path, fmt: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-c", AMG, "--input", str(scenes), "--output", str(output), "--checkpoint",
-               str(SHAPES_WEIGHTS), "--output-format", fmt, *OPTIONS]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", AMG, *amg_arguments(scenes, output, fmt), *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def snapshot(folder: Path) -> frozenset[str]:
-    """Every path under ``folder`` (hidden temporaries included); robust to entries vanishing mid-walk."""
-    found = set()
-    for root, dirs, files in os.walk(folder):
-        found.update(os.path.join(root, name) for name in dirs + files)
-    return frozenset(found)
+def has_temporaries(output: Path) -> bool:
+    return any(entry.name.startswith(".") for entry in os.scandir(output))
 
 
-def kill_after_changes(process: subprocess.Popen, output: Path, changes: int, delay: float) -> bool:
-    """SIGKILL ``process`` once ``changes`` changes of the output tree were seen, plus ``delay`` seconds.
-    Returns whether it was still running when killed."""
-    seen, last = 0, snapshot(output)
-    while seen < changes and process.poll() is None:
-        time.sleep(0.002)
-        current = snapshot(output)
-        seen += current != last
-        last = current
-    time.sleep(delay)
+def kill(process: subprocess.Popen, output: Path, rng: random.Random) -> tuple[bool, bool]:
+    """SIGKILL ``process`` at a drawn moment: half the time after a drawn delay (loading the model, computing
+    masks), half the time the instant its k-th temporary output appears (in the middle of writing an image's
+    outputs; k drawn). Returns (whether it was still running, whether it was writing an output)."""
+    if rng.random() < 0.5:
+        deadline = time.monotonic() + rng.uniform(0.0, 3.0)
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+    else:
+        wanted, seen, writing = rng.randint(1, 3), 0, False
+        while seen < wanted and process.poll() is None:
+            time.sleep(0.0005)
+            now_writing = has_temporaries(output)
+            seen += now_writing and not writing
+            writing = now_writing
+    mid_write = has_temporaries(output)
     running = process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return running
+    return running, running and mid_write
 
 
 def visible_outputs(folder: Path) -> dict[str, Path]:
@@ -95,19 +103,23 @@ def assert_same_outputs(got: Path, expected: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "coco"])
 def test_sam_amg_killed_at_random_moments_then_rerun_gives_the_uninterrupted_outputs(scenes, tmp_path, fmt):
-    reference = start_amg(scenes, tmp_path / "reference", fmt)
-    assert reference.wait() == 0, reference.stderr.read()
+    assert amg_main(amg_arguments(scenes, tmp_path / "reference", fmt)) == 0  # uninterrupted, in this process
     expected = visible_outputs(tmp_path / "reference")
     assert len(expected) >= 6  # three images: mask folders or JSON files, and overlays
 
     output = tmp_path / "interrupted"
     output.mkdir()
     rng = random.Random(fmt)
-    interrupted = 0
-    for _ in range(KILLS):
-        process = start_amg(scenes, output, fmt)
-        interrupted += kill_after_changes(process, output, changes=rng.randint(0, 4), delay=rng.uniform(0.0, 0.2))
-    assert interrupted >= KILLS // 2  # the kills did land while sam-amg was working
+    interrupted = mid_write = 0
+    for attempt in range(KILLS):
+        # Every other run with --overwrite, so that kills also land while finished outputs are being replaced.
+        process = start_amg(scenes, output, fmt, *(["--overwrite"] if attempt % 2 else []))
+        running, writing = kill(process, output, rng)
+        interrupted += running
+        mid_write += writing
+    assert interrupted >= KILLS // 2  # the kills landed while sam-amg was working ...
+    if fmt == "png":  # ... and (writing a folder of PNGs takes long enough to be caught) while it wrote
+        assert mid_write >= 1
     final = start_amg(scenes, output, fmt)
     assert final.wait() == 0, final.stderr.read()
     assert_same_outputs(output, tmp_path / "reference")

@@ -32,6 +32,9 @@ from sam_core.masks import rle_to_mask
 # pycocotools' decode trips a numpy 2 deprecation warning inside the library itself.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
+# Drawn examples per property (and per model family where the test runs on both): a few seconds each.
+PROMPT_EXAMPLES, IMAGE_EXAMPLES, GENERATOR_EXAMPLES, AMG_EXAMPLES = 200, 100, 60, 60
+
 IMAGE_HW = (48, 64)
 LOW_RES = 64  # the shapes model's mask_input side
 
@@ -148,7 +151,7 @@ OVERFLOWING = {"point_coords": np.array([[1e300, 2.0]]), "point_labels": np.arra
                "mask_input": None}
 
 
-@settings(max_examples=80)
+@settings(max_examples=PROMPT_EXAMPLES)
 @example(case=(OVERFLOWING, False), multimask=True, return_logits=False, normalize_coords=True)
 @example(case=({**OVERFLOWING, "point_coords": np.array([[3.0, 1e39]])}, False), multimask=False, return_logits=True,
          normalize_coords=False)
@@ -203,14 +206,14 @@ def images(draw: st.DrawFn) -> tuple[np.ndarray, bool]:
     return image, values_ok and layout_ok and image.size > 0
 
 
-@settings(max_examples=30)
+@settings(max_examples=IMAGE_EXAMPLES)
 @example(case=(np.full((1, 700, 3), 200, np.uint8), True), bgr=False)  # resized to 0 rows by a naive rounding
 @example(case=(np.ones((700, 2), np.float32), True), bgr=True)
 @example(case=(np.zeros((1, 1), np.uint16), True), bgr=False)
 @given(case=images(), bgr=st.booleans())
-def test_set_image_converts_or_raises_value_error(model, case, bgr):
+def test_set_image_converts_or_raises_value_error(any_model, case, bgr):
     image, valid = case
-    predictor = Predictor(model)
+    predictor = Predictor(any_model)
     if not valid:
         with pytest.raises(ValueError):
             predictor.set_image(image, "BGR" if bgr else "RGB")
@@ -338,14 +341,14 @@ def generator_options(draw: st.DrawFn) -> dict[str, Any]:
     return options
 
 
-@settings(max_examples=30)
+@settings(max_examples=GENERATOR_EXAMPLES)
 @given(options=generator_options())
-def test_generator_options_work_or_raise_value_error(model, options):
+def test_generator_options_work_or_raise_value_error(any_model, options):
     if not generator_options_valid(options):
         with pytest.raises(ValueError):
-            AutomaticMaskGenerator(model, **options)
+            AutomaticMaskGenerator(any_model, **options)
         return
-    generator = AutomaticMaskGenerator(model, **options)
+    generator = AutomaticMaskGenerator(any_model, **options)
     image = draw_shapes_image(np.random.default_rng(1), *GENERATOR_IMAGE_HW, n_shapes=2)[0]
     records = generator.generate(image)
     event("masks found" if records else "no masks")  # shown by --hypothesis-show-statistics
@@ -408,7 +411,7 @@ def amg_arguments(draw: st.DrawFn) -> tuple[list[str], bool]:
     return args, valid and model in ("checkpoint", "vit_tiny")
 
 
-@settings(max_examples=25)
+@settings(max_examples=AMG_EXAMPLES)
 @given(case=amg_arguments())
 def test_sam_amg_arguments_work_or_exit_2_with_one_error_line(amg_input, tmp_path_factory, capsys, case):
     args, valid = case
