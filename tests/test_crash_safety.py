@@ -2,7 +2,8 @@
 complete and equal to an uninterrupted run's, and no temporary file behind.
 
 Kills land at drawn moments: after a drawn delay (while the model loads or masks are computed), or the instant
-a temporary output appears (in the middle of writing an image's outputs); every other run has --overwrite, so
+the output folder changes (in the middle of writing an image's outputs, or between two of its outputs); every
+other run has --overwrite, so
 kills also hit the replacement of finished outputs. The model is the 2 MB shapes model on three
 ``sam-samples`` scenes.
 """
@@ -53,26 +54,33 @@ def start_amg(scenes: Path, output: Path, fmt: str, *extra: str) -> subprocess.P
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def has_temporaries(output: Path) -> bool:
-    return any(entry.name.startswith(".") for entry in os.scandir(output))
+def listing(output: Path) -> set[str]:
+    return {entry.name for entry in os.scandir(output)}
+
+
+def temporaries(names: set[str]) -> set[str]:
+    return {name for name in names if name.startswith(".")}
 
 
 def kill(process: subprocess.Popen, output: Path, rng: random.Random) -> tuple[bool, bool]:
     """SIGKILL ``process`` at a drawn moment: half the time after a drawn delay (loading the model, computing
-    masks), half the time the instant its k-th temporary output appears (in the middle of writing an image's
-    outputs; k drawn). Returns (whether it was still running, whether it was writing an output)."""
+    masks), half the time the instant the output folder changed for the k-th time (k drawn: a temporary output
+    appearing, or one renamed into place, just before the next is written). Returns (whether it was still
+    running, whether it was in the middle of writing an output)."""
+    before = listing(output)
+    stale = temporaries(before)  # left by the previous kill, until this run deletes them
     if rng.random() < 0.5:
         deadline = time.monotonic() + rng.uniform(0.0, 3.0)
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.01)
     else:
-        wanted, seen, writing = rng.randint(1, 3), 0, False
+        wanted, seen = rng.randint(1, 4), 0
         while seen < wanted and process.poll() is None:
             time.sleep(0.0005)
-            now_writing = has_temporaries(output)
-            seen += now_writing and not writing
-            writing = now_writing
-    mid_write = has_temporaries(output)
+            now = listing(output)
+            seen += now != before
+            before = now
+    mid_write = bool(temporaries(listing(output)) - stale)
     running = process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
