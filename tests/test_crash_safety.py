@@ -28,7 +28,7 @@ from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 from sam_core.cli import amg_main
 from sam_core.samples import write_samples
 
-KILLS = 5  # per output format
+KILLS = 4  # per output format
 REPO = Path(__file__).resolve().parents[1]
 AMG = "import sys; from sam_core.cli import amg_main; sys.exit(amg_main(sys.argv[1:]))"
 OPTIONS = ["--points-per-side", "12", "--pred-iou-thresh", "0.7", "--stability-score-thresh", "0.9",
