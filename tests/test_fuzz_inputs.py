@@ -4,8 +4,9 @@ raises the documented error (``ValueError`` for bad prompts, images and options;
 ``sam-amg: error`` line for bad arguments) - never an IndexError, a TypeError or a silent wrong shape.
 
 Each property draws valid and invalid inputs and says, from the contract alone, which outcome is due. The
-examples are few and seeded (``tests/conftest.py``: the "ci" profile) and the model is the 2 MB shapes model,
-so the whole file runs in about a minute; ``HYPOTHESIS_PROFILE=explore`` draws fresh examples.
+examples are seeded (``tests/conftest.py``: the "ci" profile) and the models are the toy shapes models of SAM
+and SAM 2 (weights/), so the whole file runs in about a minute; ``HYPOTHESIS_PROFILE=explore`` draws fresh
+examples.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 PROMPT_EXAMPLES, IMAGE_EXAMPLES, GENERATOR_EXAMPLES, AMG_EXAMPLES = 200, 100, 60, 60
 
 IMAGE_HW = (48, 64)
-LOW_RES = 64  # the shapes model's mask_input side
+LOW_RES = 64  # both toy models' mask_input side
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def images(draw: st.DrawFn) -> tuple[np.ndarray, bool]:
     else:
         info = np.iinfo(dtype)
         image = rng.integers(max(info.min, -1000), min(info.max, 70000), size=shape, endpoint=True).astype(dtype)
-    values_ok = dtype.kind in "u" and dtype.itemsize <= 2 or (dtype.kind == "f" and range_kind == "in_range")
+    values_ok = (dtype.kind == "u" and dtype.itemsize <= 2) or (dtype.kind == "f" and range_kind == "in_range")
     layout_ok = layout in ("hw", "hw1", "hw3", "hw4")
     return image, values_ok and layout_ok and image.size > 0
 
