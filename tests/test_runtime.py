@@ -94,18 +94,16 @@ def test_int8_encoder_keeps_the_masks_of_the_exact_path():
     assert np.mean(ious) >= 0.9
 
 
-def int8_error_bound(layer, x: torch.Tensor) -> torch.Tensor:
+def int8_error_bound(weight: torch.Tensor, weight_step: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Worst-case |int8 - float| of each output: every activation off by at most half its step, every weight
     by half of its row's step."""
     low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     x_step = max((high - low) / 254, 1e-30)
-    weight = layer.reference_weight
-    w_step = layer.weight_scale
-    bound = x_step / 2 * weight.abs().sum(1) + x.abs().sum(1, keepdim=True) * w_step / 2
-    return (bound + x.shape[-1] * x_step * w_step / 4) * 1.01 + 1e-4
+    bound = x_step / 2 * weight.abs().sum(1) + x.abs().sum(1, keepdim=True) * weight_step / 2
+    return (bound + x.shape[-1] * x_step * weight_step / 4) * 1.01 + 1e-4
 
 
-@settings(max_examples=25)
+@settings(max_examples=100)
 @given(rows=st.integers(1, 40), in_features=st.integers(1, 48), out_features=st.integers(1, 40),
        low=st.floats(-1e4, 0), span=st.floats(0, 2e4), seed=st.integers(0, 2**31 - 1))
 def test_int8_linear_stays_within_its_rounding_error(rows, in_features, out_features, low, span, seed):
@@ -120,10 +118,9 @@ def test_int8_linear_stays_within_its_rounding_error(rows, in_features, out_feat
     x[0, 0] = low  # both ends of the range present
     x[-1, -1] = low + span
     layer = Int8Linear.from_float(linear)
-    layer.reference_weight = linear.weight.detach()
     with torch.no_grad():
         error = (layer(x) - linear(x)).abs()
-    assert (error <= int8_error_bound(layer, x)).all()
+        assert (error <= int8_error_bound(linear.weight, layer.weight_scale, x)).all()
 
 
 def test_int8_linear_keeps_shapes_and_refuses_what_it_cannot_quantise():
