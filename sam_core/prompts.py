@@ -126,10 +126,11 @@ def to_model_frame(prompts: Prompts, transform: Any, original_size: tuple[int, i
     apply_coords = transform.apply_normalized_coords if normalized else transform.apply_coords
     apply_boxes = transform.apply_normalized_boxes if normalized else transform.apply_boxes
     coords = boxes = None
-    if prompts.point_coords is not None:
-        coords = _float32(apply_coords(prompts.point_coords.cpu().numpy(), original_size), device, "point_coords")
-    if prompts.boxes is not None:
-        boxes = _float32(apply_boxes(prompts.boxes.cpu().numpy(), original_size), device, "box")
+    with np.errstate(over="ignore"):  # coordinates that overflow float32 raise ValueError in _float32
+        if prompts.point_coords is not None:
+            coords = _float32(apply_coords(prompts.point_coords.cpu().numpy(), original_size), device, "point_coords")
+        if prompts.boxes is not None:
+            boxes = _float32(apply_boxes(prompts.boxes.cpu().numpy(), original_size), device, "box")
     labels = None if prompts.point_labels is None else prompts.point_labels.to(device, torch.int32)
     mask = None if prompts.mask_input is None else prompts.mask_input.to(device)
     return Prompts(coords, labels, boxes, mask)
@@ -137,8 +138,7 @@ def to_model_frame(prompts: Prompts, transform: Any, original_size: tuple[int, i
 
 def _float32(values: np.ndarray, device: torch.device, name: str) -> torch.Tensor:
     """``values`` as float32; finite float64 values too large for float32 would become inf (and the masks NaN)."""
-    with np.errstate(over="ignore"):
-        values = np.asarray(values, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float32)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} holds values too large to use (beyond float32's range once mapped into the "
                          "model's input frame)")
