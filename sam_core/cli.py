@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import shutil
@@ -104,6 +105,7 @@ def amg_main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = list(zip(images, _amg_output_names(images)))
     pending = [(image, name) for image, name in jobs if args.overwrite or not _amg_is_done(args, name)]
+    _amg_remove_stale_temporaries(args.output, [name for _, name in jobs])
     started = time.perf_counter()
     done = failed = masks_written = 0
     if pending:
@@ -201,6 +203,20 @@ def _amg_output_names(images: list[Path]) -> list[str]:
 def _amg_is_done(args: argparse.Namespace, name: str) -> bool:
     main = args.output / name / "metadata.csv" if args.output_format == "png" else args.output / f"{name}.json"
     return main.exists() and (not args.overlay or (args.output / f"{name}_overlay.png").exists())
+
+
+def _amg_remove_stale_temporaries(output: Path, names: list[str]) -> None:
+    """Delete what a killed run left of these images' outputs: hidden temporary files and folders, and a finished
+    folder being replaced (never taken for outputs, but litter). A run that another sam-amg process is writing
+    into the same folder at the same time would lose its temporaries: give concurrent runs their own folders."""
+    for name in names:
+        stem = glob.escape(name)
+        for pattern in (f".{stem}.*.tmp", f".{stem}.*.old", f".{stem}_overlay.png.*.tmp"):
+            for leftover in output.glob(pattern):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
 
 def _amg_write_outputs(args: argparse.Namespace, name: str, image: np.ndarray, records: list[dict]) -> None:

@@ -124,7 +124,9 @@ class ResizeLongestSide(ImageTransform):
     @staticmethod
     def get_preprocess_shape(old_h: int, old_w: int, long_side_length: int) -> tuple[int, int]:
         scale = long_side_length / max(old_h, old_w)
-        return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+        # At least one pixel: an image over ~2 * long_side_length times longer than wide would round to none
+        # (where the reference fails); otherwise the reference's rounding.
+        return max(1, int(old_h * scale + 0.5)), max(1, int(old_w * scale + 0.5))
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWxC (or HxW) uint8 -> resized uint8 with the longest side = target_length."""
