@@ -103,6 +103,8 @@ class _Proposals:
 
     @staticmethod
     def concat(parts: list[_Proposals]) -> _Proposals:
+        # An empty part (a batch whose prompts were all filtered out) joins either kind.
+        parts = [part for part in parts if len(part)]
         if not parts:
             return _Proposals()
         drawn = [part.low_res is None for part in parts]
