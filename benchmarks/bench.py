@@ -163,6 +163,9 @@ def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image:
     """Encoder or predict timings of one implementation for a SAM 2 task."""
     import sam_core
 
+    # The task model's own preprocessing (Meta's resize to its input size and normalisation), made before
+    # the sam_core model is dropped for another implementation.
+    prepared = ours.preprocess(torch.as_tensor(image).permute(2, 0, 1)[None])
     if implementation == "sam_core":
         model: Any = ours
     elif implementation == "reference":
@@ -177,8 +180,6 @@ def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image:
         model = Sam2Model.from_pretrained(hf_dir).eval()
         del ours
     if task.endswith("_encoder"):
-        pixels = torch.as_tensor(image).permute(2, 0, 1)[None]
-        prepared = sam_core.build_sam("sam2_hiera_test").preprocess(pixels)  # Meta's resize and normalisation
         if implementation == "sam_core":
             encode = model.encode
         elif implementation == "reference":

@@ -1,6 +1,7 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
-from sam_core.checkpoint import CheckpointError, infer_config, load_sam, save_sam
+from sam_core import finetune
+from sam_core.checkpoint import CheckpointError, LoadedCheckpoint, infer_config, load_checkpoint, load_sam, save_sam
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,
     SAM2ImagePredictor,
@@ -12,6 +13,8 @@ from sam_core.config import SAM_CONFIGS, SamConfig, get_config
 from sam_core.families import FAMILIES, model_names
 from sam_core.families import build_model as build_sam
 from sam_core.fast_paths import fast_paths, fast_paths_enabled
+from sam_core.finetune.config import FinetuneConfig
+from sam_core.finetune.evaluate import Evaluation, evaluate, format_comparison
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
 from sam_core.modeling import Sam
@@ -26,6 +29,9 @@ __all__ = [
     "SAM_CONFIGS",
     "AutomaticMaskGenerator",
     "CheckpointError",
+    "Evaluation",
+    "FinetuneConfig",
+    "LoadedCheckpoint",
     "MaskPrediction",
     "Predictor",
     "PromptableSegmenter",
@@ -41,11 +47,15 @@ __all__ = [
     "SamPredictor",
     "StretchToSquare",
     "build_sam",
+    "evaluate",
     "fast_paths",
     "fast_paths_enabled",
+    "finetune",
+    "format_comparison",
     "get_config",
     "infer_config",
     "keep_freed_memory",
+    "load_checkpoint",
     "load_sam",
     "model_names",
     "quantize_encoder_int8",

@@ -4,9 +4,10 @@ Sources understood by :func:`load_sam`:
 
 * Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
 * Meta's SAM 2 / SAM 2.1 ``.pt`` files (``{"model": state_dict}``; the image model is loaded, the video-only
-  tensors are left out: ``sam_core.sam2.load_sam2`` returns them);
+  tensors are left out: :func:`load_checkpoint` returns them apart);
 * Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
 * sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
+* a state dict already in memory, in any of these namings;
 * a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_tiny``...): the official file, downloaded
   once and sha256-checked (files whose sha256 is not known are never downloaded: see
   :func:`download_official_checkpoint`).
@@ -26,7 +27,10 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,20 +49,19 @@ from sam_core.families import (
     resolve_config,
 )
 from sam_core.hf_format import hf_to_meta_state_dict, sam_config_from_hf
-from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter
+from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter, StateDict
 
 __all__ = [
-    "OFFICIAL_CHECKPOINTS", "CheckpointError", "OfficialCheckpoint", "download_official_checkpoint",
-    "hf_to_meta_state_dict", "infer_config", "load_sam", "model_type_name", "sam_config_from_hf",
-    "save_sam",
+    "OFFICIAL_CHECKPOINTS", "CheckpointError", "LoadedCheckpoint", "OfficialCheckpoint",
+    "download_official_checkpoint", "hf_to_meta_state_dict", "infer_config", "load_checkpoint", "load_sam",
+    "model_type_name", "sam_config_from_hf", "save_meta_checkpoint", "save_sam",
 ]
-
-StateDict = dict[str, torch.Tensor]
 
 FORMAT_KEY = "sam_core.format"
 FORMAT_VERSION = "1"
 CONFIG_KEY = "sam_core.config"
 FAMILY_KEY = "sam_core.family"  # absent in files written before there were several families: "sam"
+CHECKSUM_KEY = "sam_core.crc32"  # absent in files written before sam_core stored it: not checked
 _LISTED = 10  # how many names of each kind an error message shows
 _REGISTRY_ALIASES = {"default": "vit_h"}
 _CHECKPOINT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
@@ -67,16 +70,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # --------------------------------------------------------------------------------------------------- public API
 
-def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> PromptableSegmenter:
+def load_sam(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
+             device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PromptableSegmenter:
     """Build a model of any family from a checkpoint (see the module docstring for the accepted sources).
 
-    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig); by
-    default they come from the checkpoint's stored config or, for Meta files, from its tensor shapes.
-    ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with the file
-    and the problem.
+    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig or a
+    Sam2Config); by default they come from the checkpoint's stored config or, for Meta files, from its tensor
+    shapes. ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with
+    the file and the problem.
     """
+    return load_checkpoint(source, config, device, dtype).model
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model built from a checkpoint, and the tensors of the file that it does not use."""
+
+    model: PromptableSegmenter
+    extras: StateDict = field(default_factory=dict)
+    """Tensors the family's files hold beside the model's (SAM 2: the video-only modules), Meta's names."""
+
+
+def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
+    """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``)."""
     state_dict, stored_config, origin, family = _read_source(source)
+    extras: StateDict = {}
+    if family.split_extras is not None:
+        state_dict, extras = family.split_extras(state_dict)
     if config is not None:
         try:
             wanted_family, wanted = resolve_config(config)
@@ -93,25 +114,68 @@ def load_sam(source: str | os.PathLike, config: Any = None, device: str | torch.
     check_fits(state_dict, family, wanted, wanted_name, origin)
     model = family.build(wanted)
     model.load_state_dict(state_dict, strict=True)
-    return model.to(device=device, dtype=dtype or common_float_dtype(state_dict))
+    return LoadedCheckpoint(model.to(device=device, dtype=dtype or common_float_dtype(state_dict)), extras)
 
 
-def save_sam(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
-    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically)."""
+def save_sam(model: PromptableSegmenter, path: str | os.PathLike,
+             state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically).
+
+    ``state_dict`` replaces the model's own tensors (same names and shapes), e.g. weights with training
+    adapters merged in (``sam_core.finetune.lora``) while the model keeps training.
+    """
     path = Path(path)
     family = family_named(model.family)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    source = model.state_dict() if state_dict is None else state_dict
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in source.items()}
     config = model.config or family.infer_config(tensors, "the model")  # a hand-assembled model may have none
     metadata = {"format": "pt", FORMAT_KEY: FORMAT_VERSION, FAMILY_KEY: family.name,
                 CONFIG_KEY: json.dumps(config.to_dict())}
+    metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
+    write_atomically(path, lambda temp_path: save_file(tensors, str(temp_path), metadata=metadata))
+    return path
+
+
+def save_meta_checkpoint(model: PromptableSegmenter, path: str | os.PathLike) -> Path:
+    """Write a model in its family's Meta file layout (SAM: the plain state dict of a ``.pth``, which
+    ``segment_anything``'s ``sam_model_registry`` loads), atomically. Raises ``CheckpointError`` for a
+    family whose Meta files hold more than sam_core's model (SAM 2's hold the video model too)."""
+    family = family_named(model.family)
+    if family.to_meta_file is None:
+        raise CheckpointError(f"{family.name} models cannot be written in Meta's layout: Meta's files of this "
+                              "family hold tensors that sam_core's model does not have; use .safetensors")
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    write_atomically(Path(path), lambda temp_path: torch.save(family.to_meta_file(tensors), temp_path))
+    return Path(path)
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary path)`` beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = _temp_file_beside(path)
     try:
-        save_file(tensors, str(temp_path), metadata=metadata)
+        write(temp_path)
         os.replace(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)
-    return path
+
+
+def content_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """CRC-32 of what a sam_core safetensors file holds: its metadata (but this checksum) and every tensor's name,
+    dtype, shape and bytes, in name order.
+
+    ``save_sam`` stores it and ``load_sam`` checks it, so that a damaged file (a flipped bit, a byte changed in a
+    copy) fails to load instead of loading other weights or another config: safetensors itself checks only that
+    the header is well-formed and the sizes add up. CRC-32 detects every error of up to 32 consecutive bits and
+    almost all others; it guards against accidents, not deliberate tampering (official downloads are checked
+    against their sha256).
+    """
+    crc = zlib.crc32(json.dumps({k: v for k, v in sorted(metadata.items()) if k != CHECKSUM_KEY}).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        crc = zlib.crc32(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode(), crc)
+        crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> Any:
@@ -172,7 +236,10 @@ Read = tuple[StateDict, Any, str, ModelFamily]
 """(state dict with the family's own names, config stored alongside it or None, origin for messages, family)"""
 
 
-def _read_source(source: str | os.PathLike) -> Read:
+def _read_source(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> Read:
+    if isinstance(source, Mapping):
+        state_dict, family = _native_names(source, "state dict")
+        return state_dict, None, "state dict", family
     path = Path(source).expanduser()
     text = os.fspath(source)
     if path.is_dir():
@@ -265,6 +332,7 @@ def _read_hub(repo_id: str) -> Read:
 
 def _load_torch(path: Path) -> Mapping[str, object]:
     """torch.load restricted to tensors and plain containers: pickled code is refused, never run."""
+    _check_zip_crcs(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -286,13 +354,34 @@ def _load_torch(path: Path) -> Mapping[str, object]:
     return loaded
 
 
+def _check_zip_crcs(path: Path) -> None:
+    """Check the CRC-32 that a ``torch.save`` archive stores for each entry, which torch.load does not: a damaged
+    ``.pth`` then fails instead of loading other weights. Costs ~0.1 s per 250 MB; legacy (non-zip) pickles carry
+    no checksum and are not checked."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy pickle, or an archive too damaged to be one: torch.load reports it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as error:  # noqa: BLE001 (zipfile raises many types for a damaged archive)
+        raise CheckpointError(f"{path}: damaged PyTorch checkpoint archive ({error})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged file: its entry {damaged} fails its CRC-32 check (a changed byte); "
+                              "download or copy it again")
+
+
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}
+            tensors, metadata = {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: unreadable or truncated safetensors file (SAM weights were expected): "
                               f"{error}") from None
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is not None and stored != content_checksum(tensors, metadata):
+        raise CheckpointError(f"{path}: damaged file: its content does not match the CRC-32 that save_sam stored "
+                              "in it (a changed byte in the weights or metadata); copy or convert it again")
+    return tensors, metadata
 
 
 def _looks_like_safetensors(path: Path) -> bool:

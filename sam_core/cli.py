@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_sam
+from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_meta_checkpoint, save_sam
 from sam_core.families import model_names
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.masks import coco_encode_rle, rle_to_mask
@@ -28,12 +29,15 @@ _CONVERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float1
 
 
 def convert_main(argv: list[str] | None = None) -> int:
-    """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors."""
+    """``sam-convert SRC DST``: rewrite any checkpoint that load_sam reads as sam_core safetensors, or, when
+    DST ends in .pth, in Meta's layout (SAM only: the state dict that segment_anything loads)."""
     parser = argparse.ArgumentParser(
-        prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format.")
+        prog="sam-convert", description="Convert a SAM checkpoint to sam_core's safetensors format, or to Meta's "
+                                        ".pth layout (SAM 1 models; DST ending in .pth).")
     parser.add_argument("src", help="Meta .pth or SAM 2 .pt, Hugging Face checkpoint folder or hub id, sam_core "
                                     ".safetensors, or an official model name (vit_b, sam2.1_hiera_tiny, ...)")
-    parser.add_argument("dst", type=Path, help="output .safetensors file")
+    parser.add_argument("dst", type=Path, help="output file: .safetensors (sam_core), or .pth (Meta's "
+                                                "segment_anything layout, SAM 1 models)")
     parser.add_argument("--config", choices=model_names(),
                         help="model type to load as (default: read from the checkpoint)")
     parser.add_argument("--dtype", choices=list(_CONVERT_DTYPES),
@@ -45,7 +49,10 @@ def convert_main(argv: list[str] | None = None) -> int:
         return 0
     try:
         sam = load_sam(args.src, config=args.config, dtype=_CONVERT_DTYPES.get(args.dtype))
-        save_sam(sam, args.dst)
+        if args.dst.suffix == ".pth":
+            save_meta_checkpoint(sam, args.dst)
+        else:
+            save_sam(sam, args.dst)
     except CheckpointError as error:
         print(f"sam-convert: error: {error}", file=sys.stderr)
         return 1
@@ -98,6 +105,7 @@ def amg_main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = list(zip(images, _amg_output_names(images)))
     pending = [(image, name) for image, name in jobs if args.overwrite or not _amg_is_done(args, name)]
+    _amg_remove_stale_temporaries(args.output, [name for _, name in jobs])
     started = time.perf_counter()
     done = failed = masks_written = 0
     if pending:
@@ -195,6 +203,20 @@ def _amg_output_names(images: list[Path]) -> list[str]:
 def _amg_is_done(args: argparse.Namespace, name: str) -> bool:
     main = args.output / name / "metadata.csv" if args.output_format == "png" else args.output / f"{name}.json"
     return main.exists() and (not args.overlay or (args.output / f"{name}_overlay.png").exists())
+
+
+def _amg_remove_stale_temporaries(output: Path, names: list[str]) -> None:
+    """Delete what a killed run left of these images' outputs: hidden temporary files and folders, and a finished
+    folder being replaced (never taken for outputs, but litter). A run that another sam-amg process is writing
+    into the same folder at the same time would lose its temporaries: give concurrent runs their own folders."""
+    for name in names:
+        stem = glob.escape(name)
+        for pattern in (f".{stem}.*.tmp", f".{stem}.*.old", f".{stem}_overlay.png.*.tmp"):
+            for leftover in output.glob(pattern):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
 
 def _amg_write_outputs(args: argparse.Namespace, name: str, image: np.ndarray, records: list[dict]) -> None:

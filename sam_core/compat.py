@@ -180,6 +180,13 @@ class SAM2ImagePredictor:
     def _predict_one(self, index: int, point_coords: Any, point_labels: Any, box: Any, mask_input: Any,
                      multimask_output: bool, return_logits: bool, normalize_coords: bool,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self.predictor._lock:  # one image state from the sizes read here to the decoding (see Predictor)
+            return self._predict_one_locked(index, point_coords, point_labels, box, mask_input, multimask_output,
+                                            return_logits, normalize_coords)
+
+    def _predict_one_locked(self, index: int, point_coords: Any, point_labels: Any, box: Any, mask_input: Any,
+                            multimask_output: bool, return_logits: bool, normalize_coords: bool,
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         predictor = self.predictor
         batched = any(value is not None and np.ndim(value) == rank
                       for value, rank in ((point_coords, 3), (box, 2), (mask_input, 4)))

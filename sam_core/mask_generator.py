@@ -42,6 +42,7 @@ compare them mask pixel for mask pixel, with scores within 1e-5).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,8 @@ class _Proposals:
 
     @staticmethod
     def concat(parts: list[_Proposals]) -> _Proposals:
+        # An empty part (a batch whose prompts were all filtered out) joins either kind.
+        parts = [part for part in parts if len(part)]
         if not parts:
             return _Proposals()
         drawn = [part.low_res is None for part in parts]
@@ -218,6 +221,15 @@ class AutomaticMaskGenerator:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if min_mask_region_area < 0:
             raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+        thresholds = {"pred_iou_thresh": pred_iou_thresh, "stability_score_thresh": stability_score_thresh,
+                      "box_nms_thresh": box_nms_thresh, "crop_nms_thresh": crop_nms_thresh,
+                      "mask_threshold": mask_threshold}
+        if not_numbers := [name for name, value in thresholds.items() if value is not None and math.isnan(value)]:
+            raise ValueError(f"{', '.join(not_numbers)} must be numbers, got NaN")  # NaN would drop every mask
+        if stability_score_offset is not None and not 0 <= stability_score_offset < math.inf:
+            raise ValueError(f"stability_score_offset must be finite and >= 0, got {stability_score_offset}")
+        if not 0 <= crop_overlap_ratio < 1:
+            raise ValueError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}")
 
         defaults = model.generator_defaults
         self.model = model

@@ -41,6 +41,8 @@ Predictor and the generator read them and never branch on the family):
   and the mapping of coordinates given as fractions of the image (``normalize_coords=False``).
 - ``score_prompts`` may draw some masks already when the scores depend on them (SAM 2 picks its single
   mask by the stability of the single-mask output); ``draw_masks`` then reuses them.
+- ``PromptableSegmenter.parameter_roles``: which parameters make up the image encoder, the prompt encoder
+  and the mask decoder, for fine-tuning (``sam_core.finetune``), which cannot train a family without it.
 - ``draw_mask_corners``: draw only the rows and columns of the logits that the image covers (SAM).
 """
 
@@ -59,6 +61,8 @@ from sam_core.transforms import ImageTransform
 
 ImageFeatures = dict[str, torch.Tensor]
 """What ``encode`` returns: named tensors whose first axis indexes the images of the batch."""
+
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class PromptableSegmenter(nn.Module, ABC):
     +-this, as SAM 2's predictor does (32); the masks are drawn from the unclamped logits."""
     transform: ImageTransform
     config: Any
+    parameter_roles: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """The parts fine-tuning works with, as parameter name prefixes: ``"image_encoder"`` (everything
+    ``encode`` reads, so frozen whenever embeddings are cached), ``"prompt_encoder"`` and ``"mask_decoder"``.
+    A name that matches the image encoder's prefixes belongs to it, whatever else it matches."""
 
     @property
     def device(self) -> torch.device:
@@ -234,6 +242,11 @@ class ModelFamily:
         config_from_hf: (Hugging Face ``config.json`` dict, origin) -> config, if the family has a
             Hugging Face format.
         official_checkpoints: registry name -> released file.
+        split_extras: native state dict -> (the model's tensors, tensors the family's files also hold that this
+            model does not use, e.g. SAM 2's video-only modules). ``load_checkpoint`` hands the extras back
+            apart; ``load_sam`` leaves them out.
+        to_meta_file: native state dict -> the object Meta's code saves for this family (``torch.save``d by
+            ``save_meta_checkpoint``, ``sam-convert DST.pth``); None if Meta's files hold more than the model.
     """
 
     name: str
@@ -245,6 +258,8 @@ class ModelFamily:
     infer_config: Callable[[Mapping[str, torch.Tensor], str], Any]
     config_from_hf: Callable[[Mapping[str, Any], str], Any] | None = None
     official_checkpoints: Mapping[str, OfficialCheckpoint] = field(default_factory=dict)
+    split_extras: Callable[[StateDict], tuple[StateDict, StateDict]] | None = None
+    to_meta_file: Callable[[dict[str, torch.Tensor]], Any] | None = None
 
     def model_type_name(self, config: Any) -> str:
         """The registry name of ``config``, else a short description of a custom model."""

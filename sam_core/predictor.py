@@ -6,7 +6,9 @@ validated in ``sam_core.prompts`` and embeddings stored by ``sam_core.embeddings
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import threading
+from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
@@ -24,6 +26,16 @@ Size = tuple[int, int]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def _serialized(method: Callable) -> Callable:
+    """Run ``method`` holding the predictor's lock: calls from several threads take turns, so that each one
+    sees, and leaves behind, one whole image state."""
+    @functools.wraps(method)
+    def locked(self: Predictor, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 class Predictor:
     """Interactive segmentation: ``set_image`` runs the heavy image encoder once, ``predict`` is then cheap.
 
@@ -34,6 +46,12 @@ class Predictor:
     ``transform``, ``features`` (the image embedding, B x C x h x w), ``original_size`` and ``input_size``
     (H, W of the single set image), ``is_image_set``. ``original_sizes`` / ``input_sizes`` hold one entry per
     image set with ``set_images``.
+
+    Threads: the methods of one Predictor hold a lock, so calls from several threads take turns and each
+    ``predict`` decodes one whole image state (never the embedding of one image with the size of another);
+    which image that is, when another thread calls ``set_image`` meanwhile, depends on timing. To work on
+    different images in parallel, give each thread its own Predictor: they can share one model, which
+    inference only reads.
     """
 
     def __init__(self, sam: PromptableSegmenter, mask_upscaling: UpscaleBackend = "opencv",
@@ -63,6 +81,7 @@ class Predictor:
         self.mask_threshold = sam.mask_threshold if mask_threshold is None else float(mask_threshold)
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
+        self._lock = threading.RLock()
         self.reset_image()
 
     @classmethod
@@ -82,6 +101,7 @@ class Predictor:
         """The image embedding(s) of the set image(s), B x C x h x w (the reference's attribute)."""
         return None if self.features_by_name is None else self.features_by_name[self.model.embedding_key]
 
+    @_serialized
     def reset_image(self) -> None:
         """Forget the current image(s) and their embeddings."""
         self.is_image_set = False
@@ -103,6 +123,7 @@ class Predictor:
         """
         self.set_images([image], image_format)
 
+    @_serialized
     def set_images(self, images: Sequence[np.ndarray], image_format: str = "RGB") -> None:
         """Embed several images in one encoder pass; decode them with ``predict_batch``.
 
@@ -125,6 +146,7 @@ class Predictor:
         """``set_images`` under SAM2ImagePredictor's name."""
         self.set_images(image_list, image_format)
 
+    @_serialized
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Sequence[int]) -> None:
         """Embed a 1x3xhxw image already passed through ``self.transform.apply_image`` (for SAM: resized so
         that its long side is the encoder size; SAM 2's transform leaves the image as it is)."""
@@ -163,11 +185,13 @@ class Predictor:
                               for i in range(count)]
         self.is_image_set = True
 
+    @_serialized
     def get_image_embedding(self) -> torch.Tensor:
         """The image embeddings, B x C x h x w (B = number of set images; 1x256x64x64 for official SAM)."""
         self._require_image()
         return self.features
 
+    @_serialized
     def set_image_embedding(self, embedding: torch.Tensor | np.ndarray, original_size: Sequence[int],
                             input_size: Sequence[int] | None = None) -> None:
         """Use a precomputed embedding (1xCxhxw or Cxhxw) of an image of ``original_size`` (H, W).
@@ -194,12 +218,14 @@ class Predictor:
         self.reset_image()
         self._set_state(StoredFeatures(features, [original], [resized]))
 
+    @_serialized
     def save_embedding(self, path: str | PathLike) -> None:
         """Write the current features and image sizes to a safetensors file (``sam_core.embeddings``)."""
         self._require_image()
         save_features(path, StoredFeatures(self.features_by_name, self.original_sizes, self.input_sizes),
                       self.model.family, self.model.config)
 
+    @_serialized
     def load_embedding(self, path: str | PathLike) -> None:
         """Restore what ``save_embedding`` wrote, as if ``set_image``/``set_images`` had run."""
         stored = load_features(path, self.model.family, self.model.config, self.model.feature_shapes)
@@ -209,6 +235,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
 
+    @_serialized
     def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask_output: bool = True, return_logits: bool = False,
@@ -235,6 +262,7 @@ class Predictor:
                                       mask_input_size=self.model.mask_input_size)
         return self._predict_numpy(0, prompts, multimask_output, return_logits, normalize_coords)
 
+    @_serialized
     def predict_batch(self, point_coords: Sequence[np.ndarray | None] | None = None,
                       point_labels: Sequence[np.ndarray | None] | None = None,
                       boxes: Sequence[np.ndarray | None] | None = None,
@@ -262,6 +290,7 @@ class Predictor:
         return [self._predict_numpy(index, image_prompts, multimask_output, return_logits, normalize_coords)
                 for index, image_prompts in enumerate(prompts)]
 
+    @_serialized
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
                       multimask_output: bool = True,
@@ -285,6 +314,7 @@ class Predictor:
         masks, scores, low_res = self._predict(0, prompts, multimask_output, return_logits)
         return masks.to(self.device), scores, low_res
 
+    @_serialized
     def _predict_numpy(self, index: int, prompts: Prompts, multimask_output: bool, return_logits: bool,
                        normalize_coords: bool = True) -> Prediction:
         """``predict`` of one image's prompts (a batch of one, in original pixels) as numpy."""
@@ -293,6 +323,7 @@ class Predictor:
         masks, scores, low_res = self._predict(index, prompts, multimask_output, return_logits)
         return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
 
+    @_serialized
     def _predict(self, index: int, prompts: Prompts, multimask_output: bool,
                  return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode prompts in the model's frame on set image ``index``, and bring the masks to its size.

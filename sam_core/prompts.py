@@ -126,17 +126,23 @@ def to_model_frame(prompts: Prompts, transform: Any, original_size: tuple[int, i
     apply_coords = transform.apply_normalized_coords if normalized else transform.apply_coords
     apply_boxes = transform.apply_normalized_boxes if normalized else transform.apply_boxes
     coords = boxes = None
-    if prompts.point_coords is not None:
-        coords = _float32(apply_coords(prompts.point_coords.cpu().numpy(), original_size), device)
-    if prompts.boxes is not None:
-        boxes = _float32(apply_boxes(prompts.boxes.cpu().numpy(), original_size), device)
+    with np.errstate(over="ignore"):  # coordinates that overflow float32 raise ValueError in _float32
+        if prompts.point_coords is not None:
+            coords = _float32(apply_coords(prompts.point_coords.cpu().numpy(), original_size), device, "point_coords")
+        if prompts.boxes is not None:
+            boxes = _float32(apply_boxes(prompts.boxes.cpu().numpy(), original_size), device, "box")
     labels = None if prompts.point_labels is None else prompts.point_labels.to(device, torch.int32)
     mask = None if prompts.mask_input is None else prompts.mask_input.to(device)
     return Prompts(coords, labels, boxes, mask)
 
 
-def _float32(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.float32, device=device)
+def _float32(values: np.ndarray, device: torch.device, name: str) -> torch.Tensor:
+    """``values`` as float32; finite float64 values too large for float32 would become inf (and the masks NaN)."""
+    values = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds values too large to use (beyond float32's range once mapped into the "
+                         "model's input frame)")
+    return torch.as_tensor(values, device=device)
 
 
 def _require_both(point_coords: Any, point_labels: Any) -> None:
@@ -146,9 +152,12 @@ def _require_both(point_coords: Any, point_labels: Any) -> None:
 
 def _as_tensor(values: Any, dtype: torch.dtype | None = None, floating: bool = False) -> torch.Tensor:
     """A tensor of ``values`` (numpy array, list or tensor); ``floating`` keeps float dtypes, else float32."""
-    if isinstance(values, np.ndarray) and dtype is None and values.dtype.kind in "OUS":
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
         raise ValueError(f"expected numbers, got an array of {values.dtype}")
-    tensor = torch.as_tensor(values) if not isinstance(values, torch.Tensor) else values
+    try:
+        tensor = torch.as_tensor(values) if not isinstance(values, torch.Tensor) else values
+    except (TypeError, ValueError, RuntimeError) as error:  # strings, ragged lists, objects
+        raise ValueError(f"expected an array of numbers, got {type(values).__name__} ({error})") from None
     if dtype is not None:
         return tensor.to(dtype)
     if floating and not tensor.is_floating_point():

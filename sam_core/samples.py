@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from sam_core.finetune.annotations import AnnotatedImage
 
 # AutomaticMaskGenerator options for the shapes model on these scenes (the README's first command). The
 # model is small and trained briefly, so its predicted IoUs and stability scores sit below what Meta's
@@ -154,6 +158,36 @@ def shapes_scenes() -> list[Scene]:
     """
     return [_legible_scene(f"shapes_{name}", height, width, n_shapes, seed)
             for name, height, width, n_shapes, seed in _SCENES]
+
+
+def shapes_training_images(count: int, seed: int, sizes: Sequence[tuple[int, int]] = ((192, 256), (256, 192),
+                                                                                     (160, 256)),
+                           convention: Callable[[np.ndarray], np.ndarray] | None = None,
+                           min_area: int = 100) -> list[AnnotatedImage]:
+    """Annotated shapes scenes to fine-tune or evaluate on (``sam_core.finetune``), drawn on the fly.
+
+    Image i is ``sizes[i % len(sizes)]`` (H, W) with 2 to 4 shapes (``draw_shapes_image``), keyed
+    ``shapes_<seed>_<i>``. Each visible shape of at least ``min_area`` pixels is an object, its mask passed
+    through ``convention`` (e.g. a dilation: an annotation style the shapes model was not trained on).
+
+    Args:
+        count: number of images.
+        seed: seed of the drawing; different seeds give disjoint-looking scenes.
+        sizes: image sizes to cycle through.
+        convention: maps a shape's exact (H, W) bool mask to its annotated mask (None: the exact mask).
+        min_area: smallest shape kept, in pixels.
+    """
+    from sam_core.finetune.annotations import AnnotatedImage, AnnotatedObject  # the readers' types
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        height, width = sizes[index % len(sizes)]
+        image, masks = draw_shapes_image(rng, height, width, int(rng.integers(2, 5)))
+        objects = [AnnotatedObject(mask if convention is None else convention(mask))
+                   for mask in masks if mask.sum() >= min_area]
+        images.append(AnnotatedImage.from_arrays(f"shapes_{seed}_{index}", image, objects))
+    return images
 
 
 class MissingPhotosDependency(ImportError):

@@ -60,6 +60,13 @@ class ImageTransform(ABC):
         return corners.reshape(-1, 4)
 
     @abstractmethod
+    def masks_to_low_res(self, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground truth in the frame of the low-res logits (training): (N, H, W) masks of an original image ->
+        (N, size, size) bool masks, resized (and padded) as the image is, then brought from the square model
+        input down to ``size`` (a low-res pixel is in a mask when at least half of it is); and the
+        (size, size) bool map of the low-res pixels that show the image rather than padding."""
+
+    @abstractmethod
     def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...],
                        backend: UpscaleBackend = "torch") -> torch.Tensor | np.ndarray:
         """Low-res logits (..., S, S) -> logits (..., H, W) at ``original_size``.
@@ -117,7 +124,9 @@ class ResizeLongestSide(ImageTransform):
     @staticmethod
     def get_preprocess_shape(old_h: int, old_w: int, long_side_length: int) -> tuple[int, int]:
         scale = long_side_length / max(old_h, old_w)
-        return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+        # At least one pixel: an image over ~2 * long_side_length times longer than wide would round to none
+        # (where the reference fails); otherwise the reference's rounding.
+        return max(1, int(old_h * scale + 0.5)), max(1, int(old_w * scale + 0.5))
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWxC (or HxW) uint8 -> resized uint8 with the longest side = target_length."""
@@ -141,6 +150,16 @@ class ResizeLongestSide(ImageTransform):
         """BxCxHxW float tensor -> resized with antialiased bilinear interpolation."""
         new_size = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
         return F.interpolate(image, new_size, mode="bilinear", align_corners=False, antialias=True)
+
+    def masks_to_low_res(self, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks resized like the image (long side to ``target_length``, aspect ratio kept), zero-padded at the
+        bottom and right to the square, averaged down to ``size``; padding is not valid."""
+        height, width = self.input_size((masks.shape[-2], masks.shape[-1]))
+        resized = self.apply_image_torch(masks[:, None].float())  # (N, 1, height, width)
+        pad = (0, self.target_length - width, 0, self.target_length - height)
+        shown = F.pad(resized.new_ones((1, 1, height, width)), pad)
+        low_res = F.adaptive_avg_pool2d(F.pad(resized, pad), size)
+        return low_res[:, 0] >= 0.5, F.adaptive_avg_pool2d(shown, size)[0, 0] >= 0.5
 
     # The reference names its torch variants separately; coordinates work for both array types here.
     apply_coords_torch = apply_coords
@@ -212,6 +231,11 @@ class StretchToSquare(ImageTransform):
         if tuple(images.shape[-2:]) == size:
             return images
         return F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=True)
+
+    def masks_to_low_res(self, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks stretched to the square like the image, averaged down to ``size``; every pixel is valid."""
+        low_res = F.adaptive_avg_pool2d(self.resize_torch(masks[:, None].float()), size)
+        return low_res[:, 0] >= 0.5, torch.ones((size, size), dtype=torch.bool, device=masks.device)
 
     def apply_coords(self, coords: Array, original_size: tuple[int, int]) -> Array:
         height, width = original_size

@@ -60,6 +60,10 @@ def test_load_sam_reads_meta_pt_and_leaves_video_weights(meta_pt, reference):
     assert not any(name.split(".")[0] in VIDEO_MODULES for name in ours.state_dict())
     with_video, video = load_sam2(meta_pt, config="sam2_hiera_test")
     assert same_weights(ours, with_video) and video  # the video issue reads them through load_sam2
+    expected_video = {k: v for k, v in reference.state_dict().items() if k.split(".")[0] in VIDEO_MODULES}
+    loaded = sam_core.load_checkpoint(meta_pt)
+    assert same_weights(ours, loaded.model) and loaded.extras.keys() == video.keys() == expected_video.keys()
+    assert all(torch.equal(loaded.extras[k], v) for k, v in expected_video.items())
     expected = {k: v for k, v in reference.state_dict().items() if k.split(".")[0] not in VIDEO_MODULES}
     assert all(torch.equal(ours.state_dict()[k], v) for k, v in expected.items())
     assert load_sam(meta_pt, config=TEST_CONFIG).config == TEST_CONFIG

@@ -333,8 +333,11 @@ def test_official_sizes_are_recognised_from_shapes(name):
 def test_checkpoint_errors_list_every_problem(tiny, tmp_path):
     reference, _, _ = tiny
     state_dict = dict(reference.state_dict())
+    assert load_sam2(state_dict)[0].config == SAM2_CONFIGS["sam2_hiera_test"]  # a registry entry's shapes
+    pos_embed = state_dict["image_encoder.trunk.pos_embed"]
+    resized = dict(state_dict, **{"image_encoder.trunk.pos_embed": pos_embed[..., :-1, :-1]})
     with pytest.raises(CheckpointError, match="match no official SAM 2 model; pass its Sam2Config"):
-        load_sam2(state_dict)
+        load_sam2(resized)
     del state_dict["sam_mask_decoder.conv_s0.weight"]
     state_dict["image_encoder.extra"] = torch.zeros(1)
     state_dict["no_mem_embed"] = torch.zeros(1, 1, 65)

@@ -65,6 +65,8 @@ class Sam(PromptableSegmenter):
     generator_defaults = GeneratorDefaults(pred_iou_thresh=0.88, stability_score_thresh=0.95)
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    parameter_roles = {"image_encoder": ("image_encoder.",), "prompt_encoder": ("prompt_encoder.",),
+                       "mask_decoder": ("mask_decoder.",)}
 
     def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  config: SamConfig | None = None) -> None:
@@ -202,6 +204,7 @@ SAM_FAMILY = ModelFamily(
     to_native_names=_sam_native_names,
     infer_config=infer_sam_config,
     config_from_hf=sam_config_from_hf,
+    to_meta_file=dict,  # segment_anything's .pth files are the plain state dict, under these names
     official_checkpoints={
         "vit_h": OfficialCheckpoint("sam_vit_h_4b8939.pth",
                                     "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,

@@ -183,8 +183,13 @@ def _block_diagonal(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 def _head_mask(num_heads: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(heads, 1, width): row h is one on head h's channels, zero elsewhere. Cached: it depends on the shapes
     alone and every fast cross-attention call uses it, on a few tokens where building it would be a
-    noticeable share of the work."""
-    return torch.eye(num_heads, dtype=dtype, device=device).repeat_interleave(width // num_heads, dim=1)[:, None]
+    noticeable share of the work.
+
+    Built outside inference mode even when first asked for inside it (``Predictor.predict``): the cache
+    outlives the call, and an inference tensor in it would make every later backward pass through the
+    decoder (fine-tuning the model in the same process) fail."""
+    with torch.inference_mode(False):
+        return torch.eye(num_heads, dtype=dtype, device=device).repeat_interleave(width // num_heads, dim=1)[:, None]
 
 
 class TwoWayAttentionBlock(nn.Module):

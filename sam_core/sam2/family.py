@@ -9,7 +9,7 @@ import torch
 
 from sam_core.errors import CheckpointError
 from sam_core.model_interface import ModelFamily, OfficialCheckpoint
-from sam_core.sam2.checkpoint import _config_signature, _signature, infer_config, split_state_dict
+from sam_core.sam2.checkpoint import config_signature, infer_config, shape_signature, split_state_dict
 from sam_core.sam2.config import SAM2_CONFIGS, Sam2Config
 from sam_core.sam2.hf_format import hf_to_meta_state_dict, sam2_config_from_hf
 from sam_core.sam2.model import build_sam2
@@ -25,12 +25,10 @@ def _is_sam2_checkpoint(names: Collection[str]) -> bool:
 
 
 def _sam2_native_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's names, image model only: the video-only tensors of an official file (memory encoder and
-    attention, object pointers...) are left out here; ``sam_core.sam2.load_sam2`` returns them."""
+    """Meta's names (Hugging Face Sam2Model files hold the image model only, under names of their own)."""
     if any(name.startswith("vision_encoder.") for name in tensors):
-        tensors = hf_to_meta_state_dict(tensors)
-    image_part, _ = split_state_dict(tensors)
-    return image_part
+        return hf_to_meta_state_dict(tensors)
+    return dict(tensors)
 
 
 def _infer_sam2_config(state_dict: Mapping[str, torch.Tensor], origin: str) -> Sam2Config:
@@ -38,9 +36,9 @@ def _infer_sam2_config(state_dict: Mapping[str, torch.Tensor], origin: str) -> S
     try:
         return infer_config(state_dict, origin)[1]
     except CheckpointError:
-        signature = _signature(state_dict, origin)
+        signature = shape_signature(state_dict, origin)
         for config in SAM2_CONFIGS.values():
-            if _config_signature(config) == signature:
+            if config_signature(config) == signature:
                 return config
         raise
 
@@ -65,4 +63,5 @@ SAM2_FAMILY = ModelFamily(
     infer_config=_infer_sam2_config,
     config_from_hf=sam2_config_from_hf,
     official_checkpoints=SAM2_OFFICIAL_CHECKPOINTS,
+    split_extras=split_state_dict,  # the video-only tensors of an official file
 )

@@ -91,6 +91,11 @@ class Sam2(PromptableSegmenter):
     low_res_logit_limit = LOW_RES_LOGIT_LIMIT
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    # encode() adds no_mem_embed and runs the decoder's conv_s0 / conv_s1 on the high-res features: they are
+    # part of the image encoding, and stay frozen with it.
+    parameter_roles = {"image_encoder": ("image_encoder.", "no_mem_embed", "sam_mask_decoder.conv_s0.",
+                                         "sam_mask_decoder.conv_s1."),
+                       "prompt_encoder": ("sam_prompt_encoder.",), "mask_decoder": ("sam_mask_decoder.",)}
 
     def __init__(self, image_encoder: ImageEncoder, sam_prompt_encoder: Sam2PromptEncoder,
                  sam_mask_decoder: Sam2MaskDecoder, config: Sam2Config | None = None) -> None:
