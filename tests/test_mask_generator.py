@@ -288,3 +288,23 @@ def test_unresolved_masks_and_small_chunks_give_the_same_records(our_sam: sam_co
     monkeypatch.setattr(mask_generator, "_CELLS_PER_CHUNK", 1)
     monkeypatch.setattr(mask_generator, "_UPSCALE_CHUNK_BYTES", 1)
     assert_records_equal(AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image), expected)
+
+
+def test_batches_that_keep_nothing_between_batches_that_keep_masks(reference_sam: torch.nn.Module,
+                                                                     our_sam: sam_core.Sam, shapes_image: np.ndarray,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proposals of a batch whose masks were all filtered out join those of the other batches."""
+    options = dict(points_per_side=6, points_per_batch=2, **THRESHOLDS)
+    kept_per_batch = []
+    process_batch = AutomaticMaskGenerator._process_batch
+
+    def counting(self: AutomaticMaskGenerator, *args: Any) -> Any:
+        proposals = process_batch(self, *args)
+        kept_per_batch.append(len(proposals))
+        return proposals
+
+    monkeypatch.setattr(AutomaticMaskGenerator, "_process_batch", counting)
+    ours = AutomaticMaskGenerator(our_sam, **options).generate(shapes_image)
+    assert 0 in kept_per_batch and max(kept_per_batch) > 0
+    assert_records_identical(ours, ReferenceGenerator(reference_sam, **options).generate(shapes_image),
+                             score_tolerance=1e-5)
