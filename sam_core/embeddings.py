@@ -2,7 +2,9 @@
 
 A file is safetensors: one tensor per named feature (``Predictor.features_by_name``), and in the metadata the
 images' original and resized sizes, the model family and its config, so that a file is never used with a
-model that did not compute it.
+model that did not compute it, and a CRC-32 of the whole content (``sam_core.checkpoint.content_checksum``), so
+that a damaged file fails to load instead of prompting the image with other features. Files are written
+atomically (a temporary file renamed into place).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sam_core.checkpoint import CHECKSUM_KEY, content_checksum, write_atomically
 from sam_core.model_interface import ImageFeatures
 
 EMBEDDING_FORMAT = "sam_core.image_embedding.v1"
@@ -42,7 +45,8 @@ def save_features(path: str | PathLike, stored: StoredFeatures, family: str, con
     if config is not None:
         metadata["config"] = json.dumps(config.to_dict(), sort_keys=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in stored.features.items()}
-    save_file(tensors, str(path), metadata=metadata)
+    metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
+    write_atomically(Path(path), lambda temp_path: save_file(tensors, str(temp_path), metadata=metadata))
 
 
 def load_features(path: str | PathLike, family: str, config: Any | None, feature_shapes: dict[str, tuple[int, ...]],
@@ -61,6 +65,10 @@ def load_features(path: str | PathLike, family: str, config: Any | None, feature
         raise ValueError(f"cannot read embedding file {path}: {error}") from error
     if metadata.get("format") != EMBEDDING_FORMAT or not features:
         raise ValueError(f"{path} is not a sam_core embedding file (written by save_embedding)")
+    stored_checksum = metadata.get(CHECKSUM_KEY)  # absent in files written before sam_core stored it
+    if stored_checksum is not None and stored_checksum != content_checksum(features, metadata):
+        raise ValueError(f"{path}: damaged embedding file: its content does not match the CRC-32 stored in it; "
+                         "compute the embedding again")
     stored_family = metadata.get("family", "sam")
     if stored_family != family:
         raise ValueError(f"{path} holds {stored_family} features, not features of this {family} model")

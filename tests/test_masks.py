@@ -120,13 +120,14 @@ def test_rle_matches_reference_and_round_trips(size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("crop", [[0, 0, 40, 30], [7, 0, 47, 30], [0, 9, 40, 39], [5, 6, 45, 36],
-                                  [30, 50, 70, 80]])
+                                  [30, 50, 70, 80], [10, 0, 50, 80], [0, 0, 70, 80]])
 def test_crop_rle_equals_rle_of_padded_masks(crop: list[int]) -> None:
     """RLEs of crop masks placed into the image equal those of the explicitly padded masks."""
     image_h, image_w = 80, 70
     blobs = random_blob_masks(6, crop[3] - crop[1], crop[2] - crop[0], seed=5)
     blobs[2, 0, :] = True  # runs across column boundaries, at the crop's top and bottom rows
     blobs[2, -1, :] = True
+    blobs[3], blobs[4] = True, False  # one run the size of the crop; none
     padded = reference.uncrop_masks(blobs, crop, image_h, image_w)
     assert masks.mask_to_rle_pytorch(blobs, crop, (image_h, image_w)) == reference.mask_to_rle_pytorch(padded)
 

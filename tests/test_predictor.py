@@ -191,6 +191,21 @@ def test_load_embedding_rejects_foreign_files(native_tiny, tiny_config, predicto
         Predictor(sam_core.build_sam(shallower)).load_embedding(path)
 
 
+def test_damaged_embedding_file_is_refused(predictor, native_tiny, tmp_path):
+    """A changed byte anywhere in the tensor data is caught by the stored CRC-32 (safetensors itself only
+    checks the header), so a damaged file never prompts the image with other features."""
+    path = tmp_path / "embedding.safetensors"
+    predictor.save_embedding(path)
+    data = path.read_bytes()
+    data_start = 8 + int.from_bytes(data[:8], "little")
+    for offset in np.random.default_rng(0).integers(data_start, len(data), 8).tolist():
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match="damaged embedding file"):
+            Predictor(native_tiny).load_embedding(path)
+
+
 def test_set_images_batch_matches_one_at_a_time(native_tiny, tmp_path):
     images = [synthetic_image(*shape, seed=i) for i, shape in enumerate(IMAGE_SHAPES)]
     single = Predictor(native_tiny)
