@@ -1,0 +1,186 @@
+"""EfficientViT-SAM against mit-han-lab's reference (``efficientsam==1.0.0``) on identical random weights.
+
+Every tensor of the reference is randomised (BatchNorm running statistics and zero-initialised biases included)
+and its state dict is written as the released files are, then loaded by ``load_sam``. L0 runs at its real
+encoder size (512, with prompts in the 1024 frame); XL0 at a reduced encoder input (256), which keeps the test
+fast and exercises both forms of the linear attention (maps of 8x8 and 4x4 pixels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator, EfficientViTSamPredictor
+from PIL import Image
+
+import sam_core
+from sam_core import AutomaticMaskGenerator, Predictor, load_sam, save_sam
+from sam_core.cli import amg_main
+from sam_core.efficientvit import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSam
+from sam_core.efficientvit.checkpoint import infer_efficientvit_sam_config
+from sam_core.efficientvit.parity import make_reference_efficientvit_sam
+from sam_core.errors import CheckpointError
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+TOL = 1e-4
+XL0_SIZE = 256
+CASES = {
+    "point": dict(point_coords=np.array([[150.0, 80.0]]), point_labels=np.array([1])),
+    "points": dict(point_coords=np.array([[150.0, 80.0], [40.0, 170.0]]), point_labels=np.array([1, 0])),
+    "box": dict(box=np.array([30.0, 20.0, 250.0, 160.0])),
+    "box_and_point": dict(point_coords=np.array([[100.0, 90.0]]), point_labels=np.array([0]),
+                          box=np.array([30.0, 20.0, 250.0, 160.0])),
+}
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (190, 283, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, EfficientViTSam, Path]]:
+    """name -> (reference, sam_core's model loaded from the reference's file, that file)."""
+    folder = tmp_path_factory.mktemp("efficientvit")
+    result = {}
+    for name, size, wrapped in (("efficientvit_sam_l0", None, False), ("efficientvit_sam_xl0", XL0_SIZE, True)):
+        reference = make_reference_efficientvit_sam(name, size, seed=1)
+        path = folder / f"{name}.pt"
+        # The released files come flat or as {"state_dict": ...}: one of each.
+        torch.save({"state_dict": reference.state_dict()} if wrapped else reference.state_dict(), path)
+        config = None if size is None else dataclasses.replace(EFFICIENTVIT_SAM_CONFIGS[name], encoder_image_size=size)
+        result[name] = (reference, load_sam(path, config=config), path)
+    return result
+
+
+@pytest.fixture(scope="module")
+def predictors(models, image) -> dict[str, tuple[EfficientViTSamPredictor, Predictor]]:
+    result = {}
+    for name, (reference, ours, _) in models.items():
+        theirs = EfficientViTSamPredictor(reference)
+        theirs.set_image(image)
+        mine = Predictor(ours)
+        mine.set_image(image)
+        result[name] = (theirs, mine)
+    return result
+
+
+def max_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+@pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl0"])
+def test_checkpoint_names_shapes_and_config(models, name):
+    reference, ours, _ = models[name]
+    theirs = reference.state_dict()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.items()}
+    assert ours.family == "efficientvit_sam"
+    assert infer_efficientvit_sam_config(theirs) == EFFICIENTVIT_SAM_CONFIGS[name]
+    assert sam_core.model_type_name(EFFICIENTVIT_SAM_CONFIGS[name]) == name
+
+
+@pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl0"])
+def test_embedding_matches_reference(predictors, name):
+    theirs, mine = predictors[name]
+    embedding = mine.get_image_embedding()
+    assert embedding.shape == (1, 256, 64, 64)
+    assert max_diff(embedding, theirs.features) <= TOL
+    assert mine.original_size == theirs.original_size
+
+
+@pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl0"])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("multimask", [True, False])
+def test_prediction_matches_reference(predictors, name, case, multimask):
+    theirs, mine = predictors[name]
+    expected = theirs.predict(**CASES[case], multimask_output=multimask, return_logits=True)
+    got = mine.predict(**CASES[case], multimask_output=multimask, return_logits=True)
+    assert max_diff(got[2], expected[2]) <= TOL  # low-res logits
+    assert max_diff(got[1], expected[1]) <= TOL  # IoU predictions
+    assert max_diff(got[0], expected[0]) <= TOL  # logits at the image size
+
+
+@pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl0"])
+def test_mask_input_matches_reference(predictors, name):
+    theirs, mine = predictors[name]
+    first = theirs.predict(**CASES["point"], multimask_output=True, return_logits=True)
+    mask_input = first[2][np.argmax(first[1])][None]
+    for multimask in (True, False):
+        expected = theirs.predict(**CASES["points"], mask_input=mask_input, multimask_output=multimask,
+                                  return_logits=True)
+        got = mine.predict(**CASES["points"], mask_input=mask_input, multimask_output=multimask, return_logits=True)
+        assert max_diff(got[2], expected[2]) <= TOL
+        assert max_diff(got[1], expected[1]) <= TOL
+
+
+def test_batchnorm_folding_matches_plain_path(models, image):
+    _, ours, _ = models["efficientvit_sam_xl0"]
+    pixels = torch.as_tensor(ours.transform.apply_image(image)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        with sam_core.fast_paths(False):
+            plain = ours.encode(ours.preprocess(pixels))[ours.embedding_key]
+        with sam_core.fast_paths(True):
+            folded = ours.encode(ours.preprocess(pixels))[ours.embedding_key]
+    assert max_diff(folded, plain) <= 1e-3
+    assert not torch.equal(folded, plain)  # the folded convolutions did run
+
+
+def test_encoder_and_prompt_frames(models):
+    _, ours, _ = models["efficientvit_sam_l0"]
+    assert ours.image_size == 512 and ours.transform.target_length == 1024
+    assert ours.transform.apply_image(np.zeros((190, 283, 3), np.uint8)).shape == (344, 512, 3)
+    assert ours.transform.prompt_frame_size((190, 283)) == (687, 1024)
+    np.testing.assert_allclose(ours.transform.apply_coords(np.array([[283.0, 190.0]]), (190, 283)), [[1024, 687]])
+
+
+def test_generator_matches_reference(models, image):
+    reference, ours, _ = models["efficientvit_sam_l0"]
+    # Random weights score every mask alike: thresholds low enough that masks survive, and NMS loose enough
+    # that several of them stay.
+    options = dict(points_per_side=3, pred_iou_thresh=-100.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
+    expected = EfficientViTSamAutomaticMaskGenerator(reference, **options).generate(image)
+    got = AutomaticMaskGenerator(ours, **options).generate(image)
+    assert len(expected) >= 2 and len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        assert np.mean(mine["segmentation"] == theirs["segmentation"]) >= 0.9999
+        assert mine["point_coords"] == theirs["point_coords"] and mine["crop_box"] == theirs["crop_box"]
+        assert mine["predicted_iou"] == pytest.approx(theirs["predicted_iou"], abs=TOL)
+        assert mine["stability_score"] == pytest.approx(theirs["stability_score"], abs=1e-3)
+        assert np.allclose(mine["bbox"], theirs["bbox"], atol=1)
+
+
+def test_sam_amg_loads_registry_name(models, image, tmp_path, monkeypatch):
+    """``sam-amg --model efficientvit_sam_l0`` with the released file placed in the cache by hand."""
+    _, ours, path = models["efficientvit_sam_l0"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "efficientvit_sam_l0.pt").write_bytes(path.read_bytes())
+    monkeypatch.setenv("SAM_CORE_CACHE", str(cache))
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    options = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-score-thresh", "0",
+               "--output-format", "coco"]
+    assert amg_main(["--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "out"),
+                     "--model", "efficientvit_sam_l0", *options]) == 0
+    expected = AutomaticMaskGenerator(ours, points_per_side=2, pred_iou_thresh=-100.0,
+                                      stability_score_thresh=0.0).generate(image)
+    written = json.loads((tmp_path / "out" / "photo.json").read_text())
+    assert len(written) == len(expected) >= 1
+    assert [record["bbox"] for record in written] == [record["bbox"] for record in expected]
+
+
+def test_round_trip_and_wrong_config(models, tmp_path):
+    _, ours, path = models["efficientvit_sam_xl0"]
+    saved = save_sam(ours, tmp_path / "xl0.safetensors")
+    again = load_sam(saved)
+    assert again.config == ours.config and again.config.encoder_image_size == XL0_SIZE
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+    with pytest.raises(CheckpointError, match="efficientvit_sam_xl0"):
+        load_sam(path, config="efficientvit_sam_l0")
+    with pytest.raises(CheckpointError, match="efficientvit_sam"):
+        load_sam(path, config="vit_b")
