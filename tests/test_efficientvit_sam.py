@@ -19,7 +19,7 @@ from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGen
 from PIL import Image
 
 import sam_core
-from sam_core import AutomaticMaskGenerator, Predictor, load_sam, save_sam
+from sam_core import AutomaticMaskGenerator, Predictor, checkpoint, load_sam, save_sam
 from sam_core.cli import amg_main
 from sam_core.efficientvit import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSam
 from sam_core.efficientvit.checkpoint import infer_efficientvit_sam_config
@@ -29,7 +29,7 @@ from sam_core.errors import CheckpointError
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 TOL = 1e-4
-XL0_SIZE = 256
+ENCODER_SIZES = {"efficientvit_sam_l0": 256, "efficientvit_sam_xl0": 128}
 CASES = {
     "point": dict(point_coords=np.array([[150.0, 80.0]]), point_labels=np.array([1])),
     "points": dict(point_coords=np.array([[150.0, 80.0], [40.0, 170.0]]), point_labels=np.array([1, 0])),
@@ -49,12 +49,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn
     """name -> (reference, sam_core's model loaded from the reference's file, that file)."""
     folder = tmp_path_factory.mktemp("efficientvit")
     result = {}
-    for name, size, wrapped in (("efficientvit_sam_l0", None, False), ("efficientvit_sam_xl0", XL0_SIZE, True)):
+    for name, wrapped in (("efficientvit_sam_l0", False), ("efficientvit_sam_xl0", True)):
+        size = ENCODER_SIZES[name]
         reference = make_reference_efficientvit_sam(name, size, seed=1)
         path = folder / f"{name}.pt"
         # The released files come flat or as {"state_dict": ...}: one of each.
         torch.save({"state_dict": reference.state_dict()} if wrapped else reference.state_dict(), path)
-        config = None if size is None else dataclasses.replace(EFFICIENTVIT_SAM_CONFIGS[name], encoder_image_size=size)
+        config = dataclasses.replace(EFFICIENTVIT_SAM_CONFIGS[name], encoder_image_size=size)
         result[name] = (reference, load_sam(path, config=config), path)
     return result
 
@@ -82,7 +83,7 @@ def test_checkpoint_names_shapes_and_config(models, name):
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.items()}
     assert ours.family == "efficientvit_sam"
     assert infer_efficientvit_sam_config(theirs) == EFFICIENTVIT_SAM_CONFIGS[name]
-    assert sam_core.model_type_name(EFFICIENTVIT_SAM_CONFIGS[name]) == name
+    assert checkpoint.model_type_name(EFFICIENTVIT_SAM_CONFIGS[name]) == name
 
 
 @pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl0"])
@@ -120,7 +121,7 @@ def test_mask_input_matches_reference(predictors, name):
 
 
 def test_batchnorm_folding_matches_plain_path(models, image):
-    _, ours, _ = models["efficientvit_sam_xl0"]
+    _, ours, _ = models["efficientvit_sam_l0"]
     pixels = torch.as_tensor(ours.transform.apply_image(image)).permute(2, 0, 1)[None]
     with torch.no_grad():
         with sam_core.fast_paths(False):
@@ -131,8 +132,8 @@ def test_batchnorm_folding_matches_plain_path(models, image):
     assert not torch.equal(folded, plain)  # the folded convolutions did run
 
 
-def test_encoder_and_prompt_frames(models):
-    _, ours, _ = models["efficientvit_sam_l0"]
+def test_encoder_and_prompt_frames():
+    ours = sam_core.build_sam("efficientvit_sam_l0")
     assert ours.image_size == 512 and ours.transform.target_length == 1024
     assert ours.transform.apply_image(np.zeros((190, 283, 3), np.uint8)).shape == (344, 512, 3)
     assert ours.transform.prompt_frame_size((190, 283)) == (687, 1024)
@@ -141,46 +142,59 @@ def test_encoder_and_prompt_frames(models):
 
 def test_generator_matches_reference(models, image):
     reference, ours, _ = models["efficientvit_sam_l0"]
-    # Random weights score every mask alike: thresholds low enough that masks survive, and NMS loose enough
-    # that several of them stay.
-    options = dict(points_per_side=3, pred_iou_thresh=-100.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
+    # Random weights give every point nearly the same mask: no quality filter and no NMS (a threshold of 1
+    # suppresses nothing), so that every mask of every point is a record to compare.
+    options = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     expected = EfficientViTSamAutomaticMaskGenerator(reference, **options).generate(image)
     got = AutomaticMaskGenerator(ours, **options).generate(image)
-    assert len(expected) >= 2 and len(got) == len(expected)
+    assert len(expected) == 12 and len(got) == len(expected)
     for mine, theirs in zip(got, expected):
         assert np.mean(mine["segmentation"] == theirs["segmentation"]) >= 0.9999
         assert mine["point_coords"] == theirs["point_coords"] and mine["crop_box"] == theirs["crop_box"]
+        assert mine["bbox"] == theirs["bbox"] and mine["area"] == pytest.approx(theirs["area"], abs=10)
         assert mine["predicted_iou"] == pytest.approx(theirs["predicted_iou"], abs=TOL)
         assert mine["stability_score"] == pytest.approx(theirs["stability_score"], abs=1e-3)
-        assert np.allclose(mine["bbox"], theirs["bbox"], atol=1)
 
 
-def test_sam_amg_loads_registry_name(models, image, tmp_path, monkeypatch):
-    """``sam-amg --model efficientvit_sam_l0`` with the released file placed in the cache by hand."""
+@pytest.fixture(scope="module")
+def l0_safetensors(models, tmp_path_factory) -> Path:
+    _, ours, _ = models["efficientvit_sam_l0"]
+    return save_sam(ours, tmp_path_factory.mktemp("saved") / "l0.safetensors")
+
+
+def test_round_trip_and_wrong_config(models, l0_safetensors):
     _, ours, path = models["efficientvit_sam_l0"]
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "efficientvit_sam_l0.pt").write_bytes(path.read_bytes())
-    monkeypatch.setenv("SAM_CORE_CACHE", str(cache))
+    again = load_sam(l0_safetensors)
+    assert again.config == ours.config and again.config.encoder_image_size == ENCODER_SIZES["efficientvit_sam_l0"]
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+    with pytest.raises(CheckpointError, match="efficientvit_sam_l0"):
+        load_sam(path, config="efficientvit_sam_l1")
+    with pytest.raises(CheckpointError, match="efficientvit_sam"):
+        load_sam(path, config="vit_b")
+
+
+def test_registry_name_reads_the_cached_file(models, tmp_path, monkeypatch):
+    """``load_sam("efficientvit_sam_l0")``: the released file, put in the cache by hand (never downloaded)."""
+    _, ours, path = models["efficientvit_sam_l0"]
+    (tmp_path / "efficientvit_sam_l0.pt").write_bytes(path.read_bytes())
+    monkeypatch.setenv("SAM_CORE_CACHE", str(tmp_path))
+    loaded = load_sam("efficientvit_sam_l0")
+    assert loaded.config == EFFICIENTVIT_SAM_CONFIGS["efficientvit_sam_l0"]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), ours.state_dict().values()))
+    monkeypatch.setenv("SAM_CORE_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="efficientvit_sam_xl1.pt"):
+        load_sam("efficientvit_sam_xl1")
+
+
+def test_sam_amg_with_model_option(models, image, l0_safetensors, tmp_path):
+    _, ours, _ = models["efficientvit_sam_l0"]
     Image.fromarray(image).save(tmp_path / "photo.png")
     options = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-score-thresh", "0",
                "--output-format", "coco"]
     assert amg_main(["--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "out"),
-                     "--model", "efficientvit_sam_l0", *options]) == 0
+                     "--model", str(l0_safetensors), *options]) == 0
     expected = AutomaticMaskGenerator(ours, points_per_side=2, pred_iou_thresh=-100.0,
                                       stability_score_thresh=0.0).generate(image)
     written = json.loads((tmp_path / "out" / "photo.json").read_text())
     assert len(written) == len(expected) >= 1
     assert [record["bbox"] for record in written] == [record["bbox"] for record in expected]
-
-
-def test_round_trip_and_wrong_config(models, tmp_path):
-    _, ours, path = models["efficientvit_sam_xl0"]
-    saved = save_sam(ours, tmp_path / "xl0.safetensors")
-    again = load_sam(saved)
-    assert again.config == ours.config and again.config.encoder_image_size == XL0_SIZE
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
-    with pytest.raises(CheckpointError, match="efficientvit_sam_xl0"):
-        load_sam(path, config="efficientvit_sam_l0")
-    with pytest.raises(CheckpointError, match="efficientvit_sam"):
-        load_sam(path, config="vit_b")

@@ -14,7 +14,7 @@ def make_reference_efficientvit_sam(name: str, encoder_image_size: int | None = 
     """The reference model of registry ``name`` (eps 1e-6 on every norm, as its zoo builds it) with every
     tensor random: weights at unit-preserving scale, norms' affine parameters, biases and BatchNorm running
     statistics around their usual values. ``encoder_image_size`` overrides the encoder input (512 / 1024)."""
-    from efficientsam import create_efficientvit_sam_model
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
 
     sizes = {} if encoder_image_size is None else {"image_size": encoder_image_size}
     model = create_efficientvit_sam_model(REFERENCE_NAMES[name], pretrained=False, **sizes)
