@@ -120,14 +120,12 @@ def test_mask_input_matches_reference(predictors, name):
         assert max_diff(got[1], expected[1]) <= TOL
 
 
-def test_batchnorm_folding_matches_plain_path(models, image):
+def test_batchnorm_folding_matches_plain_path(models, predictors, image):
     _, ours, _ = models["efficientvit_sam_l0"]
+    folded = predictors["efficientvit_sam_l0"][1].get_image_embedding()  # set_image ran on the fast path
     pixels = torch.as_tensor(ours.transform.apply_image(image)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        with sam_core.fast_paths(False):
-            plain = ours.encode(ours.preprocess(pixels))[ours.embedding_key]
-        with sam_core.fast_paths(True):
-            folded = ours.encode(ours.preprocess(pixels))[ours.embedding_key]
+    with torch.no_grad(), sam_core.fast_paths(False):
+        plain = ours.encode(ours.preprocess(pixels))[ours.embedding_key]
     assert max_diff(folded, plain) <= 1e-3
     assert not torch.equal(folded, plain)  # the folded convolutions did run
 
@@ -140,15 +138,21 @@ def test_encoder_and_prompt_frames():
     np.testing.assert_allclose(ours.transform.apply_coords(np.array([[283.0, 190.0]]), (190, 283)), [[1024, 687]])
 
 
-def test_generator_matches_reference(models, image):
-    reference, ours, _ = models["efficientvit_sam_l0"]
-    # Random weights give every point nearly the same mask: no quality filter and no NMS (a threshold of 1
-    # suppresses nothing), so that every mask of every point is a record to compare.
-    options = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
-    expected = EfficientViTSamAutomaticMaskGenerator(reference, **options).generate(image)
-    got = AutomaticMaskGenerator(ours, **options).generate(image)
-    assert len(expected) == 12 and len(got) == len(expected)
-    for mine, theirs in zip(got, expected):
+# Random weights give every point nearly the same mask: no quality filter and no NMS (a threshold of 1
+# suppresses nothing), so that every mask of every point is a record to compare.
+GENERATOR_OPTIONS = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+
+
+@pytest.fixture(scope="module")
+def generated(models, image) -> list[dict]:
+    return AutomaticMaskGenerator(models["efficientvit_sam_l0"][1], **GENERATOR_OPTIONS).generate(image)
+
+
+def test_generator_matches_reference(models, generated, image):
+    reference = models["efficientvit_sam_l0"][0]
+    expected = EfficientViTSamAutomaticMaskGenerator(reference, **GENERATOR_OPTIONS).generate(image)
+    assert len(expected) == 12 and len(generated) == len(expected)
+    for mine, theirs in zip(generated, expected):
         assert np.mean(mine["segmentation"] == theirs["segmentation"]) >= 0.9999
         assert mine["point_coords"] == theirs["point_coords"] and mine["crop_box"] == theirs["crop_box"]
         assert mine["bbox"] == theirs["bbox"] and mine["area"] == pytest.approx(theirs["area"], abs=10)
@@ -186,15 +190,12 @@ def test_registry_name_reads_the_cached_file(models, tmp_path, monkeypatch):
         load_sam("efficientvit_sam_xl1")
 
 
-def test_sam_amg_with_model_option(models, image, l0_safetensors, tmp_path):
-    _, ours, _ = models["efficientvit_sam_l0"]
+def test_sam_amg_with_model_option(generated, image, l0_safetensors, tmp_path):
     Image.fromarray(image).save(tmp_path / "photo.png")
-    options = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-score-thresh", "0",
-               "--output-format", "coco"]
+    options = [item for name, value in GENERATOR_OPTIONS.items()
+               for item in ("--" + name.replace("_", "-"), str(value))]
     assert amg_main(["--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "out"),
-                     "--model", str(l0_safetensors), *options]) == 0
-    expected = AutomaticMaskGenerator(ours, points_per_side=2, pred_iou_thresh=-100.0,
-                                      stability_score_thresh=0.0).generate(image)
+                     "--model", str(l0_safetensors), "--output-format", "coco", *options]) == 0
     written = json.loads((tmp_path / "out" / "photo.json").read_text())
-    assert len(written) == len(expected) >= 1
-    assert [record["bbox"] for record in written] == [record["bbox"] for record in expected]
+    assert [record["bbox"] for record in written] == [record["bbox"] for record in generated]
+    assert [record["predicted_iou"] for record in written] == [record["predicted_iou"] for record in generated]
