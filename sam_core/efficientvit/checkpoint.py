@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 
 import torch
 
-from sam_core.config import ASSUMED_DECODER_HEADS
+from sam_core.config import decoder_fields
 from sam_core.efficientvit.config import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSamConfig
 from sam_core.errors import CheckpointError
 
@@ -98,13 +98,7 @@ def infer_efficientvit_sam_config(state_dict: Mapping[str, torch.Tensor],
             neck_stages=neck_stages, neck_width=neck_width, neck_depth=count(NECK + "middle.op_list."),
             neck_expand_ratio=shape(f"{NECK}middle.op_list.0.main.spatial_conv.conv.weight")[0] / neck_width,
             prompt_embed_dim=shape(f"{NECK}output_ops.0.op_list.0.conv.weight")[0],
-            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-            decoder_depth=count("mask_decoder.transformer.layers."),
-            decoder_num_heads=ASSUMED_DECODER_HEADS,
-            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
-            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            **decoder_fields(shape, count),
         )
     except ValueError as error:
         raise CheckpointError(f"{origin}: tensor shapes describe no valid EfficientViT-SAM model ({error})") from None
