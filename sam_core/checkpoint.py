@@ -351,6 +351,8 @@ def _load_torch(path: Path) -> Mapping[str, object]:
         raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict of tensors")
     if isinstance(loaded.get("model"), Mapping):
         return loaded["model"]  # Meta's SAM 2 files: {"model": state_dict}
+    if isinstance(loaded.get("state_dict"), Mapping):
+        return loaded["state_dict"]  # some EfficientViT-SAM files: {"state_dict": state_dict}
     return loaded
 
 

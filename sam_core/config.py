@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,13 +142,22 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "stat
             window_size=(window_lengths.pop() + 1) // 2 if window_lengths else 0,
             encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
             prompt_embed_dim=shape("image_encoder.neck.0.weight")[0],
-            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-            decoder_depth=count("mask_decoder.transformer.layers."),
-            decoder_num_heads=ASSUMED_DECODER_HEADS,
-            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
-            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            **decoder_fields(shape, count),
         )
     except ValueError as error:
         raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None
+
+
+def decoder_fields(shape: Callable[[str], torch.Size], count: Callable[[str], int]) -> dict[str, int]:
+    """The prompt encoder's and mask decoder's config fields read from a checkpoint's shapes (Meta's names), for
+    every family built on SAM 1's decoder. ``shape(name)`` is a tensor's shape, ``count(prefix)`` the number of
+    numbered modules under ``prefix``; the decoder's heads are ``ASSUMED_DECODER_HEADS``."""
+    return dict(
+        mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+        decoder_depth=count("mask_decoder.transformer.layers."),
+        decoder_num_heads=ASSUMED_DECODER_HEADS,
+        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+        iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
+        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+    )

@@ -277,6 +277,14 @@ def unpartition_windows(windows: torch.Tensor, window: int, out: torch.Tensor) -
     return out
 
 
+def mlp_width(dim: int, mlp_ratio: float) -> int:
+    """``int(dim * mlp_ratio)``, Meta's hidden width, except that a product within rounding of an integer is
+    that integer: a ratio read back from a checkpoint's widths (``width / dim``, e.g. SlimSAM's pruned 696 / 168)
+    then rebuilds exactly that width."""
+    width = dim * mlp_ratio
+    return round(width) if abs(width - round(width)) < 1e-6 * width else int(width)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; attends within windows when window_size > 0, else over the whole grid.
 
@@ -293,7 +301,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, grid_size, window_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
+        self.mlp = MLPBlock(dim, mlp_width(dim, mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

@@ -1,0 +1,148 @@
+"""Benchmark sam_core's EfficientViT-SAM against mit-han-lab's reference (``efficientsam==1.0.0``) on identical
+random weights.
+
+    .venv/bin/python benchmarks/bench_efficientvit.py --image ../shared/images/truck.jpg
+
+As ``bench.py``: one set of random weights per model (the reference's, every tensor randomised, saved as its
+released .pt files are and loaded by ``load_sam``), every (task, implementation) pair in fresh subprocesses,
+repeats interleaved across implementations, medians printed. ``encoder`` times the image encoder on the
+preprocessed image (one warm-up call first); ``predict`` one point prompt through each predictor (20 calls
+after a warm-up); ``amg16`` the automatic mask generator with 16x16 points and the reference's defaults, whose
+mask set is compared with the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench import PREDICT_CALLS, amg_options, compare_mask_sets, load_rgb, timed
+
+MODELS = ("efficientvit_sam_l0", "efficientvit_sam_xl0")
+TASKS = ("encoder", "predict", "amg16")
+IMPLEMENTATIONS = ("reference", "sam_core")
+
+
+def worker(model_name: str, task: str, implementation: str, weights: Path, image_path: str, out: Path) -> None:
+    import sam_core
+    from sam_core.efficientvit.parity import make_reference_efficientvit_sam
+
+    torch.set_grad_enabled(False)
+    image = load_rgb(image_path)
+    point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
+    label = np.array([1])
+    if implementation == "sam_core":
+        from sam_core.runtime import keep_freed_memory_by_default
+
+        keep_freed_memory_by_default()  # what sam-amg does first
+        model: Any = sam_core.load_sam(weights)
+    else:
+        model = make_reference_efficientvit_sam(model_name)
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    result: dict[str, Any] = {}
+    if task == "encoder":
+        if implementation == "sam_core":
+            pixels = torch.as_tensor(model.transform.apply_image(image)).permute(2, 0, 1)[None]
+            prepared = model.preprocess(pixels)
+            times, _ = timed(lambda: model.encode(prepared), 1)
+        else:
+            prepared = model.transform(image)[None]
+            times, _ = timed(lambda: model.image_encoder(prepared), 1)
+    elif task == "predict":
+        if implementation == "sam_core":
+            predictor: Any = sam_core.Predictor(model)
+        else:
+            from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+
+            predictor = EfficientViTSamPredictor(model)
+        predictor.set_image(image)
+        times, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+    else:
+        options = amg_options(task)
+        if implementation == "sam_core":
+            generator: Any = sam_core.AutomaticMaskGenerator(model, **options)
+        else:
+            from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
+
+            generator = EfficientViTSamAutomaticMaskGenerator(model, **options)
+        start = time.perf_counter()
+        records = generator.generate(image)
+        times = [time.perf_counter() - start]
+        result["masks"] = [r["segmentation"] for r in records]
+    result["times"] = times
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "TASK", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker, args.weights, args.image, args.out)
+        return
+
+    from sam_core.efficientvit.parity import make_reference_efficientvit_sam
+
+    image = load_rgb(args.image)
+    print(f"# sam_core EfficientViT-SAM benchmark: fp32, random weights, {Path(args.image).name} "
+          f"{image.shape[1]}x{image.shape[0]}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
+    print("| model | task | implementation | median | vs reference | peak RSS | output |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model_name in args.models:
+            weights = Path(tmp) / f"{model_name}.pt"
+            torch.save(make_reference_efficientvit_sam(model_name, seed=0).state_dict(), weights)
+            for task in args.tasks:
+                results: dict[str, dict] = {}
+                for _ in range(args.runs):
+                    for implementation in IMPLEMENTATIONS:
+                        out = Path(tmp) / f"{model_name}-{task}-{implementation}.json"
+                        out.unlink(missing_ok=True)
+                        command = [sys.executable, __file__, "--worker", model_name, task, implementation,
+                                   "--weights", str(weights), "--image", args.image, "--out", str(out)]
+                        completed = subprocess.run(command, capture_output=True, text=True)
+                        if completed.returncode != 0 or not out.exists():
+                            print(f"# {model_name} {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
+                            continue
+                        result = json.loads(out.read_text())
+                        merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
+                        merged["times"] += result["times"]
+                        merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
+                        if "masks" in result:
+                            merged["masks"] = result["masks"]
+                reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
+                for implementation, result in results.items():
+                    median = statistics.median(result["times"])
+                    unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
+                    ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
+                    output = ""
+                    if "masks" in result:
+                        output = f"{len(result['masks'])} masks"
+                        if implementation != "reference" and "reference" in results:
+                            output = compare_mask_sets(result["masks"], results["reference"]["masks"])
+                    print(f"| {model_name} | {task} | {implementation} | {unit} | {ratio} | "
+                          f"{result['peak_rss_mb']:.0f} MB | {output} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
