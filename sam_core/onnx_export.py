@@ -106,7 +106,7 @@ class SamOnnxEncoder(nn.Module):
     """The image encoder with SAM's normalisation and padding.
 
     Input ``image``: (1, 3, h, w) float32 RGB in 0-255, already resized so that its long side is the model's
-    input size (``model.transform.apply_image``; h and w are dynamic). Output ``image_embeddings``.
+    input size S (``model.transform.apply_image``; h and w are dynamic). Output ``image_embeddings``.
 
     Args:
         sam: the model whose image encoder is exported.
@@ -117,7 +117,9 @@ class SamOnnxEncoder(nn.Module):
         self.sam = sam
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.sam.image_encoder(self.sam.preprocess(image))
+        side = self.sam.image_encoder.img_size
+        # The padded input's shape as constants: every size the encoder computes from it is then static.
+        return self.sam.image_encoder(self.sam.preprocess(image).reshape(1, 3, side, side))
 
 
 @dataclass
@@ -149,9 +151,8 @@ def export_onnx(model: Sam | str | os.PathLike, output: str | os.PathLike, encod
     if encoder is not None:
         files.encoder = Path(encoder)
         side = sam.image_encoder.img_size
-        example = (torch.zeros(1, 3, side, side * 3 // 4),)
-        _export(SamOnnxEncoder(sam), example, files.encoder, (ENCODER_INPUT,), (ENCODER_OUTPUT,), opset,
-                dynamic_axes={ENCODER_INPUT: {2: "height", 3: "width"}})
+        _export(SamOnnxEncoder(sam), (torch.zeros(1, 3, side, side * 3 // 4),), files.encoder, (ENCODER_INPUT,),
+                (ENCODER_OUTPUT,), opset, dynamic_axes={ENCODER_INPUT: {2: "height", 3: "width"}})
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
