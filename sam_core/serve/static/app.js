@@ -12,7 +12,7 @@ const samApp = {
   points: [], labels: [], box: null,
   masks: [], selected: 0, everything: false,
   latencies: [], // click (or box release) to mask painted, ms
-  maskVersion: 0, busy: false, hoverBusy: false,
+  maskVersion: 0, promptVersion: 0, busy: false, hoverBusy: false,
 };
 window.samApp = samApp;
 
@@ -83,6 +83,7 @@ async function showImage(image) {
 }
 
 function resetPrompts() {
+  samApp.promptVersion += 1;
   samApp.points = []; samApp.labels = []; samApp.box = null;
   samApp.masks = []; samApp.selected = 0; samApp.everything = false;
   clearCanvas("mask-canvas"); clearCanvas("hover-canvas"); drawPrompts(); showChoices();
@@ -187,10 +188,11 @@ async function predict(startedAt) {
 async function hover(point) {
   if (!samApp.image || samApp.busy || samApp.hoverBusy || samApp.everything) return;
   samApp.hoverBusy = true;
+  const version = samApp.promptVersion; // a preview asked for before a click is stale after it
   try {
     const response = await postJSON(`/api/images/${samApp.image.id}/predict`, promptBody(point));
     const result = await response.json();
-    if (!samApp.busy) paintMasks("hover-canvas", [result.masks[bestIndex(result.masks)]], [HOVER_COLOR]);
+    if (!samApp.busy && version === samApp.promptVersion) paintMasks("hover-canvas", [result.masks[bestIndex(result.masks)]], [HOVER_COLOR]);
   } catch (error) {
     // A failed preview is not worth an error banner: the click will report it.
   } finally {
@@ -228,6 +230,7 @@ function onPointerUp(event) {
   const startedAt = performance.now();
   const end = imagePoint(event), current = press;
   press = null;
+  samApp.promptVersion += 1;
   clearCanvas("hover-canvas");
   if (current.dragging) {
     samApp.box = boxBetween(current.start, end);
