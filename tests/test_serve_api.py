@@ -113,6 +113,9 @@ def test_downloads_png_and_coco_rle(served, scene):
                                                          json=body).content)))
     assert np.array_equal(labels == 2, masks[1]) and np.array_equal(labels == 1, masks[0] & ~masks[1])
     records = served.post(f"/api/images/{image_id}/download", params={"format": "coco"}, json=body).json()
+    odd_id = _open(served, name='a "quoted"\r\nname.png', data=_png(scene))[1][-1]["image"]["id"]
+    odd = served.post(f"/api/images/{odd_id}/download", params={"format": "coco"}, json=body)
+    assert odd.headers["content-disposition"] == 'attachment; filename="a__quoted___name_masks.json"'
     for record, mask, entry in zip(records, masks, body["masks"]):
         assert np.array_equal(coco_mask.decode(record["segmentation"]).astype(bool), mask)
         assert record["area"] == mask.sum() and record["predicted_iou"] == entry["score"]

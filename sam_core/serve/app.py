@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -164,7 +165,8 @@ def create_app(model: PromptableSegmenter, model_name: str = "", folder: ImageFo
         if not isinstance(entries, list) or not entries:
             raise ValueError("download needs {\"masks\": [{\"runs\": [...], \"score\": s}, ...]}, at least one mask")
         masks = [runs_to_mask(entry.get("runs", []), height, width) for entry in entries]
-        stem = image.name.rsplit(".", 1)[0] or "image"
+        # The uploader chose the name: only safe characters go into the header.
+        stem = re.sub(r"[^\w.-]", "_", image.name.rsplit(".", 1)[0]) or "image"
         if format == "png":
             data, media, suffix = masks_png(masks), "image/png", "png"
         elif format == "coco":
