@@ -30,9 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "sam_vit_tiny_shapes.safetensors"
 TRUCK = ROOT.parent / "shared" / "images" / "truck.jpg"  # the reference repo's photo, beside the clone
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 # No crash handler: it outlives the browser holding the browser's pipes, and closing waits on it.
-                 "--disable-breakpad", "--disable-crash-reporter"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The mask canvas may be scaled for display; what it holds is one pixel per image pixel.
 READ_MASK = """() => {
   const canvas = document.getElementById('mask-canvas');
