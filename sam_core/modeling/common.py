@@ -55,8 +55,9 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
+        self.normalized_shape = (num_channels,)  # a constant, not x.shape[1]: ONNX tracing keeps it static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A channels-last view turns it into the usual LayerNorm over the last axis.
-        normed = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        normed = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return normed.permute(0, 3, 1, 2)

@@ -219,7 +219,8 @@ def window_unpartition(windows: torch.Tensor, window: int, size: tuple[int, int]
     """Inverse of ``window_partition``: (B * windows, window, window, C) -> (B, H, W, C) for a grid of
     ``size`` (H, W), dropping the padding."""
     height, width = size
-    down, across = -(-height // window), -(-width // window)
+    # Ceiling division written with positive operands: ONNX's integer division truncates toward zero.
+    down, across = (height + window - 1) // window, (width + window - 1) // window
     channels = windows.shape[-1]
     x = windows.view(-1, down, across, window, window, channels)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, down * window, across * window, channels)  # (B, Hp, Wp, C)
