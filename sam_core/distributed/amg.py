@@ -10,7 +10,6 @@ collects each image's result for the progress bar, failures.csv and the summary 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 
 from sam_core.checkpoint import CheckpointError
 from sam_core.cli import AmgImageFailed, AmgProgress, amg_generator, amg_plan, amg_process_image
-from sam_core.distributed.session import RayMissing, actor_options, quiet_data_context, ray_session
+from sam_core.distributed.session import RayMissing, batches_through_actors, ray_session
 from sam_core.distributed.sources import list_image_sources
 from sam_core.runtime import keep_freed_memory_by_default
 
@@ -52,7 +51,6 @@ def run_amg_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     arguments or model)."""
     try:
         with ray_session(args.address) as ray:
-            quiet_data_context(ray)
             try:
                 sources = list_image_sources(ray, args.input, args.input_column)
             except ValueError as error:
@@ -66,9 +64,7 @@ def run_amg_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                     print(f"sam-amg: error: {error}", file=sys.stderr)
                     return 2
                 items = [{"source": source, "name": name} for source, name in pending]
-                results = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / args.batch_size))
-                results = results.map_batches(AmgActor, fn_constructor_kwargs={"args": args}, **actor_options(args))
-                for row in results.iter_rows():
+                for row in batches_through_actors(ray, items, AmgActor, {"args": args}, args).iter_rows():
                     failed = row["masks"] < 0
                     progress.record(row["source"], AmgImageFailed(row["reason"]) if failed else int(row["masks"]))
             return progress.finish()

@@ -8,7 +8,6 @@ same names (content hashes), same format, written atomically. Images already cac
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pickle
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from sam_core.checkpoint import load_sam
-from sam_core.distributed.session import actor_options, quiet_data_context, ray_session
+from sam_core.distributed.session import batches_through_actors, ray_session
 from sam_core.finetune.annotations import AnnotatedImage
 from sam_core.finetune.cache import EmbeddingCache
 
@@ -58,13 +57,11 @@ def build_cache_on_ray(args: argparse.Namespace, cache: EmbeddingCache, images: 
     if not images:
         return 0
     with ray_session(args.address) as ray:
-        quiet_data_context(ray)
         items = [{"image": pickle.dumps(image)} for image in images]
         constructor = {"model": args.model, "device": args.device, "directory": cache.directory.parent,
                        "storage_dtype": cache.storage_dtype, "batch_size": args.batch_size,
                        "threads": args.cpus_per_worker}
-        results = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / args.batch_size))
-        results = results.map_batches(CacheActor, fn_constructor_kwargs=constructor, **actor_options(args))
+        results = batches_through_actors(ray, items, CacheActor, constructor, args)
         encoded = 0
         with tqdm(total=len(items), desc="embedding cache (ray)", unit="image", disable=not progress or None) as bar:
             for row in results.iter_rows():

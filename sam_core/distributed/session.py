@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -32,6 +33,10 @@ def ray_session(address: str | None) -> Iterator[ModuleType]:
     """Ray, connected for the duration: to the instance this process already holds, else to the cluster at
     ``address``, else to a local instance started here and shut down on exit."""
     ray = import_ray()
+    # The engines draw their own progress bar; Ray Data's bars and start-up banner would garble it.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     if ray.is_initialized():
         yield ray
         return
@@ -42,19 +47,15 @@ def ray_session(address: str | None) -> Iterator[ModuleType]:
         ray.shutdown()
 
 
-def quiet_data_context(ray: ModuleType) -> None:
-    """The engines draw their own progress bar; Ray Data's bars and start-up banner would garble it."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-
-
-def actor_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``map_batches`` arguments for a pool of ``--num-workers`` actors of ``--cpus-per-worker`` CPUs each, and
-    one GPU each when ``--device`` is a CUDA device."""
-    ray = import_ray()
-    options: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=args.num_workers),
+def batches_through_actors(ray: ModuleType, items: list[dict[str, Any]], actor: type, constructor: dict[str, Any],
+                           args: argparse.Namespace) -> Any:
+    """A Ray dataset of ``items`` in blocks of ``--batch-size``, mapped by a pool of ``--num-workers`` actors (fewer
+    when there are fewer blocks) of class ``actor``, each reserving ``--cpus-per-worker`` CPUs, and one GPU when
+    ``--device`` is a CUDA device."""
+    blocks = math.ceil(len(items) / args.batch_size)
+    options: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=min(args.num_workers, blocks)),
                                "num_cpus": args.cpus_per_worker, "batch_size": args.batch_size}
     if (args.device or "cpu").startswith("cuda"):
         options["num_gpus"] = 1
-    return options
+    dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    return dataset.map_batches(actor, fn_constructor_kwargs=constructor, **options)
