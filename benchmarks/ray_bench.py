@@ -4,7 +4,8 @@ actor (holding every core) and with one actor per core.
     /work/tools/frozen.sh .venv/bin/python benchmarks/ray_bench.py --images 8 >> benchmarks/results.md
 
 Each configuration runs as its own ``sam-amg`` process on a fresh output folder, on copies of the photos in
-``--photos`` (random SAM 2.1 Hiera-T weights, the benchmark table's model, at ``--points-per-side``). The time is
+``--photos`` (random SAM 2.1 Hiera-T weights, the benchmark table's model, at ``--points-per-side``, with the IoU
+and stability thresholds at 0 so that the random model's masks are kept and written). The time is
 the process's wall clock from start to exit, as a user sees it: Python and torch imports, the model loads, Ray's
 start and shutdown (the Ray rows start a local instance, as ``sam-amg`` does without ``--address``). The
 outputs of every configuration are compared with the single-process engine's, byte for byte.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ def main() -> None:
         _random_weights(args.model, weights)
         inputs = _input_folder(args.photos, args.images, work / "images")
         common = ["--input", str(inputs), "--checkpoint", str(weights), "--points-per-side",
-                  str(args.points_per_side)]
+                  str(args.points_per_side), "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
         configurations = [
             ("single process", []),
             (f"ray, 1 actor x {cores} CPUs", ["--engine", "ray", "--num-workers", "1", "--cpus-per-worker",
@@ -53,12 +55,14 @@ def main() -> None:
         reference: dict[str, bytes] | None = None
         for label, extra in configurations:
             output = work / f"out{len(rows)}"
-            seconds = _run_amg([*common, "--output", str(output), *extra])
+            seconds, summary = _run_amg([*common, "--output", str(output), *extra])
             files = _files(output)
             same = "reference" if reference is None else ("identical" if files == reference else "DIFFERENT")
             reference = files if reference is None else reference
-            rows.append((label, seconds, same))
-    print(f"\n# sam-amg engines: {args.model} fp32, random weights, amg{args.points_per_side}, {args.images} photos "
+            masks = re.search(r"\((\d+) masks\)", summary).group(1)
+            rows.append((label, seconds, f"{same} ({masks} masks)"))
+    print(f"\n# sam-amg engines: {args.model} fp32, random weights, amg{args.points_per_side} (thresholds 0), "
+          f"{args.images} photos "
           f"({', '.join(sorted(path.name for path in args.photos.glob('*.jpg')))} round-robin)")
     print(f"# {platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, python "
           f"{platform.python_version()}; one run each, wall clock of the whole sam-amg process; "
@@ -88,7 +92,8 @@ def _input_folder(photos: Path, count: int, folder: Path) -> Path:
     return folder
 
 
-def _run_amg(arguments: list[str]) -> float:
+def _run_amg(arguments: list[str]) -> tuple[float, str]:
+    """Wall-clock seconds of one sam-amg process, and its summary line."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", "import sys; from sam_core.cli import amg_main; "
@@ -97,7 +102,7 @@ def _run_amg(arguments: list[str]) -> float:
     if done.returncode != 0:
         raise SystemExit(f"sam-amg {' '.join(arguments)} failed ({done.returncode}):\n{done.stderr}")
     print(done.stdout.strip(), file=sys.stderr)
-    return seconds
+    return seconds, done.stdout.strip().splitlines()[-1]
 
 
 def _files(folder: Path) -> dict[str, bytes]:

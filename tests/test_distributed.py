@@ -25,7 +25,7 @@ import torch
 from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 
 import sam_core
-from sam_core.cli import amg_main
+from sam_core.cli import amg_main, amg_read_image
 from sam_core.finetune.cache import EmbeddingCache, encode_images
 from sam_core.finetune.train_cli import main as finetune_main
 from sam_core.samples import draw_shapes_image, shapes_training_images
@@ -204,3 +204,19 @@ def test_ray_precompute_writes_the_embedding_cache_that_fine_tuning_reads(
                     torch.testing.assert_close(stored.features[name], features, rtol=0, atol=0)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_images_named_by_uri_decode_as_local_files_do(tmp_path: Path) -> None:
+    """Lists may name images by URI (read through pyarrow's file systems); a file:// URI gives the pixels that
+    cv2.imread gives for the path, EXIF orientation included."""
+    from PIL import Image
+
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: a viewer turns it 90 degrees
+    image, _ = draw_shapes_image(np.random.default_rng(3), 48, 80, n_shapes=3)
+    Image.fromarray(image).save(rotated, exif=exif)
+    local = cv2.imread(str(rotated), cv2.IMREAD_COLOR)
+    assert local.shape == (80, 48, 3)
+    np.testing.assert_array_equal(amg_read_image(rotated.as_uri()), local)
+    assert amg_read_image((tmp_path / "missing.jpg").as_uri()) is None

@@ -66,25 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"sam-finetune: {data.describe()}; {len(train)} images for training, {len(val)} for validation",
           file=sys.stderr)
-    if args.engine == "ray" or args.cache_only:
-        if "lora" in config.train:
-            print("sam-finetune: error: --engine ray and --cache-only precompute the embedding cache, which "
-                  "--train lora does not use", file=sys.stderr)
-            return 2
-        try:
-            _precompute_cache(args, model, [*train, *val])
-        except (RayMissing, ValueError) as error:
-            print(f"sam-finetune: error: {error}", file=sys.stderr)
-            return 2
-        except (OSError, RuntimeError) as error:
-            print(f"sam-finetune: error: the embedding cache failed: {error}", file=sys.stderr)
-            return 1
-        if args.cache_only:
-            return 0
     try:
+        if args.engine == "ray" or args.cache_only:
+            _precompute_cache(args, model, config.train, [*train, *val])
+            if args.cache_only:
+                return 0
         result = finetune(model, train, val, args.output, config, resume=args.resume, cache_dir=args.cache_dir,
                           cache_dtype=torch.float16 if args.cache_fp16 else None, compare=not args.no_compare)
-    except (FileExistsError, ValueError) as error:
+    except (FileExistsError, RayMissing, ValueError) as error:
         print(f"sam-finetune: error: {error}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as error:
@@ -98,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _precompute_cache(args: argparse.Namespace, model: PromptableSegmenter, images: list[AnnotatedImage]) -> None:
+def _precompute_cache(args: argparse.Namespace, model: PromptableSegmenter, train: tuple[str, ...],
+                      images: list[AnnotatedImage]) -> None:
     """Encode the images not in the embedding cache yet, in this process or on Ray; fine-tuning then finds them
     all there."""
+    if "lora" in train:
+        raise ValueError("--engine ray and --cache-only precompute the embedding cache, which --train lora does "
+                         "not use")
     cache = EmbeddingCache(model, args.cache_dir or default_cache_dir(),
                            storage_dtype=torch.float16 if args.cache_fp16 else None, batch_size=args.batch_size)
     if args.engine == "ray":
