@@ -109,6 +109,7 @@ def amg_main(argv: list[str] | None = None) -> int:
         parser.error(f"--input {args.input} does not exist")
     if source.suffix.lower() in AMG_LIST_SUFFIXES:
         parser.error(f"--input {args.input}: lists of image paths need --engine ray")
+    amg_check_output(parser, args)
     images = _amg_list_images(source)
     if not images:
         parser.error(f"no images ({', '.join(sorted(_AMG_IMAGE_SUFFIXES))}) in {args.input}")
@@ -134,13 +135,17 @@ def amg_plan(parser: argparse.ArgumentParser, args: argparse.Namespace,
              sources: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(every (image, output name), those still to do), with the output folder made and what a killed run left
     of the images' outputs deleted. Both engines start here, so they name and skip outputs alike."""
-    if Path(args.input).is_dir() and args.output.resolve() == Path(args.input).resolve():
-        parser.error("--output must differ from the --input folder (the outputs would be read as inputs)")
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = list(zip(sources, _amg_output_names(sources)))
     pending = [(source, name) for source, name in jobs if args.overwrite or not _amg_is_done(args, name)]
     _amg_remove_stale_temporaries(args.output, [name for _, name in jobs])
     return jobs, pending
+
+
+def amg_check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit (status 2) when the output folder is the input folder: the outputs would be read as inputs."""
+    if Path(args.input).is_dir() and args.output.resolve() == Path(args.input).resolve():
+        parser.error("--output must differ from the --input folder (the outputs would be read as inputs)")
 
 
 class AmgImageFailed(Exception):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sam_core.checkpoint import CheckpointError
-from sam_core.cli import AmgImageFailed, AmgProgress, amg_generator, amg_plan, amg_process_image
+from sam_core.cli import AmgImageFailed, AmgProgress, amg_check_output, amg_generator, amg_plan, amg_process_image
 from sam_core.distributed.session import RayMissing, batches_through_actors, ray_session
 from sam_core.distributed.sources import list_image_sources
 from sam_core.runtime import keep_freed_memory_by_default
@@ -51,6 +51,7 @@ def run_amg_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     arguments or model)."""
     try:
         with ray_session(args.address) as ray:
+            amg_check_output(parser, args)
             try:
                 sources = list_image_sources(ray, args.input, args.input_column)
             except ValueError as error:
