@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
+from collections import Counter
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from sam_core.checkpoint import CheckpointError, load_sam, model_type_name, save_meta_checkpoint, save_sam
+from sam_core.distributed.arguments import add_engine_arguments
 from sam_core.families import model_names
 from sam_core.mask_generator import AutomaticMaskGenerator
 from sam_core.masks import coco_encode_rle, rle_to_mask
@@ -88,60 +91,157 @@ _AMG_OPTIONS: list[tuple[str, type, str]] = [
 
 
 def amg_main(argv: list[str] | None = None) -> int:
-    """``sam-amg``: automatic masks for an image or a folder of images, written as PNGs or COCO RLE JSON.
+    """``sam-amg``: automatic masks for an image, a folder of images or a list of image paths, written as PNGs
+    or COCO RLE JSON, in this process or on Ray (``--engine ray``).
 
     Resumable: images whose outputs exist are skipped unless ``--overwrite``. Unreadable images are
-    reported and skipped; the exit status is 1 if any image failed, 2 for bad arguments or model.
+    reported, listed in ``failures.csv`` and skipped; the exit status is 1 if any image failed, 2 for bad
+    arguments or model.
     """
     parser = _amg_parser()
     args = parser.parse_args(argv)
-    if not args.input.exists():
+    if args.engine == "ray":
+        from sam_core.distributed.amg import run_amg_on_ray  # imports Ray: only for this engine
+
+        return run_amg_on_ray(args, parser)
+    source = Path(args.input)
+    if not source.exists():
         parser.error(f"--input {args.input} does not exist")
-    if args.input.is_dir() and args.output.resolve() == args.input.resolve():
-        parser.error("--output must differ from the --input folder (the outputs would be read as inputs)")
-    images = _amg_list_images(args.input)
+    if source.suffix.lower() in AMG_LIST_SUFFIXES:
+        parser.error(f"--input {args.input}: lists of image paths need --engine ray")
+    amg_check_output(parser, args)
+    images = _amg_list_images(source)
     if not images:
         parser.error(f"no images ({', '.join(sorted(_AMG_IMAGE_SUFFIXES))}) in {args.input}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    jobs = list(zip(images, _amg_output_names(images)))
-    pending = [(image, name) for image, name in jobs if args.overwrite or not _amg_is_done(args, name)]
-    _amg_remove_stale_temporaries(args.output, [name for _, name in jobs])
-    started = time.perf_counter()
-    done = failed = masks_written = 0
+    jobs, pending = amg_plan(parser, args, [str(image) for image in images])
+    progress = AmgProgress(args, len(jobs), len(pending))
     if pending:
         keep_freed_memory_by_default()
         try:
-            generator = _amg_generator(args)
+            generator = amg_generator(args)
         except (CheckpointError, OSError, ValueError) as error:
             print(f"sam-amg: error: {error}", file=sys.stderr)
             return 2
-        for image_path, name in tqdm(pending, desc="sam-amg", unit="image", file=sys.stderr, disable=None):
-            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-            if image is None:
-                tqdm.write(f"sam-amg: warning: cannot read {image_path} as an image; skipped", file=sys.stderr)
-                failed += 1
-                continue
-            try:
-                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-                records = generator.generate(image)
-                _amg_write_outputs(args, name, image, records)
-            except (OSError, ValueError, RuntimeError, cv2.error) as error:
-                tqdm.write(f"sam-amg: warning: {image_path} failed: {error}; skipped", file=sys.stderr)
-                failed += 1
-                continue
-            done += 1
-            masks_written += len(records)
-    skipped = len(jobs) - len(pending)
-    print(f"sam-amg: {len(jobs)} images: {done} processed ({masks_written} masks), {skipped} skipped "
-          f"(outputs exist), {failed} failed; {time.perf_counter() - started:.1f} s; outputs in {args.output}")
-    return 1 if failed else 0
+        for source, name in pending:
+            progress.record(source, amg_process_image(generator, args, source, name))
+    return progress.finish()
+
+
+AMG_LIST_SUFFIXES = frozenset({".txt", ".csv", ".parquet"})
+AMG_FAILURES = "failures.csv"
+
+
+def amg_plan(parser: argparse.ArgumentParser, args: argparse.Namespace,
+             sources: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(every (image, output name), those still to do), with the output folder made and what a killed run left
+    of the images' outputs deleted. Both engines start here, so they name and skip outputs alike."""
+    args.output.mkdir(parents=True, exist_ok=True)
+    jobs = list(zip(sources, _amg_output_names(sources)))
+    pending = [(source, name) for source, name in jobs if args.overwrite or not _amg_is_done(args, name)]
+    _amg_remove_stale_temporaries(args.output, [name for _, name in jobs])
+    return jobs, pending
+
+
+def amg_check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit (status 2) when the output folder is the input folder: the outputs would be read as inputs."""
+    if Path(args.input).is_dir() and args.output.resolve() == Path(args.input).resolve():
+        parser.error("--output must differ from the --input folder (the outputs would be read as inputs)")
+
+
+class AmgImageFailed(Exception):
+    """An image that could not be read or segmented; the message is the reason written to failures.csv."""
+
+
+def amg_process_image(generator: AutomaticMaskGenerator, args: argparse.Namespace, source: str,
+                      name: str) -> int | AmgImageFailed:
+    """Segment one image and write its outputs; the number of masks written, or why the image failed."""
+    image = amg_read_image(source)
+    if image is None:
+        return AmgImageFailed("cannot read the file as an image")
+    try:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        records = generator.generate(image)
+        _amg_write_outputs(args, name, image, records)
+    except (OSError, ValueError, RuntimeError, cv2.error) as error:
+        return AmgImageFailed(str(error))
+    return len(records)
+
+
+def amg_read_image(source: str) -> np.ndarray | None:
+    """A BGR image as ``cv2.imread`` decodes it (EXIF orientation applied), from a local path or, through
+    pyarrow's file systems, a URI such as ``s3://bucket/key.jpg``; None when it cannot be read."""
+    if "://" not in source:
+        return cv2.imread(source, cv2.IMREAD_COLOR)
+    from pyarrow import fs  # comes with the ray extra, the only engine that takes lists of URIs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(source)
+        with filesystem.open_input_file(path) as handle:
+            data = np.frombuffer(handle.readall(), dtype=np.uint8)
+    except (OSError, ValueError):
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+
+
+class AmgProgress:
+    """The progress bar, warnings, failures.csv and summary line of one sam-amg run, whatever its engine.
+
+    Args:
+        args: the run's arguments.
+        total: images in the input.
+        pending: images to segment (the others have outputs).
+    """
+
+    def __init__(self, args: argparse.Namespace, total: int, pending: int) -> None:
+        self.output, self.total, self.pending = args.output, total, pending
+        self.done = self.masks = 0
+        self.failures: list[tuple[str, str]] = []
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=pending, desc="sam-amg", unit="image", file=sys.stderr, disable=None)
+
+    def record(self, source: str, result: int | AmgImageFailed) -> None:
+        """Count one image's result: its number of masks, or why it failed (warned about and listed in
+        failures.csv at once, so a killed run leaves its failures so far)."""
+        if isinstance(result, AmgImageFailed):
+            tqdm.write(f"sam-amg: warning: {source}: {result}; skipped", file=sys.stderr)
+            self.failures.append((source, str(result)))
+            self._write_failures()
+        else:
+            self.done += 1
+            self.masks += result
+        self.bar.update()
+
+    def finish(self) -> int:
+        """Close the bar, print the summary line, return the exit status (1 when any image failed)."""
+        self.bar.close()
+        self._write_failures()
+        print(f"sam-amg: {self.total} images: {self.done} processed ({self.masks} masks), "
+              f"{self.total - self.pending} skipped (outputs exist), {len(self.failures)} failed; "
+              f"{time.perf_counter() - self.started:.1f} s; outputs in {self.output}")
+        return 1 if self.failures else 0
+
+    def _write_failures(self) -> None:
+        """failures.csv lists this run's failed images (every image without outputs is retried, so those are all
+        the failures there are); a run with none deletes an older file."""
+        path = self.output / AMG_FAILURES
+        if not self.failures:
+            path.unlink(missing_ok=True)
+            return
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["path", "reason"])
+        writer.writerows(self.failures)
+        _amg_write_file_atomically(path, text.getvalue().encode("utf-8"))
 
 
 def _amg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam-amg", description="Segment everything: automatic SAM / SAM 2 masks for an image or a folder of "
                                     "images (the generator's defaults are the model family's).")
-    parser.add_argument("--input", type=Path, required=True, help="an image, or a folder of images (not recursive)")
+    parser.add_argument("--input", required=True,
+                        help="an image, or a folder of images (not recursive); with --engine ray also a list of "
+                             "image paths or URIs: a .txt file (one a line), or a column of a .csv or .parquet "
+                             "file (local or any URI Ray's readers take)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the results (created if needed)")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="registry name (vit_b, vit_l, vit_h, sam2.1_hiera_tiny, ...), Hugging Face "
@@ -166,10 +266,13 @@ def _amg_parser() -> argparse.ArgumentParser:
     options.add_argument("--point-grids", type=Path,
                          help=".npy (one grid) or .npz (one grid per crop layer, in order) of points in [0, 1]; "
                               "replaces --points-per-side")
+    add_engine_arguments(parser, "sam-amg", batch_size=4)
+    parser.add_argument("--input-column", default="path",
+                        help="column of a .csv or .parquet --input that holds the image paths (default: path)")
     return parser
 
 
-def _amg_generator(args: argparse.Namespace) -> AutomaticMaskGenerator:
+def amg_generator(args: argparse.Namespace) -> AutomaticMaskGenerator:
     options = {option: getattr(args, option) for option, _, _ in _AMG_OPTIONS if getattr(args, option) is not None}
     if args.point_grids is not None:
         if args.points_per_side is not None:
@@ -194,10 +297,11 @@ def _amg_list_images(source: Path) -> list[Path]:
                   if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in _AMG_IMAGE_SUFFIXES)
 
 
-def _amg_output_names(images: list[Path]) -> list[str]:
+def _amg_output_names(sources: list[str]) -> list[str]:
     """Outputs are named after the image without its suffix, unless two images share that stem."""
-    stems = [image.stem for image in images]
-    return [image.stem if stems.count(image.stem) == 1 else image.name.replace(".", "_") for image in images]
+    images = [PurePosixPath(source.replace(os.sep, "/")) for source in sources]
+    stems = Counter(image.stem for image in images)
+    return [image.stem if stems[image.stem] == 1 else image.name.replace(".", "_") for image in images]
 
 
 def _amg_is_done(args: argparse.Namespace, name: str) -> bool:

@@ -3,6 +3,7 @@
     sam-finetune --model vit_b --data instances.json --images train/ --output runs/vit_b_cells
     sam-finetune --model weights/sam_vit_tiny_shapes.safetensors --data data/ --output run/ --steps 200
     sam-finetune ... --resume            # continue an interrupted run from its last saved step
+    sam-finetune ... --engine ray --num-workers 8 --cache-only   # precompute the embedding cache on Ray
 
 Writes ``best.safetensors``, ``last.safetensors``, ``training_state.pt``, ``metrics.jsonl`` and ``curves.png``
 into ``--output`` (see ``sam_core.finetune.trainer``), and prints the validation table before and after.
@@ -19,10 +20,15 @@ from typing import Any
 import torch
 
 from sam_core.checkpoint import CheckpointError, load_sam
+from sam_core.distributed.arguments import add_engine_arguments
+from sam_core.distributed.session import RayMissing
+from sam_core.finetune.annotations import AnnotatedImage
+from sam_core.finetune.cache import EmbeddingCache
 from sam_core.finetune.cli_args import add_model_and_data_arguments, read_data
 from sam_core.finetune.config import PRESETS, TRAINABLE
 from sam_core.finetune.data import split_by_image
-from sam_core.finetune.trainer import STATE, finetune, saved_config
+from sam_core.finetune.trainer import STATE, default_cache_dir, finetune, saved_config
+from sam_core.model_interface import PromptableSegmenter
 
 STEP_HELP = ("One step is one AdamW update over --images-per-step images (shuffled, every image once per epoch), "
              "each with up to --objects-per-image of its objects; each object gets a first prompt (a point in its "
@@ -61,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sam-finetune: {data.describe()}; {len(train)} images for training, {len(val)} for validation",
           file=sys.stderr)
     try:
+        if args.engine == "ray" or args.cache_only:
+            _precompute_cache(args, model, config.train, [*train, *val])
+            if args.cache_only:
+                return 0
         result = finetune(model, train, val, args.output, config, resume=args.resume, cache_dir=args.cache_dir,
                           cache_dtype=torch.float16 if args.cache_fp16 else None, compare=not args.no_compare)
-    except (FileExistsError, ValueError) as error:
+    except (FileExistsError, RayMissing, ValueError) as error:
         print(f"sam-finetune: error: {error}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as error:
@@ -75,6 +85,27 @@ def main(argv: list[str] | None = None) -> int:
     if model.family == "sam":
         print(f"sam-finetune: for Meta's segment_anything: sam-convert {result.best_path} best.pth")
     return 0
+
+
+def _precompute_cache(args: argparse.Namespace, model: PromptableSegmenter, train: tuple[str, ...],
+                      images: list[AnnotatedImage]) -> None:
+    """Encode the images not in the embedding cache yet, in this process or on Ray; fine-tuning then finds them
+    all there."""
+    if "lora" in train:
+        raise ValueError("--engine ray and --cache-only precompute the embedding cache, which --train lora does "
+                         "not use")
+    cache = EmbeddingCache(model, args.cache_dir or default_cache_dir(),
+                           storage_dtype=torch.float16 if args.cache_fp16 else None, batch_size=args.batch_size)
+    if args.engine == "ray":
+        from sam_core.distributed.embedding_cache import build_cache_on_ray  # imports Ray: only for this engine
+
+        encoded = build_cache_on_ray(args, cache, images)
+    else:
+        before = sum(cache.path(cache.key(image.load_image())).is_file() for image in images)
+        cache.build((image.load_image() for image in images), len(images))
+        encoded = len(images) - before
+    print(f"sam-finetune: embedding cache: {len(images)} images, {encoded} encoded now; in {cache.directory}",
+          file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-fp16", action="store_true", help="store cached features as float16 (half the disk)")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the full before/after evaluation of the validation images")
+    parser.add_argument("--cache-only", action="store_true",
+                        help="fill the embedding cache (all images, training and validation) and stop")
+    add_engine_arguments(parser, "sam-finetune", batch_size=4)
     return parser
 
 
