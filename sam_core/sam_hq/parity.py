@@ -52,7 +52,8 @@ def make_hf_sam_hq(base: SamConfig, seed: int = 0) -> torch.nn.Module:
         mask_decoder_config=dict(hidden_size=base.prompt_embed_dim, mlp_dim=base.decoder_mlp_dim,
                                  num_hidden_layers=base.decoder_depth, num_attention_heads=base.decoder_num_heads,
                                  num_multimask_outputs=base.num_multimask_outputs, iou_head_depth=base.iou_head_depth,
-                                 iou_head_hidden_dim=base.iou_head_hidden_dim, vit_dim=base.encoder_embed_dim),
+                                 iou_head_hidden_dim=base.iou_head_hidden_dim, vit_dim=base.encoder_embed_dim,
+                                 layer_norm_eps=1e-5),  # Meta's (torch's default) in the decoder's transformer
     )
     torch.manual_seed(seed)
     model = SamHQModel(hf_config)
