@@ -16,6 +16,7 @@ import mobile_sam
 import numpy as np
 import pytest
 import torch
+from test_mask_generator import assert_records_equal
 from test_modeling import max_diff, prompt_cases
 
 import sam_core
@@ -144,3 +145,14 @@ def test_predictor_matches_the_reference_predictor(reference: torch.nn.Module,
     their_masks, their_scores, their_low_res = theirs.predict(**prompt, return_logits=True)
     assert np.abs(low_res - their_low_res).max() <= TOL and np.abs(scores - their_scores).max() <= TOL
     assert np.abs(masks - their_masks).max() <= TOL
+
+
+def test_generator_gives_the_reference_records(reference: torch.nn.Module,
+                                               ours: sam_core.PromptableSegmenter) -> None:
+    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # masks survive
+    image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    theirs = mobile_sam.SamAutomaticMaskGenerator(reference, **options).generate(image)
+    with sam_core.fast_paths(False):
+        records = sam_core.AutomaticMaskGenerator(ours, **options).generate(image)
+    assert len(theirs) >= 3
+    assert_records_equal(records, theirs, score_tolerance=1e-5)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import segment_anything_hq
 import torch
+from test_mask_generator import assert_records_equal
 from test_mobile_sam import SMALL as SMALL_MOBILE_SAM
 from test_modeling import max_diff, prompt_cases
 
@@ -179,3 +180,20 @@ def test_hugging_face_model_matches(hf_pair: tuple[torch.nn.Module, sam_core.Pro
     assert max_diff(*hq_mlp) <= TOL
     # transformers returns all three multimask outputs sorted by IoU; the reference (and sam_core) the best.
     assert max_diff(prediction.iou_predictions, expected.iou_scores[0, :, :1]) <= TOL
+
+
+# ------------------------------------------------------------------ automatic mask generator
+
+GENERATOR_OPTIONS = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # masks survive
+
+
+def test_generator_gives_the_reference_records(tmp_path: Path) -> None:
+    """One mask per point (SAM's best of three plus the HQ mask), then the usual filters and NMS."""
+    reference = make_reference_sam_hq(VIT, seed=4)
+    torch.save(reference.state_dict(), tmp_path / "sam_hq.pth")
+    image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    theirs = segment_anything_hq.SamAutomaticMaskGenerator(reference, **GENERATOR_OPTIONS).generate(image)
+    ours = sam_core.AutomaticMaskGenerator(sam_core.load_sam(tmp_path / "sam_hq.pth"), **GENERATOR_OPTIONS)
+    records = ours.generate(image)
+    assert len(theirs) >= 3
+    assert_records_equal(records, theirs, score_tolerance=1e-5)
