@@ -16,9 +16,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, compare_mask_sets, load_rgb, timed
+from bench import PREDICT_CALLS, amg_options, load_rgb, measure, timed
 
 from sam_core.runtime import keep_freed_memory_by_default
 
@@ -148,37 +145,9 @@ def main() -> None:
             model = split_task(task)[0]
             if model not in weights:
                 weights[model] = make_weights(model, Path(tmp))
-            results: dict[str, dict] = {}
-            for _ in range(args.runs):
-                for implementation in IMPLEMENTATIONS:
-                    if implementation == "transformers" and (model != "sam_hq_b" or not task.endswith("encoder")):
-                        continue
-                    out = Path(tmp) / f"{task}-{implementation}.json"
-                    out.unlink(missing_ok=True)
-                    command = [sys.executable, __file__, "--worker", task, implementation, "--weights",
-                               str(weights[model]), "--image", args.image, "--runs", "1", "--out", str(out)]
-                    completed = subprocess.run(command, capture_output=True, text=True)
-                    if completed.returncode != 0 or not out.exists():
-                        print(f"# {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
-                        continue
-                    result = json.loads(out.read_text())
-                    merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
-                    merged["times"] += result["times"]
-                    merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
-                    if "masks" in result:
-                        merged["masks"] = result["masks"]
-            reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
-            for implementation, result in results.items():
-                median = statistics.median(result["times"])
-                unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
-                ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
-                output = ""
-                if "masks" in result:
-                    output = f"{len(result['masks'])} masks"
-                    if implementation != "reference" and "reference" in results:
-                        output = compare_mask_sets(result["masks"], results["reference"]["masks"])
-                print(f"| {task} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
-                      flush=True)
+            implementations = [name for name in IMPLEMENTATIONS
+                               if name != "transformers" or task == "sam_hq_b_encoder"]  # SamHQModel's encoder
+            measure(__file__, task, implementations, weights[model], args.image, args.runs, Path(tmp))
 
 
 if __name__ == "__main__":
