@@ -142,13 +142,30 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "stat
             window_size=(window_lengths.pop() + 1) // 2 if window_lengths else 0,
             encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
             prompt_embed_dim=shape("image_encoder.neck.0.weight")[0],
-            mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-            decoder_depth=count("mask_decoder.transformer.layers."),
-            decoder_num_heads=ASSUMED_DECODER_HEADS,
-            decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-            num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
-            iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            **infer_decoder_fields(state_dict, origin),
         )
     except ValueError as error:
         raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None
+
+
+def infer_decoder_fields(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, int]:
+    """SamConfig's prompt encoder and decoder fields but the width, read from shapes under Meta's names (shared
+    by the families with SAM's decoder)."""
+    def shape(name: str) -> torch.Size:
+        if name not in state_dict:
+            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
+        return state_dict[name].shape
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
+
+    return dict(
+        mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+        decoder_depth=count("mask_decoder.transformer.layers."),
+        decoder_num_heads=ASSUMED_DECODER_HEADS,
+        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+        iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
+        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+    )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from sam_core.config import ASSUMED_DECODER_HEADS
+from sam_core.config import infer_decoder_fields
 from sam_core.errors import CheckpointError
 from sam_core.tiny_vit.config import TinyViTConfig, infer_tiny_vit_config
 
@@ -64,28 +63,6 @@ class MobileSamConfig:
 
 
 MOBILE_SAM_CONFIGS: dict[str, MobileSamConfig] = {"vit_t": MobileSamConfig()}
-
-
-def infer_decoder_fields(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, int]:
-    """SamConfig's prompt encoder and decoder fields (but the width) read from Meta-named shapes."""
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin}: tensor {name!r} is missing")
-        return state_dict[name].shape
-
-    def count(prefix: str) -> int:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
-
-    return dict(
-        mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-        decoder_depth=count("mask_decoder.transformer.layers."),
-        decoder_num_heads=ASSUMED_DECODER_HEADS,
-        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-        num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-        iou_head_depth=count("mask_decoder.iou_prediction_head.layers."),
-        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
-    )
 
 
 def infer_mobile_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> MobileSamConfig:
