@@ -197,3 +197,20 @@ def test_generator_gives_the_reference_records(tmp_path: Path) -> None:
     records = ours.generate(image)
     assert len(theirs) >= 3
     assert_records_equal(records, theirs, score_tolerance=1e-5)
+
+
+def test_saved_embedding_keeps_the_early_feature(tmp_path: Path) -> None:
+    model = sam_core.build_sam(VIT)
+    image = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    prompt = dict(point_coords=np.array([[60.0, 40.0]]), point_labels=np.array([1]), return_logits=True)
+    predictor = sam_core.Predictor(model)
+    predictor.set_image(image)
+    assert predictor.get_image_embedding().shape == (1, 64, 16, 16)
+    expected = predictor.predict(**prompt)
+    predictor.save_embedding(tmp_path / "features.safetensors")
+    restored = sam_core.Predictor(model)
+    restored.load_embedding(tmp_path / "features.safetensors")
+    for actual, wanted in zip(restored.predict(**prompt), expected):
+        np.testing.assert_array_equal(actual, wanted)
+    with pytest.raises(ValueError, match="needs more than the embedding"):
+        restored.set_image_embedding(predictor.get_image_embedding(), (90, 120))
