@@ -244,6 +244,44 @@ def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
     return f"identical ({len(ours)} masks, {detail})" if worst >= 0.99 else f"{len(ours)} masks, {detail}"
 
 
+def measure(script: str, task: str, implementations: list[str], weights: Path, image_path: str, runs: int,
+            tmp: Path) -> None:
+    """Measure ``task`` for each implementation in fresh ``script --worker`` processes and print its rows.
+
+    Repeats are interleaved across implementations, each in a fresh process, so that drifts in the machine's
+    speed hit all of them alike; peak RSS is the largest seen over the repeats.
+    """
+    results: dict[str, dict] = {}
+    for _ in range(runs):
+        for implementation in implementations:
+            out = tmp / f"{task}-{implementation}.json"
+            out.unlink(missing_ok=True)
+            command = [sys.executable, script, "--worker", task, implementation, "--weights", str(weights),
+                       "--image", image_path, "--runs", "1", "--out", str(out)]
+            completed = subprocess.run(command, capture_output=True, text=True)
+            if completed.returncode != 0 or not out.exists():
+                print(f"# {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
+                continue
+            result = json.loads(out.read_text())
+            merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
+            merged["times"] += result["times"]
+            merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
+            if "masks" in result:
+                merged["masks"] = result["masks"]
+    reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
+    for implementation, result in results.items():
+        median = statistics.median(result["times"])
+        unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
+        ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
+        output = ""
+        if "masks" in result:
+            output = f"{len(result['masks'])} masks"
+            if implementation != "reference" and "reference" in results:
+                output = compare_mask_sets(result["masks"], results["reference"]["masks"])
+        print(f"| {task} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
@@ -272,39 +310,9 @@ def main() -> None:
             if model_type not in weights:
                 weights[model_type] = make_weights(model_type, Path(tmp))
             hf_dir = weights[model_type]
-            results: dict[str, dict] = {}
-            # Repeats are interleaved across implementations, each in a fresh process, so that drifts in
-            # the machine's speed hit all of them alike; peak RSS is the largest seen over the repeats.
-            for _ in range(args.runs):
-                for implementation in IMPLEMENTATIONS:
-                    if not task.endswith("encoder") and implementation == "transformers":
-                        continue  # measured for the encoder only
-                    out = Path(tmp) / f"{task}-{implementation}.json"
-                    out.unlink(missing_ok=True)
-                    command = [sys.executable, __file__, "--worker", task, implementation, "--weights",
-                               str(hf_dir), "--image", args.image, "--runs", "1", "--out", str(out)]
-                    completed = subprocess.run(command, capture_output=True, text=True)
-                    if completed.returncode != 0 or not out.exists():
-                        print(f"# {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
-                        continue
-                    result = json.loads(out.read_text())
-                    merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
-                    merged["times"] += result["times"]
-                    merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
-                    if "masks" in result:
-                        merged["masks"] = result["masks"]
-            reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
-            for implementation, result in results.items():
-                median = statistics.median(result["times"])
-                unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
-                ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
-                output = ""
-                if "masks" in result:
-                    output = f"{len(result['masks'])} masks"
-                    if implementation != "reference" and "reference" in results:
-                        output = compare_mask_sets(result["masks"], results["reference"]["masks"])
-                print(f"| {task} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
-                      flush=True)
+            implementations = [name for name in IMPLEMENTATIONS
+                               if task.endswith("encoder") or name != "transformers"]  # encoder only
+            measure(__file__, task, implementations, hf_dir, args.image, args.runs, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class _RegistryBuilder:
 
 
 sam_model_registry: dict[str, _RegistryBuilder] = {
-    name: _RegistryBuilder(name) for name in ("default", "vit_h", "vit_l", "vit_b")
+    name: _RegistryBuilder(name) for name in ("default", "vit_h", "vit_l", "vit_b", "vit_t")  # vit_t: MobileSAM's
 }
 
 

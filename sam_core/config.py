@@ -112,15 +112,7 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "stat
     Decoder heads cannot be read from shapes; they are assumed to be ``ASSUMED_DECODER_HEADS`` (8),
     the value of every official model.
     """
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
-        return state_dict[name].shape
-
-    def count(prefix: str) -> int:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
-
+    shape, count = shape_readers(state_dict, origin)
     embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
     grid = shape("image_encoder.pos_embed")[1]
     depth = count("image_encoder.blocks.")
@@ -146,6 +138,27 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "stat
         )
     except ValueError as error:
         raise CheckpointError(f"{origin}: tensor shapes describe no valid SAM model ({error})") from None
+
+
+def shape_readers(state_dict: Mapping[str, torch.Tensor], origin: str,
+                  ) -> tuple[Callable[[str], torch.Size], Callable[[str], int]]:
+    """``shape(name)``: a tensor's shape (``CheckpointError`` naming it when missing); ``count(prefix)``: the
+    number of numbered modules under ``prefix`` (``prefix.0.``, ``prefix.1.``...)."""
+    def shape(name: str) -> torch.Size:
+        if name not in state_dict:
+            raise CheckpointError(f"{origin} is not a SAM checkpoint: tensor {name!r} is missing")
+        return state_dict[name].shape
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
+
+    return shape, count
+
+
+def infer_decoder_fields(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, int]:
+    """``decoder_fields`` of a state dict under Meta's names."""
+    return decoder_fields(*shape_readers(state_dict, origin))
 
 
 def decoder_fields(shape: Callable[[str], torch.Size], count: Callable[[str], int]) -> dict[str, int]:

@@ -9,12 +9,14 @@ from typing import Any
 
 from sam_core.efficientvit.family import EFFICIENTVIT_SAM_FAMILY
 from sam_core.errors import CheckpointError
+from sam_core.mobile_sam.family import MOBILE_SAM_FAMILY
 from sam_core.model_interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter
 from sam_core.modeling.sam import SAM_FAMILY
 from sam_core.sam2.family import SAM2_FAMILY
+from sam_core.sam_hq.family import SAM_HQ_FAMILY
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (SAM_FAMILY, SAM2_FAMILY,
-                                                                      EFFICIENTVIT_SAM_FAMILY)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (SAM_FAMILY, SAM2_FAMILY, MOBILE_SAM_FAMILY,
+                                                                      SAM_HQ_FAMILY, EFFICIENTVIT_SAM_FAMILY)}
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     name: entry for family in FAMILIES.values() for name, entry in family.official_checkpoints.items()

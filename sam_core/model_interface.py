@@ -144,6 +144,9 @@ class PromptableSegmenter(nn.Module, ABC):
     +-this, as SAM 2's predictor does (32); the masks are drawn from the unclamped logits."""
     transform: ImageTransform
     config: Any
+    decode_options: ClassVar[frozenset[str]] = frozenset()
+    """Keyword options ``score_prompts`` takes beyond the prompts and ``multimask_output`` (SAM-HQ:
+    ``hq_token_only``); ``decode`` and the Predictor pass them on and refuse any other."""
     parameter_roles: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """The parts fine-tuning works with, as parameter name prefixes: ``"image_encoder"`` (everything
     ``encode`` reads, so frozen whenever embeddings are cached), ``"prompt_encoder"`` and ``"mask_decoder"``.
@@ -198,9 +201,14 @@ class PromptableSegmenter(nn.Module, ABC):
         the whole masks; a family that can draw less overrides it."""
         return self.draw_masks(scored)
 
-    def decode(self, image: PreparedImage, prompts: Prompts, multimask_output: bool) -> MaskPrediction:
-        """Masks and IoU predictions for B prompt sets on a prepared image."""
-        scored = self.score_prompts(image, prompts, multimask_output)
+    def decode(self, image: PreparedImage, prompts: Prompts, multimask_output: bool,
+               **options: Any) -> MaskPrediction:
+        """Masks and IoU predictions for B prompt sets on a prepared image (``options``: ``decode_options``)."""
+        unknown = sorted(set(options) - self.decode_options)
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not an option of {self.family} models (their options: "
+                             f"{sorted(self.decode_options) or 'none'})")
+        scored = self.score_prompts(image, prompts, multimask_output, **options)
         return MaskPrediction(self.draw_masks(scored), scored.iou_predictions, dict(getattr(scored, "extras", {})))
 
     def postprocess_masks(self, low_res: torch.Tensor, input_size: tuple[int, ...],

@@ -97,3 +97,27 @@ def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
         model.shared_image_embedding.positional_embedding.normal_()
     _perturb_(model)
     return model.eval()
+
+
+def randomize_every_tensor_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every floating-point tensor of ``model``'s state dict random values of trained-like scale, so
+    that no zero- or one-initialised tensor (biases, norms, tokens, bias tables, BatchNorm statistics) hides
+    a difference: matrices ~ N(0, 1/fan_in), attention-bias tables ~ N(0, 0.25), norm scales ~ 1 + N(0, 0.01),
+    other vectors ~ N(0, 0.01), BatchNorm running variances ~ U(0.5, 1.5)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator).to(tensor)
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator).to(tensor))
+            elif "attention_biases" in name:
+                tensor.copy_(0.5 * noise)
+            elif tensor.dim() >= 2:
+                tensor.copy_(noise / tensor[0].numel() ** 0.5)
+            elif name.endswith("weight") and "norm" in name or name.endswith("bn.weight"):
+                tensor.copy_(1 + 0.1 * noise)
+            else:
+                tensor.copy_(0.1 * noise)
+    return model

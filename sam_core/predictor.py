@@ -239,7 +239,7 @@ class Predictor:
     def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask_output: bool = True, return_logits: bool = False,
-                normalize_coords: bool = True) -> Prediction:
+                normalize_coords: bool = True, hq_token_only: bool = False) -> Prediction:
         """Masks for one prompt on the set image; coordinates are pixels of the original image.
 
         Args:
@@ -251,6 +251,8 @@ class Predictor:
             return_logits: return mask logits instead of booleans.
             normalize_coords: True (default): coordinates are pixels of the image. False: they are
                 fractions of its width and height, in [0, 1] (SAM2ImagePredictor's option).
+            hq_token_only: SAM-HQ only: the HQ token's mask alone instead of its sum with SAM's mask. SAM-HQ
+                returns one mask either way; with ``multimask_output`` SAM's part is its best of three.
 
         Returns:
             masks CxHxW (bool, or float logits), scores C (predicted IoU), low-res logits CxSxS.
@@ -260,7 +262,8 @@ class Predictor:
             raise RuntimeError(f"{len(self._prepared)} images are set; use predict_batch, or set_image for one")
         prompts = prompts_from_arrays(point_coords, point_labels, box, mask_input,
                                       mask_input_size=self.model.mask_input_size)
-        return self._predict_numpy(0, prompts, multimask_output, return_logits, normalize_coords)
+        return self._predict_numpy(0, prompts, multimask_output, return_logits, normalize_coords,
+                                   _decode_options(hq_token_only))
 
     @_serialized
     def predict_batch(self, point_coords: Sequence[np.ndarray | None] | None = None,
@@ -268,7 +271,7 @@ class Predictor:
                       boxes: Sequence[np.ndarray | None] | None = None,
                       mask_inputs: Sequence[np.ndarray | None] | None = None,
                       multimask_output: bool = True, return_logits: bool = False,
-                      normalize_coords: bool = True) -> list[Prediction]:
+                      normalize_coords: bool = True, hq_token_only: bool = False) -> list[Prediction]:
         """``predict`` for every image given to ``set_images``, with one prompt per image.
 
         Each argument is None or a sequence with one entry per image; entry i (or None) means exactly
@@ -287,14 +290,15 @@ class Predictor:
             per_image.append(values)
         prompts = [prompts_from_arrays(*values, mask_input_size=self.model.mask_input_size)
                    for values in zip(*per_image)]
-        return [self._predict_numpy(index, image_prompts, multimask_output, return_logits, normalize_coords)
+        return [self._predict_numpy(index, image_prompts, multimask_output, return_logits, normalize_coords,
+                                    _decode_options(hq_token_only))
                 for index, image_prompts in enumerate(prompts)]
 
     @_serialized
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
-                      multimask_output: bool = True,
-                      return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      multimask_output: bool = True, return_logits: bool = False,
+                      hq_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks for B prompts at once; coordinates already in the resized frame (``self.transform``).
 
         Args:
@@ -311,28 +315,29 @@ class Predictor:
                                        mask_input_size=self.model.mask_input_size)
         prompts = Prompts(*(None if p is None else p.to(self.device) for p in
                             (prompts.point_coords, prompts.point_labels, prompts.boxes, prompts.mask_input)))
-        masks, scores, low_res = self._predict(0, prompts, multimask_output, return_logits)
+        masks, scores, low_res = self._predict(0, prompts, multimask_output, return_logits,
+                                               _decode_options(hq_token_only))
         return masks.to(self.device), scores, low_res
 
     @_serialized
     def _predict_numpy(self, index: int, prompts: Prompts, multimask_output: bool, return_logits: bool,
-                       normalize_coords: bool = True) -> Prediction:
+                       normalize_coords: bool = True, options: dict[str, Any] | None = None) -> Prediction:
         """``predict`` of one image's prompts (a batch of one, in original pixels) as numpy."""
         prompts = to_model_frame(prompts, self.transform, self.original_sizes[index], self.device,
                                  normalized=not normalize_coords)
-        masks, scores, low_res = self._predict(index, prompts, multimask_output, return_logits)
+        masks, scores, low_res = self._predict(index, prompts, multimask_output, return_logits, options)
         return _to_numpy(masks[0]), _to_numpy(scores[0]), _to_numpy(low_res[0])
 
     @_serialized
-    def _predict(self, index: int, prompts: Prompts, multimask_output: bool,
-                 return_logits: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _predict(self, index: int, prompts: Prompts, multimask_output: bool, return_logits: bool,
+                 options: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode prompts in the model's frame on set image ``index``, and bring the masks to its size.
 
         The masks come from the low-res logits with small holes and sprinkles cleaned (if asked); the low-res
         logits returned are the decoder's, clamped if the model family's predictor clamps them.
         """
         with torch.inference_mode():
-            prediction = self.model.decode(self._prepared[index], prompts, multimask_output)
+            prediction = self.model.decode(self._prepared[index], prompts, multimask_output, **(options or {}))
             low_res = prediction.low_res_logits
             threshold = self.mask_threshold
             cleaned = clean_low_res_logits(low_res, threshold, self.max_hole_area, self.max_sprinkle_area)
@@ -355,6 +360,11 @@ class Predictor:
 
     def _dtype(self) -> torch.dtype:
         return self.model.dtype
+
+
+def _decode_options(hq_token_only: bool) -> dict[str, Any]:
+    """The model's decode options a call asks for; defaults are left out, so that every family takes them."""
+    return {"hq_token_only": True} if hq_token_only else {}
 
 
 def _check_size(size: Sequence[int], name: str) -> Size:

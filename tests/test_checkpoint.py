@@ -362,10 +362,15 @@ def test_offline_and_not_cached_says_what_to_fetch(weights_server, tmp_path, mon
 
 
 def test_official_table_names_the_published_files():
-    files = {name: entry.filename for name, entry in checkpoint.OFFICIAL_CHECKPOINTS.items()}
-    assert {name: file for name, file in files.items() if name.startswith("vit_")} == {
+    def files(family: str) -> dict[str, str]:
+        return {name: entry.filename for name, entry in sam_core.FAMILIES[family].official_checkpoints.items()}
+
+    assert files("sam") == {
         "vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
-    assert {name: file for name, file in files.items() if not name.startswith("vit_")} == {
+    assert files("mobile_sam") == {"vit_t": "mobile_sam.pt"}
+    assert files("sam_hq") == {f"sam_hq_{size}": f"sam_hq_{size}.pth"
+                               for size in ("vit_b", "vit_l", "vit_h", "vit_tiny")}
+    assert files("sam2") == {
         f"{version}_hiera_{size}": f"{version}_hiera_{size}.pt" for version in ("sam2", "sam2.1")
         for size in ("tiny", "small", "base_plus", "large")}
     with pytest.raises(sam_core.CheckpointError, match="no official checkpoint"):

@@ -346,7 +346,15 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_intermediate(x, None)[0]
+
+    def forward_with_intermediate(self, x: torch.Tensor,
+                                  block: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding and the tokens (B, h, w, C) after block ``block`` (None: no tokens kept)."""
         x = self.patch_embed(x) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        kept = None
+        for index, layer in enumerate(self.blocks):
+            x = layer(x)
+            if index == block:
+                kept = x
+        return self.neck(x.permute(0, 3, 1, 2)), kept

@@ -125,6 +125,10 @@ class MaskDecoder(nn.Module):
         image = ImageTokens.from_maps(image_embeddings + no_mask_embedding[:1], image_pe)
         return self.transformer.project_first_layer(image)
 
+    def output_token_weights(self) -> torch.Tensor:
+        """The learned output tokens the prompts' tokens are appended to: the IoU token, then the mask tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
     def decode_tokens(self, image: ImageTokens, sparse_prompt_embeddings: torch.Tensor) -> DecodedTokens:
         """Run the transformer and the IoU head; masks follow from ``masks_from_tokens``.
 
@@ -132,12 +136,12 @@ class MaskDecoder(nn.Module):
         the prompts they keep: the IoU depends on the transformer alone.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+        output_tokens = self.output_token_weights()
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
         # Output tokens first: the transformer returns those alone (the fast path skips the rest's final step).
         output_tokens, image_tokens = self.transformer(image, None, tokens, num_outputs=output_tokens.shape[0])
         return DecodedTokens(
-            mask_tokens=output_tokens[:, 1 : 1 + self.num_mask_tokens],
+            mask_tokens=output_tokens[:, 1:],
             image_tokens=image_tokens.expand(batch, -1, -1).reshape(batch, *image.grid, -1),
             iou_pred=self.iou_prediction_head(output_tokens[:, 0]),
         )

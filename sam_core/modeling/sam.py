@@ -30,6 +30,8 @@ from sam_core.transforms import ResizeLongestSide
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 EMBEDDING_KEY = "image_embeddings"
+# SAM-HQ's output token, in its official files and in Hugging Face's: a SAM checkpoint with it is SAM-HQ's.
+HQ_TOKEN_NAMES = ("mask_decoder.hf_token.weight", "mask_decoder.hq_token.weight")
 
 
 @dataclass
@@ -161,30 +163,37 @@ class Sam(PromptableSegmenter):
 def build_sam(name_or_config: str | SamConfig = "vit_h") -> Sam:
     """A randomly initialised Sam of the given registry name or config (eval mode)."""
     config = get_config(name_or_config)
-    grid = config.embedding_size
     image_encoder = ImageEncoderViT(
         img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_embed_dim,
         depth=config.encoder_depth, num_heads=config.encoder_num_heads,
         global_attn_indexes=config.encoder_global_attn_indexes, window_size=config.window_size,
         mlp_ratio=config.encoder_mlp_ratio, out_chans=config.prompt_embed_dim,
     )
-    prompt_encoder = PromptEncoder(
-        embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
-        input_image_size=(config.image_size, config.image_size), mask_in_chans=config.mask_in_chans,
-    )
+    return Sam(image_encoder, build_prompt_encoder(config), build_mask_decoder(config), config).eval()
+
+
+def build_prompt_encoder(config: Any) -> PromptEncoder:
+    """SAM's prompt encoder for a config with SamConfig's prompt fields (``image_size``, ``embedding_size``,
+    ``prompt_embed_dim``, ``mask_in_chans``): shared by the families with SAM's decoder."""
+    grid = config.embedding_size
+    return PromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
+                         input_image_size=(config.image_size, config.image_size), mask_in_chans=config.mask_in_chans)
+
+
+def build_mask_decoder(config: Any, decoder_type: type[MaskDecoder] = MaskDecoder, **extra: Any) -> MaskDecoder:
+    """SAM's mask decoder (or a subclass taking ``extra`` arguments) for a config with SamConfig's decoder
+    fields."""
     transformer = TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_embed_dim,
                                     num_heads=config.decoder_num_heads, mlp_dim=config.decoder_mlp_dim)
-    mask_decoder = MaskDecoder(
-        transformer_dim=config.prompt_embed_dim, transformer=transformer,
-        num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
-        iou_head_hidden_dim=config.iou_head_hidden_dim,
-    )
-    return Sam(image_encoder, prompt_encoder, mask_decoder, config).eval()
+    return decoder_type(transformer_dim=config.prompt_embed_dim, transformer=transformer,
+                        num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
+                        iou_head_hidden_dim=config.iou_head_hidden_dim, **extra)
 
 
 def _is_sam_checkpoint(names: Collection[str]) -> bool:
-    """Meta's names or Hugging Face SamModel's (whose vision encoder has a plain patch embedding)."""
-    return any(name.startswith(("image_encoder.patch_embed.", "vision_encoder.patch_embed.")) for name in names)
+    """Meta's names or Hugging Face SamModel's (a ViT with a plain patch embedding), without SAM-HQ's token."""
+    return (any(name.startswith(("image_encoder.patch_embed.proj.", "vision_encoder.patch_embed.")) for name in names)
+            and not any(name in HQ_TOKEN_NAMES for name in names))
 
 
 def _sam_native_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

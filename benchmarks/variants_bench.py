@@ -1,0 +1,154 @@
+"""Benchmark sam_core's MobileSAM (vit_t) and SAM-HQ (ViT-B) against their reference packages on identical
+random weights.
+
+    .venv/bin/python benchmarks/variants_bench.py --image ../shared/images/truck.jpg
+
+As ``bench.py``: one set of random weights per model (every tensor random), each (task, implementation)
+pair in fresh subprocesses (peak RSS per pair), repeats interleaved across implementations, medians printed;
+encoder and predict after one warm-up call; the AMG rows check that sam_core's mask set equals the
+reference's. References: ``mobilesam-mirror`` (MobileSAM's package) and ``segment-anything-hq``, plus
+transformers' ``SamHQModel`` for the SAM-HQ encoder. ``sam_core`` runs as its entry points set the process up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench import PREDICT_CALLS, amg_options, load_rgb, measure, timed
+
+from sam_core.runtime import keep_freed_memory_by_default
+
+MODELS = {"mobile_sam": "vit_t", "sam_hq_b": "sam_hq_vit_b"}
+TASKS = tuple(f"{model}_{kind}" for model in MODELS for kind in ("encoder", "predict", "amg16"))
+IMPLEMENTATIONS = ("reference", "transformers", "sam_core")
+
+
+def split_task(task: str) -> tuple[str, str]:
+    model, _, kind = task.rpartition("_")
+    return model, kind
+
+
+def make_weights(model: str, directory: Path) -> Path:
+    """The reference's random weights in its own file format: MobileSAM's .pt, SAM-HQ's Hugging Face
+    directory (which segment-anything-hq's model then takes from sam_core's loaded copy)."""
+    from sam_core.families import lookup_model
+
+    config = lookup_model(MODELS[model])[1]
+    if model == "mobile_sam":
+        from sam_core.mobile_sam.parity import make_reference_mobile_sam
+
+        path = directory / "mobile_sam.pt"
+        torch.save(make_reference_mobile_sam(config).state_dict(), path)
+        return path
+    from sam_core.sam_hq.parity import make_hf_sam_hq
+
+    path = directory / "hf-sam_hq_vit_b"
+    make_hf_sam_hq(config.base).save_pretrained(path)
+    return path
+
+
+def build(model: str, implementation: str, weights: Path) -> Any:
+    import sam_core
+
+    ours = sam_core.load_sam(weights)
+    if implementation == "sam_core":
+        return ours
+    if implementation == "transformers":
+        from transformers import SamHQModel
+
+        return SamHQModel.from_pretrained(weights).eval()
+    if model == "mobile_sam":
+        from sam_core.mobile_sam.parity import make_reference_mobile_sam
+
+        reference = make_reference_mobile_sam(ours.config)
+        reference.load_state_dict(torch.load(weights))
+    else:
+        from sam_core.sam_hq.parity import make_reference_sam_hq
+
+        reference = make_reference_sam_hq(ours.config)
+        reference.load_state_dict(ours.state_dict())
+    return reference.eval()  # eval() after loading: TinyViT caches its expanded attention biases
+
+
+def worker(task: str, implementation: str, weights: Path, image_path: str, runs: int, out: Path) -> None:
+    import sam_core
+
+    torch.set_grad_enabled(False)
+    if implementation == "sam_core":
+        keep_freed_memory_by_default()  # what sam-amg does first
+    model_name, kind = split_task(task)
+    if implementation == "transformers" and kind != "encoder":
+        raise SystemExit("not measured")
+    image = load_rgb(image_path)
+    model = build(model_name, implementation, weights)
+    package = __import__("mobile_sam" if model_name == "mobile_sam" else "segment_anything_hq")
+    point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
+    label = np.array([1])
+    result: dict[str, Any] = {}
+    if kind == "encoder":
+        pixels = torch.as_tensor(sam_core.ResizeLongestSide(1024).apply_image(image)).permute(2, 0, 1)[None].float()
+        prepared = sam_core.build_sam("vit_t").preprocess(pixels)  # every implementation's normalisation
+        encode = {"sam_core": getattr(model, "encode", None), "reference": getattr(model, "image_encoder", None),
+                  "transformers": getattr(model, "get_image_embeddings", None)}[implementation]
+        times, _ = timed(lambda: encode(prepared), runs)
+    elif kind == "predict":
+        predictor = sam_core.Predictor(model) if implementation == "sam_core" else package.SamPredictor(model)
+        predictor.set_image(image)
+        times, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+    else:
+        options = amg_options("amg16")
+        generator = (sam_core.AutomaticMaskGenerator(model, **options) if implementation == "sam_core"
+                     else package.SamAutomaticMaskGenerator(model, **options))
+        times, records = [], []
+        for _ in range(runs):  # no warm-up: one AMG run is long enough to amortise first-call costs
+            start = time.perf_counter()
+            records = generator.generate(image)
+            times.append(time.perf_counter() - start)
+        result["masks"] = [r["segmentation"] for r in records]
+    result["times"] = times
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--worker", nargs=2, metavar=("TASK", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
+        return
+
+    image = load_rgb(args.image)
+    print(f"# sam_core benchmark: MobileSAM vit_t and SAM-HQ ViT-B fp32, random weights, {Path(args.image).name} "
+          f"{image.shape[1]}x{image.shape[0]}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
+    print("| task | implementation | median | vs reference | peak RSS | output |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        weights: dict[str, Path] = {}
+        for task in args.tasks:
+            model = split_task(task)[0]
+            if model not in weights:
+                weights[model] = make_weights(model, Path(tmp))
+            implementations = [name for name in IMPLEMENTATIONS
+                               if name != "transformers" or task == "sam_hq_b_encoder"]  # SamHQModel's encoder
+            measure(__file__, task, implementations, weights[model], args.image, args.runs, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
