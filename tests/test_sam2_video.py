@@ -163,6 +163,7 @@ def test_video_predictor_matches_meta(predictors, clip, name):
         assert torch.equal(masks > 0, masks_ref > 0) or diff <= TOL, label
     assert any(((m > 0).any() and (m <= 0).any()) for _, _, m in expected)
     MEASURED[f"{version} {name}"] = worst
+    print(f"max |logit difference| {version} {name}: {worst:.2e}")
 
 
 def test_loaded_model_is_the_checkpoint(predictors):
@@ -266,3 +267,32 @@ def test_video_file_gives_the_frames_of_the_folder(clip, predictors, tmp_path):
     assert len(from_file) == len(from_folder)
     for (label, _, masks), (_, _, expected) in zip(from_file, from_folder):
         assert torch.equal(masks, expected), label
+
+
+@torch.no_grad()
+def test_absent_object_matches_meta(tmp_path):
+    """The object-score head forced to say "absent": suppressed masks, the no-object pointer, and (SAM 2.1)
+    the no-object embedding added to the memory, as Meta's heads and memory encoder compute them."""
+    reference = make_reference_video_predictor(VIDEO_CONFIG, seed=3, object_score_bias=-20.0)
+    ours = build_sam2_video_predictor(VIDEO_CONFIG, save_reference_pt(reference, tmp_path / "absent.pt")).model
+    generator = torch.Generator().manual_seed(3)
+    grid, channels = VIDEO_CONFIG.embedding_size, VIDEO_CONFIG.d_model
+    pix_feat = torch.randn(1, channels, grid, grid, generator=generator)
+    high_res = [torch.randn(1, channels // 8, 4 * grid, 4 * grid, generator=generator),
+                torch.randn(1, channels // 4, 2 * grid, 2 * grid, generator=generator)]
+    points = {"point_coords": torch.tensor([[[40.0, 50.0]]]), "point_labels": torch.tensor([[1]], dtype=torch.int32)}
+    for multimask in (True, False):
+        expected = reference._forward_sam_heads(pix_feat, points, None, high_res, multimask)
+        decoded = ours.decode_frame(pix_feat, high_res, points, None, multimask)
+        assert (expected[6] < 0).all() and (decoded.low_res_masks == -1024).all()
+        for actual, wanted in ((decoded.low_res_masks, expected[3]), (decoded.high_res_masks, expected[4]),
+                               (decoded.obj_ptr, expected[5]), (decoded.object_score_logits, expected[6])):
+            assert (actual - wanted).abs().max().item() <= 1e-4
+    masks = torch.randn(1, 1, VIDEO_CONFIG.image_size, VIDEO_CONFIG.image_size, generator=generator)
+    for binarize in (True, False):
+        reference.binarize_mask_from_pts_for_mem_enc = binarize
+        memory_ref, _ = reference._encode_new_memory([pix_feat.flatten(2).permute(2, 0, 1)], [(grid, grid)], masks,
+                                                     expected[6], is_mask_from_pts=True)
+        memory = ours.encode_memory(pix_feat, masks, expected[6], binarize=binarize)
+        assert (memory - memory_ref).abs().max().item() <= 1e-4
+        assert (memory - ours.encode_memory(pix_feat, masks, -expected[6], binarize=binarize)).abs().max() > 1e-3
