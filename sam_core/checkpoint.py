@@ -110,7 +110,8 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
     elif stored_config is not None:
         wanted, wanted_name = stored_config, None
     else:
-        wanted, wanted_name = family.infer_config(state_dict, origin), None
+        # The whole file's tensors: the video-only ones tell SAM 2.1 from SAM 2.0.
+        wanted, wanted_name = family.infer_config({**state_dict, **extras}, origin), None
     check_fits(state_dict, family, wanted, wanted_name, origin)
     model = family.build(wanted)
     model.load_state_dict(state_dict, strict=True)
