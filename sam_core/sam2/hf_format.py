@@ -11,6 +11,7 @@ import torch
 
 from sam_core.errors import CheckpointError
 from sam_core.sam2.config import Sam2Config
+from sam_core.sam2.hf_video_format import hf_video_to_meta_names
 
 # Hugging Face's Sam2Model names -> Meta's, applied in order to each name (after the MLP renumbering).
 _HF_RENAMES: list[tuple[str, str]] = [
@@ -43,7 +44,7 @@ _MLP_PART = re.compile(r"^(proj_in|proj_out|layers\.(\d+))\.(.+)$")
 
 
 def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a Hugging Face Sam2Model state dict to Meta's SAM 2 names."""
+    """Rename a Hugging Face Sam2Model (or Sam2VideoModel) state dict to Meta's SAM 2 names."""
     # Hugging Face splits each MLP into proj_in / layers.i / proj_out; Meta numbers them all layers.i.
     mlps = {name[: -len(".proj_in.weight")] for name in tensors if name.endswith(".proj_in.weight")}
     hidden = {prefix: len({name for name in tensors if name.startswith(prefix + ".layers.")}) // 2
@@ -69,7 +70,7 @@ def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torc
         for pattern, replacement in _HF_RENAMES:
             name = re.sub(pattern, replacement, name)
         renamed[name] = tensor
-    return renamed
+    return hf_video_to_meta_names(renamed)
 
 
 def sam2_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json") -> Sam2Config:
