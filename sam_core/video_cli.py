@@ -15,7 +15,6 @@ prompts or settings is refused (its masks would not belong to this run) unless `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -129,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="folder for the masks (created if needed)")
     parser.add_argument("--output-format", choices=("png", "coco"), default="png",
                         help="png: <frame>/<object>.png; coco: <frame>.json with COCO RLE masks (default: png)")
-    parser.add_argument("--overlay", action="store_true", help=f"also write {OVERLAY_FILE}: the masks drawn on the video")
+    parser.add_argument("--overlay", action="store_true",
+                        help=f"also write {OVERLAY_FILE}: the masks drawn on the video")
     parser.add_argument("--fps", type=float, help="frame rate of the overlay (default: the video's, 30 for frames)")
     parser.add_argument("--direction", choices=_DIRECTIONS, default="both",
                         help="forward from the start frame, reverse (backward) from it, or both (default)")

@@ -94,7 +94,8 @@ def read_video_prompts(path: str | os.PathLike, num_frames: int, height: int, wi
         problems += [f"{where}: {problem}" for problem in entry_problems]
     if declared is not None:
         prompted = {object_id for _, object_id in seen}
-        problems += [f"object {object_id} is declared but no prompt gives it" for object_id in sorted(declared - prompted)]
+        problems += [f"object {object_id} is declared but no prompt gives it"
+                     for object_id in sorted(declared - prompted)]
     if not entries and not problems:
         problems.append("no prompts: give at least one frame, object and points, box or mask")
     if problems:

@@ -29,7 +29,8 @@ _HF_VIDEO_RENAMES: list[tuple[str, str]] = [
     (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.scale$", r"memory_encoder.fuser.layers.\1.gamma"),
     (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.depthwise_conv\.", r"memory_encoder.fuser.layers.\1.dwconv."),
     (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.layer_norm\.", r"memory_encoder.fuser.layers.\1.norm."),
-    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv(\d)\.", r"memory_encoder.fuser.layers.\1.pwconv\2."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv(\d)\.",
+     r"memory_encoder.fuser.layers.\1.pwconv\2."),
 ]
 # The mask downsampler: Hugging Face has layers.i.{conv, layer_norm} and final_conv; Meta one Sequential, in which
 # each layer is (conv, norm, activation) and the final 1x1 convolution follows the last layer.
