@@ -5,6 +5,7 @@ from sam_core.checkpoint import CheckpointError, LoadedCheckpoint, infer_config,
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,
     SAM2ImagePredictor,
+    SAM2VideoPredictor,
     SamAutomaticMaskGenerator,
     SamPredictor,
     sam_model_registry,
@@ -20,7 +21,7 @@ from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompt
 from sam_core.modeling import Sam
 from sam_core.predictor import Predictor
 from sam_core.runtime import keep_freed_memory, quantize_encoder_int8
-from sam_core.sam2 import SAM2_CONFIGS, Sam2, Sam2Config
+from sam_core.sam2 import SAM2_CONFIGS, Sam2, Sam2Config, Sam2Video, VideoPredictor, build_sam2_video_predictor
 from sam_core.transforms import ResizeLongestSide, StretchToSquare
 
 __all__ = [
@@ -39,14 +40,18 @@ __all__ = [
     "ResizeLongestSide",
     "SAM2AutomaticMaskGenerator",
     "SAM2ImagePredictor",
+    "SAM2VideoPredictor",
     "Sam",
     "Sam2",
     "Sam2Config",
+    "Sam2Video",
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
     "StretchToSquare",
+    "VideoPredictor",
     "build_sam",
+    "build_sam2_video_predictor",
     "evaluate",
     "fast_paths",
     "fast_paths_enabled",

@@ -20,9 +20,12 @@ from sam_core.model_interface import PromptableSegmenter, Prompts
 from sam_core.predictor import Predictor
 from sam_core.prompts import prompts_from_arrays, prompts_from_tensors
 from sam_core.sam2.config import SAM2_CONFIGS
+from sam_core.sam2.video_predictor import VideoPredictor
+from sam_core.sam2.video_predictor import build_sam2_video_predictor as build_sam2_video_predictor
 
 SamPredictor = Predictor
 SamAutomaticMaskGenerator = AutomaticMaskGenerator
+SAM2VideoPredictor = VideoPredictor
 
 
 class _RegistryBuilder:

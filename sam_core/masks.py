@@ -263,11 +263,29 @@ def clean_low_res_logits(logits: torch.Tensor, mask_threshold: float, max_hole_a
         foreground = mask > mask_threshold
         for area_limit, region, value in ((max_hole_area, ~foreground, mask_threshold + HOLE_FILL_OFFSET),
                                           (max_sprinkle_area, foreground, mask_threshold - HOLE_FILL_OFFSET)):
-            if area_limit <= 0 or not region.any():
-                continue
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
-            small = stats[:, cv2.CC_STAT_AREA] <= area_limit
-            small[0] = False  # label 0: the pixels outside ``region``
-            if small[1:].any():
-                target[small[labels]] = value
+            if area_limit > 0:
+                target[small_components(region, area_limit)] = value
     return torch.from_numpy(out.reshape(logits.shape)).to(logits.device)
+
+
+def small_components(region: np.ndarray, max_area: float) -> np.ndarray:
+    """The pixels of a boolean (H, W) region that lie in its 8-connected components of at most ``max_area``
+    pixels."""
+    if not region.any():
+        return np.zeros_like(region)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False  # label 0: the pixels outside ``region``
+    return small[labels]
+
+
+def fill_small_holes(logits: torch.Tensor, max_area: float, fill_value: float = 0.1) -> torch.Tensor:
+    """Mask logits (..., H, W) whose background components (logit <= 0, 8-connected) of at most ``max_area``
+    pixels are set to ``fill_value``: SAM 2's video post-processing (``fill_holes_in_mask_scores``), which
+    Meta runs only with its CUDA extension and which runs here everywhere, on the CPU with OpenCV."""
+    source = logits.detach().float().cpu().numpy().reshape(-1, *logits.shape[-2:])
+    holes = np.stack([small_components(mask <= 0, max_area) for mask in source]).reshape(logits.shape)
+    if not holes.any():
+        return logits
+    return torch.where(torch.from_numpy(holes).to(logits.device), torch.tensor(fill_value, dtype=logits.dtype,
+                                                                                  device=logits.device), logits)

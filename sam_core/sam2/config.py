@@ -1,4 +1,4 @@
-"""Sam2Config and the registry of named SAM 2 / SAM 2.1 image-model configurations."""
+"""Sam2Config and the registry of named SAM 2 / SAM 2.1 configurations (image model and video tracking)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ PATCH_STRIDE = 4  # the Hiera patch embedding: a 7x7 convolution with stride 4
 
 @dataclass(frozen=True)
 class Sam2Config:
-    """Every shape and inference setting of a SAM 2 image model. Defaults are the official Hiera-T.
+    """Every shape and inference setting of a SAM 2 model. Defaults are the official SAM 2.1 Hiera-T.
 
     The image parts of SAM 2 and SAM 2.1 are identical in shape and behaviour; they differ in weights
-    and in the video modules only.
+    and in the video modules only (the fields marked "2.1" below, off in SAM 2.0).
     """
 
     image_size: int = 1024
@@ -56,6 +56,44 @@ class Sam2Config:
     dynamic_multimask_via_stability: bool = True
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
+    # Video tracking (Meta's SAM2Base fields of the same names; values of the official configs).
+    # Memory: each tracked frame's mask and features are encoded into a mem_dim memory; a frame attends to
+    # its conditioning (prompted) frames and to the num_maskmem - 1 most recent tracked ones.
+    num_maskmem: int = 7
+    mem_dim: int = 64
+    memory_attention_layers: int = 4
+    memory_attention_heads: int = 1
+    memory_attention_mlp_dim: int = 2048
+    rope_theta: float = 10000.0
+    memory_temporal_stride_for_eval: int = 1
+    max_cond_frames_in_attn: int = -1  # -1: all conditioning frames
+    # Mask logits enter the memory encoder as sigmoid(logits) * scale + bias.
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    non_overlap_masks_for_mem_enc: bool = False
+    # A mask prompt is taken as the output itself (logits -10 / +10), not decoded.
+    use_mask_input_as_output_without_sam: bool = True
+    # Three masks (the best kept) for 0..1 clicks, on prompted frames and while tracking.
+    multimask_output_in_sam: bool = True
+    multimask_output_for_tracking: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    # Object pointers: the decoder's output token, projected, attended to beside the spatial memories.
+    use_obj_ptrs_in_encoder: bool = True
+    max_obj_ptrs_in_encoder: int = 16
+    use_mlp_for_obj_ptr_proj: bool = True
+    only_obj_ptrs_in_the_past_for_eval: bool = True
+    # Occlusion (with pred_obj_scores and object pointers): where the object score says "absent", the
+    # learned no-object pointer replaces the pointer (fixed_no_obj_ptr) or is added to it; mixed in by the
+    # score's sigmoid with soft_no_obj_ptr.
+    fixed_no_obj_ptr: bool = True
+    soft_no_obj_ptr: bool = False
+    # 2.1: a learned no-object embedding added to the memory of frames where the object is absent.
+    no_obj_embed_spatial: bool = True
+    # 2.1: the pointers' temporal distance encoded (sine of the distance, projected to mem_dim, signed).
+    add_tpos_enc_to_obj_ptrs: bool = True
+    proj_tpos_enc_in_obj_ptrs: bool = True
+    use_signed_tpos_enc_to_obj_ptrs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("stages", "window_spec", "global_att_blocks", "window_pos_embed_bkg_spatial_size",
@@ -106,8 +144,27 @@ class Sam2Config:
             problems.append(f"fpn_interp_mode {self.fpn_interp_mode!r} is not 'nearest' or 'bilinear'")
         if self.mask_in_chans % 4:
             problems.append(f"mask_in_chans {self.mask_in_chans} is not divisible by 4")
+        problems += self._video_problems()
         if problems:
             raise ValueError("invalid Sam2Config: " + "; ".join(problems))
+
+    def _video_problems(self) -> list[str]:
+        problems = []
+        if self.num_maskmem < 0:
+            problems.append(f"num_maskmem {self.num_maskmem} is negative")
+        if self.mem_dim < 1 or self.d_model % self.mem_dim:
+            # An object pointer (d_model) enters memory attention as d_model / mem_dim tokens.
+            problems.append(f"mem_dim {self.mem_dim} must divide d_model {self.d_model}")
+        if self.d_model % self.memory_attention_heads or (self.d_model // self.memory_attention_heads) % 4:
+            problems.append(f"memory_attention_heads {self.memory_attention_heads}: the head width must be a "
+                            f"multiple of 4 (rotary encoding of rows and columns) dividing d_model {self.d_model}")
+        if self.memory_temporal_stride_for_eval < 1:
+            problems.append(f"memory_temporal_stride_for_eval {self.memory_temporal_stride_for_eval} must be >= 1")
+        if self.max_cond_frames_in_attn != -1 and self.max_cond_frames_in_attn < 2:
+            problems.append(f"max_cond_frames_in_attn {self.max_cond_frames_in_attn} must be -1 (all) or >= 2")
+        if self.proj_tpos_enc_in_obj_ptrs and not self.add_tpos_enc_to_obj_ptrs:
+            problems.append("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
+        return problems
 
     def q_pool_blocks_and_windows(self) -> list[tuple[int, int]]:
         """(index, window size) of the blocks that pool their queries: the first block of each later stage,
@@ -159,25 +216,37 @@ _BASE_PLUS = Sam2Config(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global
                         window_pos_embed_bkg_spatial_size=(14, 14))
 _LARGE = Sam2Config(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
                     window_spec=(8, 4, 16, 8))
+# What SAM 2.0's video model lacks: the spatial no-object embedding and the pointers' temporal encoding.
+SAM2_0_VIDEO = dict(no_obj_embed_spatial=False, add_tpos_enc_to_obj_ptrs=False, proj_tpos_enc_in_obj_ptrs=False,
+                    use_signed_tpos_enc_to_obj_ptrs=False)
+
+
+def as_sam2_0(config: Sam2Config) -> Sam2Config:
+    """``config`` with the video settings of SAM 2.0."""
+    return dataclasses.replace(config, **SAM2_0_VIDEO)
+
 
 # Meta's released checkpoints (sam2_hiera_tiny.pt, sam2.1_hiera_tiny.pt...), in registry names.
 OFFICIAL_SAM2_MODELS = tuple(f"{version}_hiera_{size}" for version in ("sam2", "sam2.1")
                              for size in ("tiny", "small", "base_plus", "large"))
 
 SAM2_CONFIGS: dict[str, Sam2Config] = {
-    "sam2_hiera_tiny": _TINY,
-    "sam2_hiera_small": _SMALL,
-    "sam2_hiera_base_plus": _BASE_PLUS,
-    "sam2_hiera_large": _LARGE,
+    "sam2_hiera_tiny": as_sam2_0(_TINY),
+    "sam2_hiera_small": as_sam2_0(_SMALL),
+    "sam2_hiera_base_plus": as_sam2_0(_BASE_PLUS),
+    "sam2_hiera_large": as_sam2_0(_LARGE),
     "sam2.1_hiera_tiny": _TINY,
     "sam2.1_hiera_small": _SMALL,
     "sam2.1_hiera_base_plus": _BASE_PLUS,
     "sam2.1_hiera_large": _LARGE,
     # A small model for tests: every code path of the large ones (windows with padding, query pooling
     # within padded windows, global blocks, several heads, an interpolated background position embedding,
-    # high-resolution decoder features, object scores) at a fraction of the cost.
+    # high-resolution decoder features, object scores) at a fraction of the cost. Its video part (SAM 2.1)
+    # keeps the official ratio d_model / mem_dim = 4 (pointers split into 4 tokens) and has two heads.
     "sam2_hiera_test": Sam2Config(image_size=256, embed_dim=16, num_heads=2, stages=(1, 2, 3, 3),
-                                  window_spec=(8, 4, 6, 3), global_att_blocks=(4, 8), d_model=64),
+                                  window_spec=(8, 4, 6, 3), global_att_blocks=(4, 8), d_model=64, mem_dim=16,
+                                  memory_attention_layers=2, memory_attention_heads=2,
+                                  memory_attention_mlp_dim=128),
 }
 
 

@@ -7,6 +7,8 @@ state dict carries every video-only tensor of an official checkpoint too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,13 +42,43 @@ def reference_overrides(config: Sam2Config) -> list[str]:
         f"++model.pred_obj_scores={config.pred_obj_scores}",
         f"++model.pred_obj_scores_mlp={config.pred_obj_scores_mlp}",
         # The video model's fixed "no object" pointer needs the object-score head.
-        f"++model.fixed_no_obj_ptr={config.pred_obj_scores}",
+        f"++model.fixed_no_obj_ptr={config.fixed_no_obj_ptr and config.pred_obj_scores}",
         f"++model.use_multimask_token_for_obj_ptr={config.use_multimask_token_for_obj_ptr}",
         f"++model.directly_add_no_mem_embed={config.directly_add_no_mem_embed}",
         f"{extra}dynamic_multimask_via_stability={config.dynamic_multimask_via_stability}",
         f"{extra}dynamic_multimask_stability_delta={config.dynamic_multimask_stability_delta}",
         f"{extra}dynamic_multimask_stability_thresh={config.dynamic_multimask_stability_thresh}",
+        *video_overrides(config),
     ]
+
+
+def video_overrides(config: Sam2Config) -> list[str]:
+    """Hydra overrides giving the reference's memory attention, memory encoder and tracking settings the
+    values of ``config``."""
+    attention, layer = "++model.memory_attention.", "++model.memory_attention.layer."
+    encoder = "++model.memory_encoder."
+    grid = config.embedding_size
+    overrides = [
+        f"{attention}d_model={config.d_model}", f"{attention}num_layers={config.memory_attention_layers}",
+        f"{layer}d_model={config.d_model}", f"{layer}dim_feedforward={config.memory_attention_mlp_dim}",
+        f"{encoder}out_dim={config.mem_dim}", f"{encoder}in_dim={config.d_model}",
+        f"{encoder}position_encoding.num_pos_feats={config.mem_dim}",
+        f"{encoder}mask_downsampler.embed_dim={config.d_model}", f"{encoder}fuser.layer.dim={config.d_model}",
+    ]
+    for attn in ("self_attention", "cross_attention"):
+        overrides += [f"{layer}{attn}.embedding_dim={config.d_model}",
+                      f"{layer}{attn}.num_heads={config.memory_attention_heads}",
+                      f"{layer}{attn}.rope_theta={config.rope_theta}", f"{layer}{attn}.feat_sizes=[{grid},{grid}]"]
+    overrides.append(f"{layer}cross_attention.kv_in_dim={config.mem_dim}")
+    for field in ("num_maskmem", "sigmoid_scale_for_mem_enc", "sigmoid_bias_for_mem_enc",
+                  "use_mask_input_as_output_without_sam", "multimask_output_in_sam", "multimask_output_for_tracking",
+                  "multimask_min_pt_num", "multimask_max_pt_num", "use_obj_ptrs_in_encoder",
+                  "max_obj_ptrs_in_encoder", "use_mlp_for_obj_ptr_proj", "only_obj_ptrs_in_the_past_for_eval",
+                  "soft_no_obj_ptr", "no_obj_embed_spatial", "add_tpos_enc_to_obj_ptrs", "proj_tpos_enc_in_obj_ptrs",
+                  "use_signed_tpos_enc_to_obj_ptrs", "memory_temporal_stride_for_eval", "max_cond_frames_in_attn",
+                  "non_overlap_masks_for_mem_enc"):
+        overrides.append(f"++model.{field}={getattr(config, field)}")
+    return overrides
 
 
 def make_reference_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
@@ -67,6 +99,74 @@ def make_reference_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
                        hydra_overrides_extra=reference_overrides(config))
     randomize_(model)
     return model.eval()
+
+
+def make_reference_video_predictor(config: Sam2Config, seed: int = 0,
+                                   object_score_bias: float | None = 20.0) -> torch.nn.Module:
+    """Meta's SAM2VideoPredictor with the shapes and video settings of ``config``, the post-processing of
+    its ``build_sam2_video_predictor`` (binarised clicked masks in memory, holes of up to 8 pixels filled)
+    and random, non-degenerate weights (eval mode).
+
+    With random weights the object-score head mostly says "absent", and then every mask is empty: its final
+    bias is set to ``object_score_bias`` (None: left random) so that the object is present.
+    """
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(seed)
+    overrides = ["++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",
+                 "++model.binarize_mask_from_pts_for_mem_enc=true", "++model.fill_hole_area=8",
+                 *reference_overrides(config)]
+    model = build_sam2(REFERENCE_CONFIG_FILE, device="cpu", apply_postprocessing=False,
+                       hydra_overrides_extra=overrides)
+    randomize_(model)
+    if object_score_bias is not None:
+        head = model.sam_mask_decoder.pred_obj_score_head
+        final = head.layers[-1] if hasattr(head, "layers") else head
+        with torch.no_grad():
+            final.bias.fill_(object_score_bias)
+    return model.eval()
+
+
+@contextmanager
+def reference_video_on_cpu(predictor: torch.nn.Module) -> Iterator[None]:
+    """Two patches that let Meta's video predictor compute on a CPU what it computes on a GPU:
+
+    - Its hole filling needs its CUDA extension (and is skipped without it): connected components are
+      given by scipy instead (8-connectivity, the extension's).
+    - An object with memories but no object pointer yet (prompted on a later frame) makes its memory
+      attention fail on a dtype mismatch: the bfloat16 memories are then not promoted to float32 by
+      concatenation with the pointers. The memory is cast to float32, which is what concatenation does
+      whenever there is a pointer.
+    """
+    import numpy as np
+    import sam2.utils.misc as misc
+    from scipy import ndimage
+
+    def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = np.zeros(mask.shape, dtype=np.int32)
+        counts = np.zeros(mask.shape, dtype=np.int32)
+        for index, plane in enumerate(mask.to(torch.bool).cpu().numpy()[:, 0]):
+            labelled, _ = ndimage.label(plane, structure=np.ones((3, 3)))
+            sizes = np.bincount(labelled.ravel())
+            labels[index, 0] = labelled
+            counts[index, 0] = np.where(labelled > 0, sizes[labelled], 0)
+        return torch.from_numpy(labels), torch.from_numpy(counts)
+
+    attention = predictor.memory_attention
+    forward = attention.forward
+
+    def float32_memory(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):  # noqa: ANN001, ANN202
+        return forward(curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos,
+                       num_obj_ptr_tokens=num_obj_ptr_tokens)
+
+    original_components = misc.get_connected_components
+    misc.get_connected_components = connected_components
+    attention.forward = float32_memory
+    try:
+        yield
+    finally:
+        misc.get_connected_components = original_components
+        del attention.forward
 
 
 def randomize_(model: torch.nn.Module) -> None:
