@@ -25,8 +25,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from sam_core.checkpoint import load_checkpoint
 from sam_core.errors import CheckpointError
+from sam_core.sam2.config import SAM2_CONFIGS
+from sam_core.sam2.model import Sam2
 from sam_core.sam2.video_frames import VideoFrames
+from sam_core.sam2.video_model import Sam2Video
+from sam_core.sam2.video_predictor import VideoPredictor
 from sam_core.video_outputs import (
     OVERLAY_FILE,
     MaskFolder,
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_temporaries(args.output)
         write_run_record(args.output, record)
         try:
-            predictor = load_video_predictor(args.model, args.device)
+            predictor = load_video_predictor(args.model, args.config, args.device)
         except (CheckpointError, OSError, ValueError, TypeError) as error:
             print(f"sam-video: error: {error}", file=sys.stderr)
             return 2
@@ -119,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
                                       "any frames, in a JSON file) -> masks on every frame and an overlay video.")
     parser.add_argument("--model", required=True, help="SAM 2 checkpoint: Meta .pt, Hugging Face Sam2VideoModel "
                                                        "folder or hub id, or registry name (sam2.1_hiera_tiny, ...)")
+    parser.add_argument("--config", choices=sorted(SAM2_CONFIGS),
+                        help="SAM 2 model type of --model (default: read from the checkpoint)")
     parser.add_argument("--video", type=Path, required=True,
                         help="a video file (read with OpenCV) or a folder of JPEG frames named by index (00000.jpg...)")
     parser.add_argument("--prompts", type=Path, required=True,
@@ -202,11 +209,13 @@ def _check_output_folder(output: Path, video: Path, record: dict[str, Any], over
                          "run.json); use another folder, or --overwrite to replace them")
 
 
-def load_video_predictor(source: str, device: str | None) -> Any:
-    """sam_core's VideoPredictor for a SAM 2 checkpoint (image weights plus the video modules)."""
-    from sam_core.sam2.video_predictor import VideoPredictor
-
-    return VideoPredictor.from_pretrained(source, device=device)
+def load_video_predictor(source: str, config: str | None = None, device: str | None = None) -> VideoPredictor:
+    """sam_core's VideoPredictor (Meta's build_sam2_video_predictor defaults) for a SAM 2 checkpoint: its image
+    weights and its video modules (``LoadedCheckpoint.extras``)."""
+    loaded = load_checkpoint(source, config=config, device=device)
+    if not isinstance(loaded.model, Sam2):
+        raise CheckpointError(f"{source} holds a {loaded.model.family} model; video tracking needs SAM 2")
+    return VideoPredictor(Sam2Video.from_image_model(loaded.model, loaded.extras))
 
 
 @torch.inference_mode()
