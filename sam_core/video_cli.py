@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     pending = args.overwrite or not all(masks.is_done(frame) for frame in frames)
     written = 0
     if pending:
+        try:
+            predictor = load_video_predictor(args.model, args.config, args.device)
+        except (CheckpointError, OSError, ValueError) as error:
+            print(f"sam-video: error: {error}", file=sys.stderr)
+            return 2
         args.output.mkdir(parents=True, exist_ok=True)
         remove_temporaries(args.output)
         write_run_record(args.output, record)
-        try:
-            predictor = load_video_predictor(args.model, args.config, args.device)
-        except (CheckpointError, OSError, ValueError, TypeError) as error:
-            print(f"sam-video: error: {error}", file=sys.stderr)
-            return 2
         try:
             written = track(predictor, video, prompts, passes, masks, args.overwrite)
         except (RuntimeError, OSError, ValueError) as error:
