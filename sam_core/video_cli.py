@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         video = probe_video(args.video)
         prompts = read_video_prompts(args.prompts, video.num_frames, video.height, video.width)
+        if args.fps is not None and not args.fps > 0:
+            raise UsageError(f"--fps must be a positive number, got {args.fps}")
         passes = tracking_passes(prompts, video.num_frames, args.direction, args.start_frame, args.max_frames)
         record = run_record(args, video, prompts, passes)
         _check_output_folder(args.output, args.video, record, args.overwrite)
@@ -109,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     overlay = args.output / OVERLAY_FILE
     if args.overlay and (args.overwrite or written or not overlay.is_file()):
-        write_overlay(overlay, video, prompts, masks, video_fps(args.video, args.fps or _DEFAULT_FPS)
-                      if args.fps is None else args.fps)
+        write_overlay(overlay, video, prompts, masks, args.fps or video_fps(args.video, _DEFAULT_FPS))
     kept = "" if pending else ", all there already"
     print(f"sam-video: {len(frames)} frames x {len(object_ids)} objects: {written} mask files written{kept}"
           f"{'; overlay ' + str(overlay) if args.overlay else ''}; {time.perf_counter() - started:.1f} s; "
