@@ -18,15 +18,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-from video_common import IMPLEMENTATIONS, click, draw_clip, load_predictor, make_checkpoint, peak_rss_mb
-
-from sam_core.sam2.parity import reference_video_on_cpu
+from video_common import IMPLEMENTATIONS, draw_clip, load_predictor, make_checkpoint, peak_rss_mb, track
 
 CONFIG_NAME = "sam2.1_hiera_tiny"
 
@@ -34,24 +30,14 @@ CONFIG_NAME = "sam2.1_hiera_tiny"
 def worker(implementation: str, clip: Path, checkpoint: Path, runs: int, height: int, width: int,
            masks_out: Path) -> dict:
     predictor = load_predictor(implementation, CONFIG_NAME, checkpoint)
-    points, labels = click(height, width)
-    setups, per_frame = [], []
+    results, logits = [], []
     for _ in range(runs):
-        logits = []
-        patches = reference_video_on_cpu(predictor) if implementation == "reference" else nullcontext()
-        with torch.inference_mode(), patches:
-            start = time.perf_counter()
-            state = predictor.init_state(str(clip))
-            predictor.add_new_points_or_box(state, 0, 1, points=points, labels=labels)
-            prompted = time.perf_counter()
-            for _, _, masks in predictor.propagate_in_video(state):
-                logits.append(masks[:, 0].float().numpy())
-            done = time.perf_counter()
-        setups.append(prompted - start)
-        per_frame.append((done - prompted) / len(logits))
+        logits.clear()
+        results.append(track(implementation, predictor, clip, height, width, logits=logits))
     np.save(masks_out, np.stack(logits))
-    return {"setup_s": setups, "per_frame_s": per_frame, "peak_rss_mb": peak_rss_mb(), "frames": len(logits),
-            "frames_with_mask": int(sum((frame > 0).any() for frame in logits))}
+    return {"setup_s": [r["setup_s"] for r in results], "per_frame_s": [r["per_frame_s"] for r in results],
+            "peak_rss_mb": peak_rss_mb(), "frames": results[-1]["frames"],
+            "frames_with_mask": results[-1]["frames_with_mask"]}
 
 
 def main() -> None:

@@ -102,10 +102,11 @@ def _tensors(value: Any, visited: set[int]) -> Iterator[torch.Tensor]:
 
 
 def track(implementation: str, predictor: Any, folder: Path, height: int, width: int,
-          measure_state: bool = False) -> dict[str, Any]:
+          measure_state: bool = False, logits: list | None = None) -> dict[str, Any]:
     """One object clicked on frame 0, tracked forward to the end: seconds (init_state and prompt; propagation per
     frame), peak RSS and, with ``measure_state``, the largest tensor footprint of the inference state seen while
-    tracking (walked after every frame, which the timings then include)."""
+    tracking (walked after every frame, which the timings then include). Each frame's logits are appended to
+    ``logits`` if given."""
     points, labels = click(height, width)
     context = reference_video_on_cpu(predictor) if implementation == "reference" else nullcontext()
     with torch.inference_mode(), context:
@@ -115,6 +116,8 @@ def track(implementation: str, predictor: Any, folder: Path, height: int, width:
         prompted = time.perf_counter()
         largest_state, frames, present = 0, 0, 0
         for _, _, masks in predictor.propagate_in_video(state):
+            if logits is not None:
+                logits.append(masks[:, 0].float().numpy())
             frames += 1
             present += int((masks > 0).any())
             if measure_state:

@@ -18,17 +18,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from test_sam2_video import HEIGHT, WIDTH, draw_clip
 
 from sam_core import load_checkpoint
 from sam_core.sam2 import SAM2_CONFIGS, Sam2Video, VideoPredictor
 from sam_core.sam2.config import Sam2Config
 from sam_core.sam2.model import PIXEL_MEAN, PIXEL_STD
-from sam_core.sam2.parity import make_reference_video_predictor
+from sam_core.sam2.parity import make_hf_sam2, make_reference_video_predictor
 from sam_core.sam2.video_frames import VideoFrames
 
 transformers = pytest.importorskip("transformers")
@@ -37,28 +36,15 @@ TOL = 2e-3
 # transformers' memory cross-attention reads 64-channel memories (its kv_in_dim is fixed), and its memory encoder
 # always ends in a projection (Meta's only when mem_dim differs from d_model): hence d_model 128, mem_dim 64.
 CONFIG = dataclasses.replace(SAM2_CONFIGS["sam2_hiera_test"], d_model=128, mem_dim=64)
-NUM_FRAMES, HEIGHT, WIDTH = 8, 96, 128
 MEASURED: dict[str, float] = {}
 
 
 def make_hf_video_model(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
     """transformers' Sam2VideoModel with the shapes and video settings of ``config``, every tensor random."""
-    levels = len(config.stages)
+    image = make_hf_sam2(config).config  # the image model's sub-configs, as the image parity tests build them
     hf_config = transformers.Sam2VideoConfig(
-        vision_config=dict(
-            model_type="sam2_vision_model",
-            backbone_config=dict(
-                model_type="sam2_hiera_det_model", hidden_size=config.embed_dim, num_attention_heads=config.num_heads,
-                blocks_per_stage=list(config.stages), embed_dim_per_stage=list(config.backbone_channel_list[::-1]),
-                num_attention_heads_per_stage=[config.num_heads * 2**s for s in range(levels)],
-                window_size_per_stage=list(config.window_spec), global_attention_blocks=list(config.global_att_blocks),
-                window_positional_embedding_background_size=list(config.window_pos_embed_bkg_spatial_size),
-                image_size=[config.image_size] * 2),
-            backbone_channel_list=list(config.backbone_channel_list),
-            backbone_feature_sizes=[[config.image_size // 4 // 2**level] * 2 for level in range(levels - config.scalp)],
-            fpn_hidden_size=config.d_model),
-        prompt_encoder_config=dict(hidden_size=config.d_model, image_size=config.image_size, patch_size=16),
-        mask_decoder_config=dict(hidden_size=config.d_model),
+        vision_config=image.vision_config.to_dict(), prompt_encoder_config=image.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image.mask_decoder_config.to_dict(),
         image_size=config.image_size, num_maskmem=config.num_maskmem,
         memory_attention_hidden_size=config.d_model, memory_attention_num_layers=config.memory_attention_layers,
         memory_attention_num_attention_heads=config.memory_attention_heads,
@@ -152,21 +138,6 @@ def test_hf_video_config_reaches_sam2_config(hf_folder, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ masks
-
-def draw_clip(folder: Path) -> Path:
-    """A rectangle moving right and an ellipse moving down over smooth noise, as <index>.jpg frames."""
-    rng = np.random.default_rng(3)
-    background = rng.integers(60, 120, size=(HEIGHT // 8, WIDTH // 8, 3)).astype(np.uint8)
-    background = np.asarray(Image.fromarray(background).resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR))
-    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
-    folder.mkdir(parents=True, exist_ok=True)
-    for t in range(NUM_FRAMES):
-        frame = background.copy()
-        frame[20:50, 10 + 6 * t:40 + 6 * t] = (220, 40, 40)
-        frame[((xs - 90) / 18.0) ** 2 + ((ys - (30 + 5 * t)) / 12.0) ** 2 <= 1] = (40, 200, 60)
-        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
