@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import torch
 from video_common import IMPLEMENTATIONS, draw_clip, load_predictor, make_checkpoint, rss_mb, track
 
 CONFIG_NAME = "sam2_hiera_test"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def worker(implementation: str, clip: Path, checkpoint: Path, height: int, width: int) -> dict:
@@ -36,7 +38,9 @@ def run_worker(implementation: str, clip: Path, checkpoint: Path, height: int, w
     """The worker in a fresh process: its peak RSS is this run's alone."""
     command = [sys.executable, __file__, "--worker", implementation, str(clip), "--checkpoint", str(checkpoint),
                "--size", str(height), str(width)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # The worker imports the sam_core of this checkout, installed or not.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{implementation} on {clip} failed: {done.stderr.strip()[-500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
