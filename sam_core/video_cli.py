@@ -231,17 +231,21 @@ def track(predictor: Any, video: VideoInfo, prompts: Sequence[VideoPrompt], pass
         else:
             predictor.add_new_points_or_box(state, prompt.frame, prompt.object_id, points=prompt.points,
                                             labels=prompt.labels, box=prompt.box)
+    # A frame that two passes yield (the start frame of "both") is tracked again by the later one, which
+    # replaces the earlier result in the predictor's state: only the last pass through a frame writes it.
+    last_pass = {frame: index for index, tracking in enumerate(passes) for frame in tracking.frames}
     written = 0
     total = sum(len(tracking.frames) for tracking in passes)
     with tqdm(total=total, desc="sam-video", unit="frame", file=sys.stderr, disable=None) as progress:
-        for tracking in passes:
+        for index, tracking in enumerate(passes):
             max_frames = len(tracking.frames) - 1
             for frame, object_ids, logits in predictor.propagate_in_video(
                     state, start_frame_idx=tracking.start_frame, max_frame_num_to_track=max_frames,
                     reverse=tracking.reverse):
-                order = [list(object_ids).index(object_id) for object_id in masks.object_ids]
-                binary = (logits[order, 0] > 0.0).cpu().numpy()
-                written += masks.write(frame, binary, overwrite)
+                if last_pass[frame] == index:
+                    order = [list(object_ids).index(object_id) for object_id in masks.object_ids]
+                    binary = (logits[order, 0] > 0.0).cpu().numpy()
+                    written += masks.write(frame, binary, overwrite)
                 progress.update(1)
     return written
 
