@@ -11,6 +11,7 @@ import torch
 
 from sam_core.errors import CheckpointError
 from sam_core.sam2.config import Sam2Config
+from sam_core.sam2.hf_video_format import hf_video_to_meta_names, video_settings_from_hf
 
 # Hugging Face's Sam2Model names -> Meta's, applied in order to each name (after the MLP renumbering).
 _HF_RENAMES: list[tuple[str, str]] = [
@@ -43,7 +44,7 @@ _MLP_PART = re.compile(r"^(proj_in|proj_out|layers\.(\d+))\.(.+)$")
 
 
 def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a Hugging Face Sam2Model state dict to Meta's SAM 2 names."""
+    """Rename a Hugging Face Sam2Model (or Sam2VideoModel) state dict to Meta's SAM 2 names."""
     # Hugging Face splits each MLP into proj_in / layers.i / proj_out; Meta numbers them all layers.i.
     mlps = {name[: -len(".proj_in.weight")] for name in tensors if name.endswith(".proj_in.weight")}
     hidden = {prefix: len({name for name in tensors if name.startswith(prefix + ".layers.")}) // 2
@@ -69,12 +70,12 @@ def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torc
         for pattern, replacement in _HF_RENAMES:
             name = re.sub(pattern, replacement, name)
         renamed[name] = tensor
-    return renamed
+    return hf_video_to_meta_names(renamed)
 
 
 def sam2_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json") -> Sam2Config:
-    """The Sam2Config of a Hugging Face Sam2Model ``config.json`` (Meta's model has per-stage widths and
-    heads that double at every stage; others are refused)."""
+    """The Sam2Config of a Hugging Face Sam2Model or Sam2VideoModel ``config.json`` (Meta's model has per-stage
+    widths and heads that double at every stage; others are refused)."""
     try:
         vision = hf_config["vision_config"]
         trunk = vision["backbone_config"]
@@ -113,6 +114,7 @@ def sam2_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json
             dynamic_multimask_via_stability=decoder.get("dynamic_multimask_via_stability", True),
             dynamic_multimask_stability_delta=decoder.get("dynamic_multimask_stability_delta", 0.05),
             dynamic_multimask_stability_thresh=decoder.get("dynamic_multimask_stability_thresh", 0.98),
+            **video_settings_from_hf(hf_config, vision.get("fpn_hidden_size", 256), image_size),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{origin}: not a usable Hugging Face SAM 2 config ({error!r})") from None
