@@ -7,9 +7,11 @@ best of tokens 1-3 by predicted IoU), or the HQ mask alone with ``hq_token_only`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import segment_anything_hq
@@ -19,6 +21,7 @@ from test_mobile_sam import SMALL as SMALL_MOBILE_SAM
 from test_modeling import max_diff, prompt_cases
 
 import sam_core
+from sam_core.cli import amg_main
 from sam_core.config import SAM_CONFIGS
 from sam_core.model_interface import Prompts
 from sam_core.sam_hq import SamHqConfig
@@ -198,6 +201,16 @@ def test_generator_gives_the_reference_records(tmp_path: Path) -> None:
     records = ours.generate(image)
     assert len(theirs) >= 3
     assert_records_equal(records, theirs, score_tolerance=1e-5)
+
+    # The same records through sam-amg --model with the .pth (family detected from its tensor names).
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    options = [item for name, value in GENERATOR_OPTIONS.items()
+               for item in ("--" + name.replace("_", "-"), str(value))]
+    assert amg_main(["--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "out"),
+                     "--model", str(tmp_path / "sam_hq.pth"), "--output-format", "coco", *options]) == 0
+    written = json.loads((tmp_path / "out" / "photo.json").read_text())
+    assert [r["bbox"] for r in written] == [r["bbox"] for r in theirs]
+    assert [r["area"] for r in written] == [r["area"] for r in theirs]
 
 
 def test_saved_embedding_keeps_the_early_feature(tmp_path: Path) -> None:
