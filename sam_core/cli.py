@@ -297,9 +297,9 @@ def _amg_list_images(source: Path) -> list[Path]:
                   if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in _AMG_IMAGE_SUFFIXES)
 
 
-def _amg_output_names(sources: list[str]) -> list[str]:
+def _amg_output_names(sources: list[str] | list[Path]) -> list[str]:
     """Outputs are named after the image without its suffix, unless two images share that stem."""
-    images = [PurePosixPath(source.replace(os.sep, "/")) for source in sources]
+    images = [PurePosixPath(str(source).replace(os.sep, "/")) for source in sources]
     stems = Counter(image.stem for image in images)
     return [image.stem if stems[image.stem] == 1 else image.name.replace(".", "_") for image in images]
 

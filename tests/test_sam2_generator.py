@@ -220,7 +220,7 @@ def test_sam_amg_model_options_take_the_sam2_defaults(meta_pt, tmp_path, monkeyp
     parser = cli._amg_parser()
     args = parser.parse_args(["--input", "x", "--output", "y", "--checkpoint", str(meta_pt), "--use-m2m",
                               "--mask-threshold", "0.5", "--single-mask"])
-    generator = cli._amg_generator(args)
+    generator = cli.amg_generator(args)
     assert (generator.pred_iou_thresh, generator.stability_score_thresh) == (0.8, 0.95)
     assert generator.use_m2m and generator.mask_threshold == 0.5 and not generator.multimask_output
 

@@ -17,6 +17,7 @@ import torch
 from sam_core.errors import CheckpointError
 from sam_core.sam2 import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, build_sam2, load_sam2
 from sam_core.sam2.checkpoint import VIDEO_MODULES, infer_config, split_state_dict
+from sam_core.sam2.config import image_settings
 from sam_core.sam2.parity import (
     make_hf_sam2,
     make_reference_sam2,
@@ -323,11 +324,20 @@ def test_checkpoint_keeps_video_weights_apart(tiny):
 def test_official_sizes_are_recognised_from_shapes(name):
     with torch.device("meta"):
         state_dict = build_sam2(name).state_dict()
-    if name.startswith("sam2.1"):  # the 2.1 video model's extra tensors tell the versions apart
+    # Official files hold the video model, whose 2.1-only tensors tell the versions apart.
+    state_dict["maskmem_tpos_enc"] = torch.empty(7, 1, 1, 64)
+    if name.startswith("sam2.1"):
         state_dict.update(no_obj_embed_spatial=torch.empty(1, 64), **{"obj_ptr_tpos_proj.weight": torch.empty(1)})
     found, config = infer_config(state_dict)
     assert config == SAM2_CONFIGS[name]
     assert found == name
+
+
+def test_an_image_model_file_is_taken_for_sam2_1():
+    """Without video tensors nothing tells the versions apart; the image models are the same."""
+    with torch.device("meta"):
+        state_dict = build_sam2("sam2_hiera_small").state_dict()
+    assert infer_config(state_dict)[0] == "sam2.1_hiera_small"
 
 
 def test_checkpoint_errors_list_every_problem(tiny, tmp_path):
@@ -365,7 +375,8 @@ def test_hugging_face_sam2_matches(tmp_path):
     hf_model = make_hf_sam2(TEST_CONFIG)
     hf_model.save_pretrained(tmp_path)
     ours, video = load_sam2(tmp_path)
-    assert ours.config == TEST_CONFIG and video == {}
+    # A Sam2Model folder describes the image model only: the video settings keep their defaults.
+    assert image_settings(ours.config) == image_settings(TEST_CONFIG) and video == {}
     images = random_images(256, seed=3)
     expected = hf_model.get_image_embeddings(images)
     embed, high_res = ours.encode_image(images)

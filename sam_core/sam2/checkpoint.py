@@ -45,7 +45,10 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state di
     or windows, so only the official sizes are recognised; other models need an explicit config.
     """
     signature = shape_signature(state_dict, origin)
-    version = "sam2.1" if all(name in state_dict for name in SAM2_1_ONLY) else "sam2"
+    # Only the video tensors tell the versions apart; without any (an image model's file), the image model
+    # is the same either way and the newer release is assumed.
+    has_video = any(name.split(".")[0] in VIDEO_MODULES for name in state_dict)
+    version = "sam2" if has_video and not all(name in state_dict for name in SAM2_1_ONLY) else "sam2.1"
     for name in OFFICIAL_SAM2_MODELS:
         if name.startswith(version + "_") and config_signature(SAM2_CONFIGS[name]) == signature:
             return name, SAM2_CONFIGS[name]

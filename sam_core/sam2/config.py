@@ -216,6 +216,17 @@ _BASE_PLUS = Sam2Config(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global
                         window_pos_embed_bkg_spatial_size=(14, 14))
 _LARGE = Sam2Config(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
                     window_spec=(8, 4, 16, 8))
+_FIELD_NAMES = [field.name for field in dataclasses.fields(Sam2Config)]
+VIDEO_SETTINGS = tuple(_FIELD_NAMES[_FIELD_NAMES.index("num_maskmem"):])
+"""The fields only video tracking reads. Files of an image model (a Hugging Face ``Sam2Model`` folder) do not
+describe them, so a config read from one has their defaults."""
+
+
+def image_settings(config: Sam2Config) -> dict[str, Any]:
+    """The fields of ``config`` that the image model reads (all but ``VIDEO_SETTINGS``)."""
+    return {name: value for name, value in config.to_dict().items() if name not in VIDEO_SETTINGS}
+
+
 # What SAM 2.0's video model lacks: the spatial no-object embedding and the pointers' temporal encoding.
 SAM2_0_VIDEO = dict(no_obj_embed_spatial=False, add_tpos_enc_to_obj_ptrs=False, proj_tpos_enc_in_obj_ptrs=False,
                     use_signed_tpos_enc_to_obj_ptrs=False)
