@@ -245,22 +245,25 @@ def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
 
 
 def measure(script: str, task: str, implementations: list[str], weights: Path, image_path: str, runs: int,
-            tmp: Path) -> None:
-    """Measure ``task`` for each implementation in fresh ``script --worker`` processes and print its rows.
+            tmp: Path, worker_args: list[str] | None = None, label: str | None = None) -> None:
+    """Measure ``task`` for each implementation in fresh ``script --worker ARGS IMPL`` processes (ARGS:
+    ``worker_args``, default the task) and print its rows, which start with ``label`` (default the task).
 
     Repeats are interleaved across implementations, each in a fresh process, so that drifts in the machine's
     speed hit all of them alike; peak RSS is the largest seen over the repeats.
     """
+    worker_args = worker_args or [task]
+    label = label or task
     results: dict[str, dict] = {}
     for _ in range(runs):
         for implementation in implementations:
-            out = tmp / f"{task}-{implementation}.json"
+            out = tmp / f"{'-'.join(worker_args)}-{implementation}.json"
             out.unlink(missing_ok=True)
-            command = [sys.executable, script, "--worker", task, implementation, "--weights", str(weights),
+            command = [sys.executable, script, "--worker", *worker_args, implementation, "--weights", str(weights),
                        "--image", image_path, "--runs", "1", "--out", str(out)]
             completed = subprocess.run(command, capture_output=True, text=True)
             if completed.returncode != 0 or not out.exists():
-                print(f"# {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
+                print(f"# {label} {implementation} failed: {completed.stderr.strip()[-300:]}")
                 continue
             result = json.loads(out.read_text())
             merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
@@ -278,7 +281,7 @@ def measure(script: str, task: str, implementations: list[str], weights: Path, i
             output = f"{len(result['masks'])} masks"
             if implementation != "reference" and "reference" in results:
                 output = compare_mask_sets(result["masks"], results["reference"]["masks"])
-        print(f"| {task} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
+        print(f"| {label} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
               flush=True)
 
 

@@ -17,9 +17,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, compare_mask_sets, load_rgb, timed
+from bench import PREDICT_CALLS, amg_options, load_rgb, measure, timed
 
 MODELS = ("efficientvit_sam_l0", "efficientvit_sam_xl0")
 TASKS = ("encoder", "predict", "amg16")
@@ -113,36 +110,8 @@ def main() -> None:
             weights = Path(tmp) / f"{model_name}.pt"
             torch.save(make_reference_efficientvit_sam(model_name, seed=0).state_dict(), weights)
             for task in args.tasks:
-                results: dict[str, dict] = {}
-                for _ in range(args.runs):
-                    for implementation in IMPLEMENTATIONS:
-                        out = Path(tmp) / f"{model_name}-{task}-{implementation}.json"
-                        out.unlink(missing_ok=True)
-                        command = [sys.executable, __file__, "--worker", model_name, task, implementation,
-                                   "--weights", str(weights), "--image", args.image, "--out", str(out)]
-                        completed = subprocess.run(command, capture_output=True, text=True)
-                        if completed.returncode != 0 or not out.exists():
-                            print(f"# {model_name} {task} {implementation} failed: {completed.stderr.strip()[-300:]}")
-                            continue
-                        result = json.loads(out.read_text())
-                        merged = results.setdefault(implementation, {"times": [], "peak_rss_mb": 0.0})
-                        merged["times"] += result["times"]
-                        merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
-                        if "masks" in result:
-                            merged["masks"] = result["masks"]
-                reference_time = statistics.median(results["reference"]["times"]) if "reference" in results else None
-                for implementation, result in results.items():
-                    median = statistics.median(result["times"])
-                    unit = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
-                    ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
-                    output = ""
-                    if "masks" in result:
-                        output = f"{len(result['masks'])} masks"
-                        if implementation != "reference" and "reference" in results:
-                            output = compare_mask_sets(result["masks"], results["reference"]["masks"])
-                    print(f"| {model_name} | {task} | {implementation} | {unit} | {ratio} | "
-                          f"{result['peak_rss_mb']:.0f} MB | {output} |", flush=True)
-
+                measure(__file__, task, list(IMPLEMENTATIONS), weights, args.image, args.runs, Path(tmp),
+                        worker_args=[model_name, task], label=f"{model_name} | {task}")
 
 if __name__ == "__main__":
     main()
