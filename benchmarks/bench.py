@@ -285,6 +285,17 @@ def measure(script: str, task: str, implementations: list[str], weights: Path, i
               flush=True)
 
 
+def print_header(title: str, image_path: str, runs: int, leading_columns: tuple[str, ...] = ("task",)) -> None:
+    """The lines above a benchmark table: what ran on which machine, then the table's header."""
+    image = load_rgb(image_path)
+    print(f"# {title}, {Path(image_path).name} {image.shape[1]}x{image.shape[0]}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}; medians of {runs} runs\n")
+    columns = (*leading_columns, "implementation", "median", "vs reference", "peak RSS", "output")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
@@ -299,13 +310,7 @@ def main() -> None:
         worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
         return
 
-    image = load_rgb(args.image)
-    print(f"# sam_core benchmark: vit_b and SAM 2.1 Hiera-T/S fp32, random weights, {Path(args.image).name} "
-          f"{image.shape[1]}x{image.shape[0]}")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
-    print("| task | implementation | median | vs reference | peak RSS | output |")
-    print("|---|---|---|---|---|---|")
+    print_header("sam_core benchmark: vit_b and SAM 2.1 Hiera-T/S fp32, random weights", args.image, args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         weights: dict[str, Path] = {}
         for task in args.tasks:

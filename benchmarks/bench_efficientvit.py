@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, load_rgb, measure, timed
+from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, timed
 
 MODELS = ("efficientvit_sam_l0", "efficientvit_sam_xl0")
 TASKS = ("encoder", "predict", "amg16")
@@ -98,13 +97,8 @@ def main() -> None:
 
     from sam_core.efficientvit.parity import make_reference_efficientvit_sam
 
-    image = load_rgb(args.image)
-    print(f"# sam_core EfficientViT-SAM benchmark: fp32, random weights, {Path(args.image).name} "
-          f"{image.shape[1]}x{image.shape[0]}")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
-    print("| model | task | implementation | median | vs reference | peak RSS | output |")
-    print("|---|---|---|---|---|---|---|")
+    print_header("sam_core EfficientViT-SAM benchmark: fp32, random weights", args.image, args.runs,
+                 leading_columns=("model", "task"))
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models:
             weights = Path(tmp) / f"{model_name}.pt"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, load_rgb, measure, timed
+from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, timed
 
 from sam_core.runtime import keep_freed_memory_by_default
 
@@ -132,13 +131,7 @@ def main() -> None:
         worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
         return
 
-    image = load_rgb(args.image)
-    print(f"# sam_core benchmark: MobileSAM vit_t and SAM-HQ ViT-B fp32, random weights, {Path(args.image).name} "
-          f"{image.shape[1]}x{image.shape[0]}")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}; medians of {args.runs} runs\n")
-    print("| task | implementation | median | vs reference | peak RSS | output |")
-    print("|---|---|---|---|---|---|")
+    print_header("sam_core benchmark: MobileSAM vit_t and SAM-HQ ViT-B fp32, random weights", args.image, args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         weights: dict[str, Path] = {}
         for task in args.tasks:
