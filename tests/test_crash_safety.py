@@ -1,10 +1,10 @@
 """Crash safety of sam-amg: killed with SIGKILL at seeded random moments and run again, it leaves every output
 complete and equal to an uninterrupted run's, and no temporary file behind.
 
-Kills land at drawn moments: after a drawn delay (while the model loads or masks are computed), or the instant
-the output folder changes (in the middle of writing an image's outputs, or between two of its outputs); every
-other run has --overwrite, so
-kills also hit the replacement of finished outputs. The model is the 2 MB shapes model on three
+Kills land at drawn moments: after a drawn delay (while the model loads or masks are computed), the instant
+the output folder changes (in the middle of writing an image's outputs, or between two of its outputs), or
+while a temporary output exists (the first kill always); every other run has --overwrite, so kills also hit
+the replacement of finished outputs. The model is the 2 MB shapes model on three
 ``sam-samples`` scenes.
 """
 
@@ -30,7 +30,13 @@ from sam_core.samples import write_samples
 
 KILLS = 4  # per output format
 REPO = Path(__file__).resolve().parents[1]
-AMG = "import sys; from sam_core.cli import amg_main; sys.exit(amg_main(sys.argv[1:]))"
+# Each output is written to a temporary name and renamed into place. The child holds every finished temporary
+# for RENAME_HOLD seconds before renaming it (fault injection through os.replace), so that a kill aimed at "a
+# temporary exists" lands in that window on a busy machine too, and not only when the scheduler is kind.
+RENAME_HOLD = 0.2
+AMG = ("import os, sys, time; from sam_core.cli import amg_main; rename = os.replace; "
+       f"os.replace = lambda source, target: (time.sleep({RENAME_HOLD}), rename(source, target))[1]; "
+       "sys.exit(amg_main(sys.argv[1:]))")
 OPTIONS = ["--points-per-side", "12", "--pred-iou-thresh", "0.7", "--stability-score-thresh", "0.9",
            "--min-mask-region-area", "100", "--overlay"]
 
@@ -62,24 +68,28 @@ def temporaries(names: set[str]) -> set[str]:
     return {name for name in names if name.startswith(".")}
 
 
-def kill(process: subprocess.Popen, output: Path, rng: random.Random) -> tuple[bool, bool]:
-    """SIGKILL ``process`` at a drawn moment: half the time after a drawn delay (loading the model, computing
-    masks), half the time the instant the output folder changed for the k-th time (k drawn: a temporary output
-    appearing, or one renamed into place, just before the next is written). Returns (whether it was still
-    running, whether it was in the middle of writing an output)."""
+def kill(process: subprocess.Popen, output: Path, rng: random.Random, mode: str) -> tuple[bool, bool]:
+    """SIGKILL ``process`` at a drawn moment. ``mode``: "delay" waits a drawn time (loading the model, computing
+    masks); "change" waits until the output folder changed for the k-th time (k drawn: a temporary output
+    appearing, or one renamed into place, just before the next is written); "temporary" waits until a new
+    temporary output exists (mid-write). Returns (whether it was still running, whether it was in the middle
+    of writing an output)."""
     before = listing(output)
     stale = temporaries(before)  # left by the previous kill, until this run deletes them
-    if rng.random() < 0.5:
+    if mode == "delay":
         deadline = time.monotonic() + rng.uniform(0.0, 3.0)
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.01)
-    else:
+    elif mode == "change":
         wanted, seen = rng.randint(1, 4), 0
         while seen < wanted and process.poll() is None:
             time.sleep(0.0005)
             now = listing(output)
             seen += now != before
             before = now
+    else:
+        while not temporaries(listing(output)) - stale and process.poll() is None:
+            time.sleep(0.0005)
     mid_write = bool(temporaries(listing(output)) - stale)
     running = process.poll() is None
     process.send_signal(signal.SIGKILL)
@@ -122,12 +132,12 @@ def test_sam_amg_killed_at_random_moments_then_rerun_gives_the_uninterrupted_out
     for attempt in range(KILLS):
         # Every other run with --overwrite, so that kills also land while finished outputs are being replaced.
         process = start_amg(scenes, output, fmt, *(["--overwrite"] if attempt % 2 else []))
-        running, writing = kill(process, output, rng)
+        mode = "temporary" if attempt == 0 else rng.choice(["delay", "change", "temporary"])
+        running, writing = kill(process, output, rng, mode)
         interrupted += running
         mid_write += writing
     assert interrupted >= KILLS // 2  # the kills landed while sam-amg was working ...
-    if fmt == "png":  # ... and (writing a folder of PNGs takes long enough to be caught) while it wrote
-        assert mid_write >= 1
+    assert mid_write >= 1  # ... and at least one while an output was half-written
     final = start_amg(scenes, output, fmt)
     assert final.wait() == 0, final.stderr.read()
     assert_same_outputs(output, tmp_path / "reference")
