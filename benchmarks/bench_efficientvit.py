@@ -8,7 +8,8 @@ released .pt files are and loaded by ``load_sam``), every (task, implementation)
 repeats interleaved across implementations, medians printed. ``encoder`` times the image encoder on the
 preprocessed image (one warm-up call first); ``predict`` one point prompt through each predictor (20 calls
 after a warm-up); ``amg16`` the automatic mask generator with 16x16 points and the reference's defaults, whose
-mask set is compared with the reference's.
+mask set is compared with the reference's (random weights keep no mask there); ``amg16_all`` the same with the
+quality filters off, so that masks survive and are post-processed and compared.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, timed
 
 MODELS = ("efficientvit_sam_l0", "efficientvit_sam_xl0")
-TASKS = ("encoder", "predict", "amg16")
+TASKS = ("encoder", "predict", "amg16", "amg16_all")
 IMPLEMENTATIONS = ("reference", "sam_core")
 
 

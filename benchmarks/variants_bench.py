@@ -6,8 +6,10 @@ random weights.
 As ``bench.py``: one set of random weights per model (every tensor random), each (task, implementation)
 pair in fresh subprocesses (peak RSS per pair), repeats interleaved across implementations, medians printed;
 encoder and predict after one warm-up call; the AMG rows check that sam_core's mask set equals the
-reference's. References: ``mobilesam-mirror`` (MobileSAM's package) and ``segment-anything-hq``, plus
-transformers' ``SamHQModel`` for the SAM-HQ encoder. ``sam_core`` runs as its entry points set the process up.
+reference's: ``amg16`` with the reference's default filters (random weights keep no mask there), ``amg16_all``
+with the quality filters off, so that masks survive and are post-processed and compared. References:
+``mobilesam-mirror`` (MobileSAM's package) and ``segment-anything-hq``, plus transformers' ``SamHQModel`` for
+the SAM-HQ encoder. ``sam_core`` runs as its entry points set the process up.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, t
 from sam_core.runtime import keep_freed_memory_by_default
 
 MODELS = {"mobile_sam": "vit_t", "sam_hq_b": "sam_hq_vit_b"}
-TASKS = tuple(f"{model}_{kind}" for model in MODELS for kind in ("encoder", "predict", "amg16"))
+KINDS = ("encoder", "predict", "amg16", "amg16_all")
+TASKS = tuple(f"{model}_{kind}" for model in MODELS for kind in KINDS)
 IMPLEMENTATIONS = ("reference", "transformers", "sam_core")
 
 
 def split_task(task: str) -> tuple[str, str]:
-    model, _, kind = task.rpartition("_")
-    return model, kind
+    """Model and task kind of a task name: ``sam_hq_b_amg16_all`` -> ``("sam_hq_b", "amg16_all")``."""
+    model = next(name for name in MODELS if task.startswith(f"{name}_"))
+    return model, task.removeprefix(f"{model}_")
 
 
 def make_weights(model: str, directory: Path) -> Path:
@@ -104,7 +108,7 @@ def worker(task: str, implementation: str, weights: Path, image_path: str, runs:
         predictor.set_image(image)
         times, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
     else:
-        options = amg_options("amg16")
+        options = amg_options(kind)
         generator = (sam_core.AutomaticMaskGenerator(model, **options) if implementation == "sam_core"
                      else package.SamAutomaticMaskGenerator(model, **options))
         times, records = [], []

@@ -3,7 +3,8 @@
 Every tensor of the reference is randomised (BatchNorm running statistics and zero-initialised biases included)
 and its state dict is written as the released files are, then loaded by ``load_sam``. L0 runs at its real
 encoder size (512, with prompts in the 1024 frame); XL0 at a reduced encoder input (256), which keeps the test
-fast and exercises both forms of the linear attention (maps of 8x8 and 4x4 pixels).
+fast and exercises both forms of the linear attention (maps of 8x8 and 4x4 pixels); L1, L2 and XL1 (the same
+blocks, deeper) at an encoder input of 128.
 """
 
 from __future__ import annotations
@@ -118,6 +119,25 @@ def test_mask_input_matches_reference(predictors, name):
         got = mine.predict(**CASES["points"], mask_input=mask_input, multimask_output=multimask, return_logits=True)
         assert max_diff(got[2], expected[2]) <= TOL
         assert max_diff(got[1], expected[1]) <= TOL
+
+
+@pytest.mark.parametrize("name", ["efficientvit_sam_l1", "efficientvit_sam_l2", "efficientvit_sam_xl1"])
+def test_deeper_models_match_reference(name, image, tmp_path):
+    """L1, L2 and XL1 are L0 and XL0 with more blocks per stage and in the neck: their released shapes
+    are recognised, and embeddings, logits and IoU match the reference (at a reduced encoder input, for time)."""
+    reference = make_reference_efficientvit_sam(name, 128, seed=2)
+    path = tmp_path / f"{name}.pt"
+    torch.save(reference.state_dict(), path)
+    assert infer_efficientvit_sam_config(reference.state_dict()) == EFFICIENTVIT_SAM_CONFIGS[name]
+    ours = load_sam(path, config=dataclasses.replace(EFFICIENTVIT_SAM_CONFIGS[name], encoder_image_size=128))
+    theirs, mine = EfficientViTSamPredictor(reference), Predictor(ours)
+    theirs.set_image(image)
+    mine.set_image(image)
+    assert max_diff(mine.get_image_embedding(), theirs.features) <= TOL
+    for case in ("points", "box_and_point"):
+        expected = theirs.predict(**CASES[case], multimask_output=True, return_logits=True)
+        got = mine.predict(**CASES[case], multimask_output=True, return_logits=True)
+        assert max_diff(got[2], expected[2]) <= TOL and max_diff(got[1], expected[1]) <= TOL
 
 
 def test_batchnorm_folding_matches_plain_path(models, predictors, image):
