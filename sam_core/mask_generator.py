@@ -81,6 +81,10 @@ _DECODER_BATCH = 4
 _UPSCALE_CHUNK_BYTES = 1 << 27
 # Upper bound on the cells (see sam_core.upscaled_masks) of the masks whose thresholds are counted at once.
 _CELLS_PER_CHUNK = 1 << 22
+# Masks whose cells the thresholds cross more than this (summed over the mask threshold and the two stability
+# levels) are upscaled with torch instead: evaluating that many cells pixel by pixel costs more. Smooth masks
+# cross a few percent of their cells, along their boundary; noise-like logits cross nearly all of them.
+_MAX_CROSSED_FRACTION = 0.3
 
 
 @dataclass
@@ -374,7 +378,8 @@ class AutomaticMaskGenerator:
         """``_filter_and_encode`` without upscaling: the same stability scores, filters and boxes, from the
         low-res logits (``sam_core.upscaled_masks``); the masks are drawn for the proposals that NMS keeps.
 
-        Masks the cell bounds cannot resolve exactly are upscaled with torch as in ``_filter_and_encode``.
+        Masks the thresholds cross in most cells, and masks the cell bounds cannot resolve exactly, are
+        upscaled with torch as in ``_filter_and_encode``.
         """
         crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
         if self._clean_low_res:
@@ -382,20 +387,28 @@ class AutomaticMaskGenerator:
             low_res = clean_low_res_logits(low_res, self.mask_threshold, area, area)
         geometry = self._geometry(input_size, crop_size)
         threshold, offset = self.mask_threshold, self.stability_score_offset
+        levels = [threshold + offset, threshold - offset]
         bounds = geometry.bounds(low_res)
-        counts, resolved = geometry.count_above(bounds, [threshold + offset, threshold - offset])
-        stability = counts[:, 0].int() / counts[:, 1].int()  # int32 counts divided, as the reference divides
+        plain = geometry.crossed_fraction(bounds, [*levels, threshold]) > _MAX_CROSSED_FRACTION
+        by_cells = (~plain).nonzero().squeeze(1)
+        counts, resolved = geometry.count_above(bounds.take(by_cells), levels)
+        stability = torch.empty(len(low_res))
+        stability[by_cells] = counts[:, 0].int() / counts[:, 1].int()  # int32 counts divided, as the reference
+        plain[by_cells[~resolved]] = True
+        boxes = torch.zeros((len(low_res), 4), dtype=torch.int64)
+        if plain.any():
+            stability[plain], boxes[plain] = self._upscaled_scores(low_res[plain.to(low_res.device)], input_size,
+                                                                   crop_size)
+        keep = stability >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
+            torch.ones(len(low_res), dtype=torch.bool)
+        by_cells = (keep & ~plain).nonzero().squeeze(1)
+        cell_boxes, resolved = geometry.box_above(bounds.take(by_cells), threshold)
         if not resolved.all():
-            stability[~resolved] = self._upscaled_scores(low_res[~resolved], input_size, crop_size)[0]
-        if self.stability_score_thresh > 0.0:
-            keep = stability >= self.stability_score_thresh
-            low_res, iou_preds, stability, points = low_res[keep.to(low_res.device)], \
-                iou_preds[keep.to(iou_preds.device)], stability[keep], points[keep]
-            bounds = bounds.take(keep)
-        boxes, resolved = geometry.box_above(bounds, threshold)
-        if not resolved.all():
-            boxes[~resolved] = self._upscaled_scores(low_res[~resolved], input_size, crop_size)[1]
-        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
+            unresolved = by_cells[~resolved]
+            cell_boxes[~resolved] = self._upscaled_scores(low_res[unresolved.to(low_res.device)], input_size,
+                                                          crop_size)[1]
+        boxes[by_cells] = cell_boxes
+        keep &= ~is_box_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
         rows, cols = geometry.low_res_extent
         return _Proposals(boxes=boxes[keep], iou_preds=iou_preds[keep.to(iou_preds.device)].cpu(),
                           points=points[keep], stability_scores=stability[keep],

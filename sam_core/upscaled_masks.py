@@ -151,6 +151,13 @@ class UpscaledThresholds:
         col_taps = self._col_taps.clamp(max=low_res.shape[2] - 1)
         return CellBounds(low - error, high + error, low_res, row_taps, col_taps)
 
+    def crossed_fraction(self, bounds: CellBounds, thresholds: Sequence[float]) -> torch.Tensor:
+        """Per mask (N,) float, the fraction of its cells that each threshold crosses, summed over the
+        thresholds: how much of the mask ``count_above`` and ``box_above`` would evaluate pixel by pixel."""
+        cells = bounds.low[0].numel() if len(bounds) else 1
+        crossed = [bounds.crossed(tau).flatten(1).sum(1) for tau in _float32(thresholds)]
+        return torch.stack(crossed).sum(0).double() / cells
+
     def count_above(self, bounds: CellBounds, thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels above each threshold (N, T) int64, and which masks are resolved (N,) bool."""
         counts = torch.empty((len(bounds), len(thresholds)), dtype=torch.int64)

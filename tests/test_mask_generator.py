@@ -290,6 +290,43 @@ def test_unresolved_masks_and_small_chunks_give_the_same_records(our_sam: sam_co
     assert_records_equal(AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image), expected)
 
 
+def test_masks_crossed_in_most_cells_are_upscaled_with_the_same_records(our_sam: sam_core.Sam,
+                                                                        large_shapes_image: np.ndarray,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks whose cells the thresholds mostly cross go the plain way: with the cut at the median crossed
+    fraction (half the masks each way) and below every mask (all plain), the records are unchanged."""
+    options = dict(points_per_side=6, crop_n_layers=1, stability_score_thresh=0.5, pred_iou_thresh=0.0)
+    fractions, plain_masks = [], []
+    crossed_fraction = upscaled_masks.UpscaledThresholds.crossed_fraction
+    upscaled_scores = AutomaticMaskGenerator._upscaled_scores
+
+    def recording_fraction(self, bounds, thresholds):
+        fractions.append(result := crossed_fraction(self, bounds, thresholds))
+        return result
+
+    def counting_scores(self, low_res, *args):
+        plain_masks.append(len(low_res))
+        return upscaled_scores(self, low_res, *args)
+
+    monkeypatch.setattr(upscaled_masks.UpscaledThresholds, "crossed_fraction", recording_fraction)
+    monkeypatch.setattr(AutomaticMaskGenerator, "_upscaled_scores", counting_scores)
+    default = AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image)
+    measured = torch.cat(fractions)
+    monkeypatch.setattr(mask_generator, "_MAX_CROSSED_FRACTION", float(measured.median()))
+    plain_masks.clear()
+    half = AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image)
+    assert 0 < sum(plain_masks) < len(measured)
+    monkeypatch.setattr(mask_generator, "_MAX_CROSSED_FRACTION", -1.0)
+    plain_masks.clear()
+    every = AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image)
+    assert sum(plain_masks) == len(measured)
+    plain_post_processing(monkeypatch)
+    expected = AutomaticMaskGenerator(our_sam, **options).generate(large_shapes_image)
+    assert len(expected) >= 5
+    for records in (default, half, every):
+        assert_records_equal(records, expected)
+
+
 def test_batches_that_keep_nothing_between_batches_that_keep_masks(reference_sam: torch.nn.Module,
                                                                      our_sam: sam_core.Sam, shapes_image: np.ndarray,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
