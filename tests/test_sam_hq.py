@@ -66,13 +66,14 @@ def test_embedding_and_early_feature_match(pair: dict[str, Any], fast: bool) -> 
     assert max_diff(features["early_features"], pair["early"]) <= tolerance
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("hq_token_only", [False, True], ids=["sam+hq", "hq_only"])
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
 @pytest.mark.parametrize("case", ["points", "box", "box_and_points", "mask_input"])
-def test_decoder_matches(pair: dict[str, Any], case: str, multimask: bool, hq_token_only: bool) -> None:
+def test_decoder_matches(pair: dict[str, Any], case: str, multimask: bool, hq_token_only: bool, fast: bool) -> None:
     reference, ours, config = pair["reference"], pair["ours"], pair["config"]
     prompt = prompt_cases(config.base.image_size, 4 * config.base.embedding_size)[case]
-    with torch.no_grad():
+    with torch.no_grad(), sam_core.fast_paths(fast):
         sparse, dense = reference.prompt_encoder(**prompt)
         expected, expected_iou = reference.mask_decoder(
             pair["embedding"], reference.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask,

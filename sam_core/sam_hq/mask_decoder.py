@@ -4,8 +4,10 @@ upscaled features fused with an early feature of the image encoder."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from sam_core.fast_paths import fast_paths_enabled
 from sam_core.modeling.common import LayerNorm2d
 from sam_core.modeling.mask_decoder import MLP, DecodedTokens, MaskDecoder
 
@@ -57,12 +59,33 @@ class MaskDecoderHQ(MaskDecoder):
         """
         upscaled = self.output_upscaling(decoded.image_tokens.permute(0, 3, 1, 2))  # (B, C/8, 4H, 4W)
         batch, channels, height, width = upscaled.shape
-        hq_map = self.embedding_maskfeature(upscaled) + hq_features
         hq_hyper = self.hf_mlp(decoded.mask_tokens[:, -1])[:, None]  # (B, 1, C/8)
-        masks = hq_hyper @ hq_map.reshape(batch, channels, height * width)
+        if fast_paths_enabled():
+            masks = self._hq_token_masks_fast(upscaled, hq_hyper, hq_features)
+        else:
+            hq_map = self.embedding_maskfeature(upscaled) + hq_features
+            masks = hq_hyper @ hq_map.reshape(batch, channels, height * width)
         if not hq_token_only:
             hyper = torch.stack([mlp(decoded.mask_tokens[:, i])
                                  for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)  # (B, M, C/8)
             chosen = hyper[torch.arange(batch, device=hyper.device), sam_tokens][:, None]
             masks = chosen @ upscaled.reshape(batch, channels, height * width) + masks
         return masks.view(batch, 1, height, width)
+
+    def _hq_token_masks_fast(self, upscaled: torch.Tensor, hq_hyper: torch.Tensor,
+                             hq_features: torch.Tensor) -> torch.Tensor:
+        """Fast path of the HQ token's masks, (B, 1, 4H * 4W).
+
+        The dot product of the hypernetwork output with the last 3x3 convolution's C/8 output channels is
+        itself a convolution with one output channel, whose weights are the hypernetwork-weighted sum of the
+        convolution's: the fused C/8-channel map is never computed. The same sums in another order.
+        """
+        conv1, norm, act, conv2 = self.embedding_maskfeature
+        hidden = act(norm(conv1(upscaled)))  # (B, C/4, 4H, 4W)
+        batch, hidden_channels, height, width = hidden.shape
+        hyper = hq_hyper[:, 0]  # (B, C/8)
+        weight = torch.einsum("bo,oikl->bikl", hyper, conv2.weight)  # (B, C/4, 3, 3): one filter per prompt set
+        masks = F.conv2d(hidden.reshape(1, batch * hidden_channels, height, width), weight,
+                         padding=conv2.padding, groups=batch).view(batch, 1, height * width)
+        image_term = hq_hyper @ hq_features.reshape(hq_features.shape[0], hq_features.shape[1], height * width)
+        return masks + (hyper @ conv2.bias)[:, None, None] + image_term
