@@ -82,10 +82,11 @@ class MaskDecoderHQ(MaskDecoder):
         """
         conv1, norm, act, conv2 = self.embedding_maskfeature
         hidden = act(norm(conv1(upscaled)))  # (B, C/4, 4H, 4W)
-        batch, hidden_channels, height, width = hidden.shape
+        batch, _, height, width = hidden.shape
         hyper = hq_hyper[:, 0]  # (B, C/8)
         weight = torch.einsum("bo,oikl->bikl", hyper, conv2.weight)  # (B, C/4, 3, 3): one filter per prompt set
-        masks = F.conv2d(hidden.reshape(1, batch * hidden_channels, height, width), weight,
-                         padding=conv2.padding, groups=batch).view(batch, 1, height * width)
+        # One convolution per prompt set: on CPU a loop beats a grouped convolution of the batch.
+        masks = torch.cat([F.conv2d(hidden[index:index + 1], weight[index:index + 1], padding=conv2.padding)
+                           for index in range(batch)]).view(batch, 1, height * width)
         image_term = hq_hyper @ hq_features.reshape(hq_features.shape[0], hq_features.shape[1], height * width)
         return masks + (hyper @ conv2.bias)[:, None, None] + image_term
