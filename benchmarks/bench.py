@@ -219,6 +219,10 @@ def _coco_bytes(rle: dict) -> dict:
     return {**rle, "counts": counts.encode() if isinstance(counts, str) else counts}
 
 
+def count_masks(count: int) -> str:
+    return f"{count} mask" if count == 1 else f"{count} masks"
+
+
 def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
     """'identical' when counts match and each sam_core mask has an IoU >= 0.99 with the reference mask at its
     place in the output (records come in the same order) or a few places away, saying how many are
@@ -226,12 +230,12 @@ def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
     from pycocotools import mask as mask_utils
 
     if len(ours) != len(reference):
-        return f"{len(ours)} vs {len(reference)} masks"
+        return f"{len(ours)} vs {count_masks(len(reference))}"
     if not ours:
         return "identical (0 masks)"
     differing = [i for i, (a, b) in enumerate(zip(ours, reference)) if a != b]
     if not differing:
-        return f"identical ({len(ours)} masks, all bit-identical)"
+        return f"identical ({count_masks(len(ours))}, all bit-identical)"
     ours, reference = [_coco_bytes(rle) for rle in ours], [_coco_bytes(rle) for rle in reference]
 
     def best_iou(i: int) -> float:
@@ -241,7 +245,7 @@ def compare_mask_sets(ours: list[dict], reference: list[dict]) -> str:
 
     worst = min(best_iou(i) for i in differing)
     detail = f"{len(ours) - len(differing)} bit-identical, the others min IoU {worst:.6f}"
-    return f"identical ({len(ours)} masks, {detail})" if worst >= 0.99 else f"{len(ours)} masks, {detail}"
+    return f"identical ({count_masks(len(ours))}, {detail})" if worst >= 0.99 else f"{count_masks(len(ours))}, {detail}"
 
 
 def measure(script: str, task: str, implementations: list[str], weights: Path, image_path: str, runs: int,
@@ -278,7 +282,7 @@ def measure(script: str, task: str, implementations: list[str], weights: Path, i
         ratio = f"{reference_time / median:.2f}x" if reference_time else "-"
         output = ""
         if "masks" in result:
-            output = f"{len(result['masks'])} masks"
+            output = count_masks(len(result["masks"]))
             if implementation != "reference" and "reference" in results:
                 output = compare_mask_sets(result["masks"], results["reference"]["masks"])
         print(f"| {label} | {implementation} | {unit} | {ratio} | {result['peak_rss_mb']:.0f} MB | {output} |",
