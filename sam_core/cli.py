@@ -386,9 +386,11 @@ def export_onnx_main(argv: list[str] | None = None) -> int:
     """``sam-export-onnx --model SRC --output FILE.onnx [--encoder FILE.onnx] [--quantize]``."""
     parser = argparse.ArgumentParser(
         prog="sam-export-onnx", description="Export a SAM model's prompt encoder and mask decoder as one ONNX graph "
-                                            "with the inputs and outputs of Meta's scripts/export_onnx_model.py.")
+                                            "with the inputs and outputs of Meta's scripts/export_onnx_model.py "
+                                            "(SAM 2: plus its two high-resolution feature maps).")
     parser.add_argument("--model", required=True,
-                        help="registry name (vit_b, ...), checkpoint file or Hugging Face id of a SAM (vit_*) model")
+                        help="registry name (vit_b, sam2.1_hiera_tiny, ...), checkpoint file or Hugging Face id of a "
+                             "SAM, MobileSAM, EfficientViT-SAM or SAM 2 model")
     parser.add_argument("--output", required=True, type=Path, help="the decoder graph, FILE.onnx")
     parser.add_argument("--encoder", type=Path, help="also write the image encoder graph to this file")
     parser.add_argument("--quantize", action="store_true",

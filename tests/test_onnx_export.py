@@ -159,7 +159,18 @@ def test_cli_writes_graphs_that_run(tmp_path, capsys):
     assert masks.shape == (1, 4, 64, 80)
 
 
-def test_cli_refuses_sam2_with_one_clear_error(tmp_path, capsys):
-    model = ROOT / "weights" / "sam2_hiera_test_shapes.safetensors"
-    assert export_onnx_main(["--model", str(model), "--output", str(tmp_path / "x.onnx")]) == 1
-    assert "sam-export-onnx: error: ONNX export supports SAM (vit_*) models" in capsys.readouterr().err
+def test_mobile_sam_decoder_matches_predictor(tmp_path):
+    sam = sam_core.build_sam("vit_t")
+    _randomise_(sam, seed=5)
+    _compare_with_predictor(sam, export_onnx(sam, tmp_path / "decoder.onnx").decoder, SIZES[1], seed=6)
+
+
+def test_cli_refuses_sam_hq_and_unsupported_encoders_with_one_clear_error(tmp_path, capsys):
+    hq = sam_core.save_sam(sam_core.build_sam("sam_hq_vit_tiny"), tmp_path / "hq.safetensors")
+    assert export_onnx_main(["--model", str(hq), "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "sam-export-onnx: error: ONNX export supports SAM (vit_*), MobileSAM" in capsys.readouterr().err
+    mobile = sam_core.save_sam(sam_core.build_sam("vit_t"), tmp_path / "mobile.safetensors")
+    assert export_onnx_main(["--model", str(mobile), "--output", str(tmp_path / "m.onnx"), "--encoder",
+                             str(tmp_path / "e.onnx")]) == 1
+    assert "the encoder graph is exported for sam, sam2 models" in capsys.readouterr().err
+    assert (tmp_path / "m.onnx").exists() and not (tmp_path / "e.onnx").exists()

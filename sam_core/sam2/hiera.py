@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam_core.fast_paths import fast_paths_enabled
 from sam_core.modeling.image_encoder import partition_windows, unpartition_windows
 from sam_core.sam2.mlp import MLP
 
@@ -31,6 +32,30 @@ def max_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     # Seen as NCHW, a channels-last tensor takes max_pool2d's channels-last kernel (several times faster
     # than a strided amax) and comes back channels-last: no layout copies either way.
     return F.max_pool2d(x.permute(0, 3, 1, 2), stride).permute(0, 2, 3, 1)
+
+
+def _partition_windows_plain(qkv: torch.Tensor, window: int, pad: torch.Tensor) -> torch.Tensor:
+    """``partition_windows`` as padding and reshapes, without writes into views (which the ONNX tracer
+    does not follow): (B, H, W, 3, heads, hd) -> (3, B * windows * heads, window * window, hd)."""
+    batch, height, width, _, heads, head_dim = qkv.shape
+    # (n + w - 1) // w, not -(-n // w): ONNX divides integers towards zero, torch's // towards -inf.
+    down, across = (height + window - 1) // window, (width + window - 1) // window
+    padded = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, across * window - width, 0, down * window - height))
+    rows = torch.arange(down * window, device=qkv.device) < height
+    cols = torch.arange(across * window, device=qkv.device) < width
+    inside = (rows[:, None] & cols[None, :]).view(1, down * window, across * window, 1, 1, 1)
+    padded = torch.where(inside, padded, pad.to(qkv.dtype))
+    grid = padded.view(batch, down, window, across, window, 3, heads, head_dim)
+    return grid.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, window * window, head_dim)
+
+
+def _unpartition_windows_plain(windows: torch.Tensor, window: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of ``_partition_windows_plain`` for one of q, k, v: (B * windows * heads, window * window,
+    hd) -> ``shape`` (B, H, W, heads, hd), the padding dropped."""
+    batch, height, width, heads, head_dim = shape
+    down, across = (height + window - 1) // window, (width + window - 1) // window
+    grid = windows.view(batch, down, across, heads, window, window, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+    return grid.reshape(batch, down * window, across * window, heads, head_dim)[:, :height, :width]
 
 
 class MultiScaleAttention(nn.Module):
@@ -63,13 +88,18 @@ class MultiScaleAttention(nn.Module):
         if window:
             # The reference zero-pads the normalised grid up to whole windows; a zero token projects to the
             # qkv bias, so the padding is filled with it. Padding tokens take part as keys, as there.
-            pad = self.qkv.bias.view(3, heads, -1) if self.qkv.bias is not None else 0.0
-            q, k, v = partition_windows(qkv, window, pad).unbind(0)  # each (B * windows * heads, w * w, hd)
+            pad = self.qkv.bias.view(3, heads, -1) if self.qkv.bias is not None else qkv.new_zeros(())
+            fast = fast_paths_enabled()
+            partition = partition_windows if fast else _partition_windows_plain
+            q, k, v = partition(qkv, window, pad).unbind(0)  # each (B * windows * heads, w * w, hd)
             if stride > 1:
                 q = max_pool(q.unflatten(1, (window, window)), stride).flatten(1, 2)
             attended = F.scaled_dot_product_attention(q, k, v)  # (B * windows * heads, (w / s)^2, hd)
-            out = x.new_empty((batch, height // stride, width // stride, heads, qkv.shape[-1]))
-            out = unpartition_windows(attended, window // stride, out).flatten(-2)
+            out_shape = (batch, height // stride, width // stride, heads, qkv.shape[-1])
+            if fast:
+                out = unpartition_windows(attended, window // stride, x.new_empty(out_shape)).flatten(-2)
+            else:
+                out = _unpartition_windows_plain(attended, window // stride, out_shape).flatten(-2)
         else:
             q, k, v = qkv.flatten(1, 2).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, H * W, hd)
             attended = F.scaled_dot_product_attention(q, k, v)
@@ -155,14 +185,18 @@ class Hiera(nn.Module):
         """(1, H, W, C): the background embedding resized to the grid plus the window embedding tiled over it."""
         background = F.interpolate(self.pos_embed, size=(height, width), mode="bicubic")
         window = self.pos_embed_window
-        tiled = window.tile(1, 1, height // window.shape[-2], width // window.shape[-1])
+        _, channels, window_height, window_width = window.shape
+        # The window embedding tiled over the grid (expand + reshape: ONNX exports torch's tile wrongly).
+        tiled = window.view(1, channels, 1, window_height, 1, window_width).expand(
+            1, channels, height // window_height, window_height, width // window_width, window_width)
+        tiled = tiled.reshape(1, channels, height, width)
         return (background + tiled).permute(0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) normalised images -> each stage's output (B, C_s, H / 4 / 2^s, W / 4 / 2^s), stage 0
         first; the tensors are channels-last in memory."""
         x = self.patch_embed(x)  # (B, H/4, W/4, C)
-        x = x + self.position_embedding(x.shape[1], x.shape[2])
+        x = x + self.position_embedding(int(x.shape[1]), int(x.shape[2]))  # ints: constants to the ONNX tracer
         outputs = []
         for index, block in enumerate(self.blocks):
             x = block(x)

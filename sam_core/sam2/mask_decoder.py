@@ -102,16 +102,17 @@ class Sam2MaskDecoder(MaskDecoder):
         ``conv_s0`` and ``conv_s1`` (as ``Sam2.encode_image`` returns them).
         """
         image = ImageTokens.from_maps(image_embeddings + dense_prompt_embeddings, image_pe)
-        return self.decode(self._with_high_res(image, high_res_features), sparse_prompt_embeddings, multimask_output)
+        return self.decode(self.with_high_res(image, high_res_features), sparse_prompt_embeddings, multimask_output)
 
     def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       no_mask_embedding: torch.Tensor,
                       high_res_features: list[torch.Tensor] | None = None) -> Sam2ImageTokens:
         """The image side of decoding, computed once for many prompts sharing it (see SAM's decoder)."""
         image = super().prepare_image(image_embeddings, image_pe, no_mask_embedding)
-        return self._with_high_res(image, high_res_features)
+        return self.with_high_res(image, high_res_features)
 
-    def _with_high_res(self, image: ImageTokens, high_res_features: list[torch.Tensor] | None) -> Sam2ImageTokens:
+    def with_high_res(self, image: ImageTokens, high_res_features: list[torch.Tensor] | None) -> Sam2ImageTokens:
+        """``image`` with the high-resolution features the upscaling adds (see ``block_high_res``)."""
         fields = {field.name: getattr(image, field.name) for field in dataclasses.fields(image)}
         return Sam2ImageTokens(**fields, high_res=self.block_high_res(high_res_features))
 
@@ -185,7 +186,9 @@ class Sam2MaskDecoder(MaskDecoder):
         x = F.linear(tokens, *_as_linear(conv1)).view(batch, height, width, 2, 2, -1)
         if high_res is not None:
             x = x + high_res[1]
-        x = activate_in_place(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        # A Python int: the ONNX tracer records it as a constant, which layer_norm's shape argument must be.
+        channels_1 = int(x.shape[-1])
+        x = activate_in_place(act1, F.layer_norm(x, (channels_1,), norm.weight, norm.bias, norm.eps))
         x = F.linear(x, *_as_linear(conv2))  # (B, H, W, 2, 2, 2*2*C2)
         if high_res is not None:
             x = x + high_res[0]
