@@ -2,6 +2,7 @@
 inside each drawn shape and its bounding box, all four outputs; and the run time of each graph per prompt.
 
     python benchmarks/onnx_quantized.py [--model weights/sam_vit_tiny_shapes.safetensors]
+    python benchmarks/onnx_quantized.py --model weights/sam2_hiera_test_shapes.safetensors   # SAM 2's graph
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnxruntime as ort
 
 import sam_core
 from sam_core.onnx_export import decoder_inputs, export_onnx
+from sam_core.sam2.model import Sam2
 from sam_core.samples import shapes_scenes
 
 
@@ -33,18 +35,18 @@ def main() -> None:
         ious, best_ious, times = [], [], {"exact": [], "int8": []}
         for scene in shapes_scenes():
             predictor.set_image(scene.image)
-            embedding = predictor.get_image_embedding()
+            features = predictor.features_by_name if isinstance(sam, Sam2) else predictor.get_image_embedding()
             for shape in scene.masks:
                 rows, cols = np.nonzero(shape)
                 inside = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)  # nearest the centroid
                 prompts = [dict(point_coords=np.array([[cols[inside], rows[inside]]]), point_labels=np.array([1])),
                            dict(box=np.array([cols.min(), rows.min(), cols.max(), rows.max()]))]
                 for prompt in prompts:
-                    feed = decoder_inputs(sam, embedding, scene.image.shape[:2], **prompt)
+                    feed = decoder_inputs(sam, features, scene.image.shape[:2], **prompt)
                     outputs, scores = {}, None
                     for name, session in (("exact", exact), ("int8", int8)):
                         start = time.perf_counter()
-                        masks, predicted, _ = session.run(None, feed)
+                        masks, predicted = session.run(None, feed)[:2]
                         times[name].append(time.perf_counter() - start)
                         outputs[name] = masks[0] > 0
                         scores = predicted[0] if name == "exact" else scores
