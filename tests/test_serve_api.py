@@ -161,3 +161,31 @@ def test_bad_prompts_and_unknown_images_are_errors(served, scene):
     assert response.status_code == 404 and "open it again" in response.json()["error"]
     assert served.post(f"/api/images/{image_id}/download", params={"format": "tiff"},
                        json={"masks": [{"runs": [scene.shape[0] * scene.shape[1]]}]}).status_code == 400
+
+
+def test_a_sam2_model_is_served_with_the_librarys_masks(scene):
+    """SAM 2 through the same app: progress, a click and a box equal Predictor.predict's masks, and
+    segment everything equals AutomaticMaskGenerator's."""
+    model = sam_core.load_sam(ROOT / "weights" / "sam2_hiera_test_shapes.safetensors")
+    client = TestClient(create_app(model, "sam2 shapes", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
+                                   GENERATOR))
+    status, events = _open(client, name="scene.png", data=_png(scene))
+    assert status == 200 and [event["progress"] for event in events if "progress" in event][-1] == 1.0
+    image_id = events[-1]["image"]["id"]
+    predictor = sam_core.Predictor(model)
+    predictor.set_image(scene)
+    for prompt in (dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])):
+        result = client.post(f"/api/images/{image_id}/predict", json={**prompt, "multimask": True}).json()
+        expected, scores, _ = predictor.predict(
+            point_coords=np.array(prompt["points"]) if "points" in prompt else None,
+            point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
+            box=np.array(prompt["box"]) if "box" in prompt else None)
+        assert len(result["masks"]) == 3
+        for got, mask, score in zip(result["masks"], expected, scores):
+            assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), mask)
+            assert got["score"] == pytest.approx(float(score))
+    result = client.post(f"/api/images/{image_id}/everything").json()
+    records = sorted(sam_core.AutomaticMaskGenerator(model, **GENERATOR).generate(scene), key=lambda r: -r["area"])
+    assert len(result["masks"]) == len(records) > 0
+    for got, record in zip(result["masks"], records):
+        assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), record["segmentation"])
