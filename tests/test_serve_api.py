@@ -63,6 +63,21 @@ def _open(client: TestClient, **params) -> tuple[int, list[dict]]:
     return 200, [json.loads(line) for line in response.text.splitlines()]
 
 
+def _assert_predictions_are_the_librarys(client: TestClient, image_id: str, predictor: sam_core.Predictor,
+                                         prompts: list[dict], size: tuple[int, int]) -> None:
+    """Each prompt's three masks and scores from the app equal ``predictor.predict``'s."""
+    for prompt in prompts:
+        result = client.post(f"/api/images/{image_id}/predict", json={**prompt, "multimask": True}).json()
+        expected, scores, _ = predictor.predict(
+            point_coords=np.array(prompt["points"]) if "points" in prompt else None,
+            point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
+            box=np.array(prompt["box"]) if "box" in prompt else None)
+        assert len(result["masks"]) == 3
+        for got, mask, score in zip(result["masks"], expected, scores):
+            assert np.array_equal(runs_to_mask(got["runs"], *size), mask)
+            assert got["score"] == pytest.approx(float(score))
+
+
 def test_upload_streams_progress_then_the_image_and_predicts_the_librarys_mask(served, model, scene):
     status, events = _open(served, name="scene.png", data=_png(scene))
     assert status == 200
@@ -74,16 +89,7 @@ def test_upload_streams_progress_then_the_image_and_predicts_the_librarys_mask(s
     predictor.set_image(scene)
     prompts = [dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160]),
                dict(points=[[60, 70], [100, 100]], labels=[1, 0], box=[20, 30, 150, 160])]
-    for prompt in prompts:
-        result = served.post(f"/api/images/{image['id']}/predict", json={**prompt, "multimask": True}).json()
-        expected, scores, _ = predictor.predict(
-            point_coords=np.array(prompt["points"]) if "points" in prompt else None,
-            point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
-            box=np.array(prompt["box"]) if "box" in prompt else None)
-        assert len(result["masks"]) == 3
-        for got, mask, score in zip(result["masks"], expected, scores):
-            assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), mask)
-            assert got["score"] == pytest.approx(float(score))
+    _assert_predictions_are_the_librarys(served, image["id"], predictor, prompts, scene.shape[:2])
     pixels = np.array(Image.open(io.BytesIO(served.get(f"/api/images/{image['id']}/pixels").content)))
     assert np.array_equal(pixels, scene)
 
@@ -174,16 +180,8 @@ def test_a_sam2_model_is_served_with_the_librarys_masks(scene):
     image_id = events[-1]["image"]["id"]
     predictor = sam_core.Predictor(model)
     predictor.set_image(scene)
-    for prompt in (dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])):
-        result = client.post(f"/api/images/{image_id}/predict", json={**prompt, "multimask": True}).json()
-        expected, scores, _ = predictor.predict(
-            point_coords=np.array(prompt["points"]) if "points" in prompt else None,
-            point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
-            box=np.array(prompt["box"]) if "box" in prompt else None)
-        assert len(result["masks"]) == 3
-        for got, mask, score in zip(result["masks"], expected, scores):
-            assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), mask)
-            assert got["score"] == pytest.approx(float(score))
+    prompts = [dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])]
+    _assert_predictions_are_the_librarys(client, image_id, predictor, prompts, scene.shape[:2])
     result = client.post(f"/api/images/{image_id}/everything").json()
     records = sorted(sam_core.AutomaticMaskGenerator(model, **GENERATOR).generate(scene), key=lambda r: -r["area"])
     assert len(result["masks"]) == len(records) > 0
