@@ -81,6 +81,36 @@ def timed(function: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     return times, result
 
 
+def time_generator(generator: Any, image: np.ndarray, runs: int) -> tuple[list[float], list]:
+    """Seconds of ``runs`` ``generator.generate(image)`` calls, without a warm-up (one run is long enough to
+    amortise first-call costs), and the last run's masks."""
+    times, records = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        records = generator.generate(image)
+        times.append(time.perf_counter() - start)
+    return times, [record["segmentation"] for record in records]
+
+
+def write_result(out: Path, times: list[float], masks: list | None = None) -> None:
+    """A worker's result file: its times, its peak RSS and, for generator tasks, its masks."""
+    result: dict[str, Any] = {"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if masks is not None:
+        result["masks"] = masks
+    out.write_text(json.dumps(result))
+
+
+def worker_parser(description: str, worker_fields: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: the image, the runs, and the hidden ones of its workers."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--worker", nargs=len(worker_fields), metavar=worker_fields, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
 def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: int, out: Path) -> None:
     import sam_core
     from sam_core.parity import make_reference_sam_from
@@ -95,12 +125,8 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
     ours = sam_core.load_sam(hf_dir)
     point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
     label = np.array([1])
-    result: dict[str, Any] = {}
-
     if task.startswith("sam2_"):
-        result["times"] = _sam2_worker(task, implementation, ours, hf_dir, image, point, label, runs)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        out.write_text(json.dumps(result))
+        write_result(out, _sam2_worker(task, implementation, ours, hf_dir, image, point, label, runs))
         return
     if implementation == "sam_core":
         model: Any = ours
@@ -112,6 +138,7 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
         model = SamModel.from_pretrained(hf_dir).eval()
         del ours
 
+    masks = None
     if task == "encoder":
         transform = sam_core.ResizeLongestSide(1024)
         pixels = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1)[None].float()
@@ -137,15 +164,8 @@ def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: 
             from segment_anything import SamAutomaticMaskGenerator
 
             generator = SamAutomaticMaskGenerator(model, **options)
-        times, records = [], []
-        for _ in range(runs):  # no warm-up: one AMG run is long enough to amortise first-call costs
-            start = time.perf_counter()
-            records = generator.generate(image)
-            times.append(time.perf_counter() - start)
-        result["masks"] = [r["segmentation"] for r in records]
-    result["times"] = times
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write_text(json.dumps(result))
+        times, masks = time_generator(generator, image, runs)
+    write_result(out, times, masks)
 
 
 def amg_options(task: str) -> dict[str, Any]:
@@ -301,13 +321,8 @@ def print_header(title: str, image_path: str, runs: int, leading_columns: tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser = worker_parser(__doc__.splitlines()[0], ("TASK", "IMPL"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--worker", nargs=2, metavar=("TASK", "IMPL"), help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:

@@ -14,17 +14,23 @@ quality filters off, so that masks survive and are post-processed and compared.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, timed
+from bench import (
+    PREDICT_CALLS,
+    amg_options,
+    load_rgb,
+    measure,
+    print_header,
+    time_generator,
+    timed,
+    worker_parser,
+    write_result,
+)
 
 MODELS = ("efficientvit_sam_l0", "efficientvit_sam_xl0")
 TASKS = ("encoder", "predict", "amg16", "amg16_all")
@@ -47,7 +53,7 @@ def worker(model_name: str, task: str, implementation: str, weights: Path, image
     else:
         model = make_reference_efficientvit_sam(model_name)
         model.load_state_dict(torch.load(weights, weights_only=True))
-    result: dict[str, Any] = {}
+    masks = None
     if task == "encoder":
         if implementation == "sam_core":
             pixels = torch.as_tensor(model.transform.apply_image(image)).permute(2, 0, 1)[None]
@@ -73,24 +79,14 @@ def worker(model_name: str, task: str, implementation: str, weights: Path, image
             from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
 
             generator = EfficientViTSamAutomaticMaskGenerator(model, **options)
-        start = time.perf_counter()
-        records = generator.generate(image)
-        times = [time.perf_counter() - start]
-        result["masks"] = [r["segmentation"] for r in records]
-    result["times"] = times
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write_text(json.dumps(result))
+        times, masks = time_generator(generator, image, 1)
+    write_result(out, times, masks)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser = worker_parser(__doc__.splitlines()[0], ("MODEL", "TASK", "IMPL"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "TASK", "IMPL"), help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker, args.weights, args.image, args.out)

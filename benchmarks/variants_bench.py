@@ -14,17 +14,23 @@ the SAM-HQ encoder. ``sam_core`` runs as its entry points set the process up.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from bench import PREDICT_CALLS, amg_options, load_rgb, measure, print_header, timed
+from bench import (
+    PREDICT_CALLS,
+    amg_options,
+    load_rgb,
+    measure,
+    print_header,
+    time_generator,
+    timed,
+    worker_parser,
+    write_result,
+)
 
 from sam_core.runtime import keep_freed_memory_by_default
 
@@ -96,7 +102,7 @@ def worker(task: str, implementation: str, weights: Path, image_path: str, runs:
     package = __import__("mobile_sam" if model_name == "mobile_sam" else "segment_anything_hq")
     point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
     label = np.array([1])
-    result: dict[str, Any] = {}
+    masks = None
     if kind == "encoder":
         pixels = torch.as_tensor(sam_core.ResizeLongestSide(1024).apply_image(image)).permute(2, 0, 1)[None].float()
         prepared = sam_core.build_sam("vit_t").preprocess(pixels)  # every implementation's normalisation
@@ -111,25 +117,13 @@ def worker(task: str, implementation: str, weights: Path, image_path: str, runs:
         options = amg_options(kind)
         generator = (sam_core.AutomaticMaskGenerator(model, **options) if implementation == "sam_core"
                      else package.SamAutomaticMaskGenerator(model, **options))
-        times, records = [], []
-        for _ in range(runs):  # no warm-up: one AMG run is long enough to amortise first-call costs
-            start = time.perf_counter()
-            records = generator.generate(image)
-            times.append(time.perf_counter() - start)
-        result["masks"] = [r["segmentation"] for r in records]
-    result["times"] = times
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write_text(json.dumps(result))
+        times, masks = time_generator(generator, image, runs)
+    write_result(out, times, masks)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser = worker_parser(__doc__.splitlines()[0], ("TASK", "IMPL"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--worker", nargs=2, metavar=("TASK", "IMPL"), help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
