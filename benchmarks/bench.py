@@ -60,12 +60,12 @@ def make_weights(model_type: str, directory: Path) -> Path:
     from its init."""
     hf_dir = directory / f"hf-{model_type}"
     if model_type.startswith("sam2"):
-        from sam_core.sam2 import SAM2_CONFIGS
-        from sam_core.sam2.parity import make_hf_sam2
+        from sam_core.models.sam2 import SAM2_CONFIGS
+        from sam_core.models.sam2.parity import make_hf_sam2
 
         make_hf_sam2(SAM2_CONFIGS[model_type], seed=0).save_pretrained(hf_dir)
     else:
-        from sam_core.parity import make_hf_sam
+        from sam_core.models.sam.parity import make_hf_sam
 
         make_hf_sam(model_type, seed=0).save_pretrained(hf_dir)
     return hf_dir
@@ -113,7 +113,7 @@ def worker_parser(description: str, worker_fields: tuple[str, ...]) -> argparse.
 
 def worker(task: str, implementation: str, hf_dir: Path, image_path: str, runs: int, out: Path) -> None:
     import sam_core
-    from sam_core.parity import make_reference_sam_from
+    from sam_core.models.sam.parity import make_reference_sam_from
 
     torch.set_grad_enabled(False)
     if implementation.startswith("sam_core"):
@@ -192,7 +192,7 @@ def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image:
     if implementation == "sam_core":
         model: Any = ours
     elif implementation == "reference":
-        from sam_core.sam2.parity import make_reference_sam2
+        from sam_core.models.sam2.parity import make_reference_sam2
 
         model = make_reference_sam2(ours.config)
         model.load_state_dict(ours.state_dict(), strict=False)  # the video-only tensors stay random
@@ -206,7 +206,7 @@ def _sam2_worker(task: str, implementation: str, ours: Any, hf_dir: Path, image:
         if implementation == "sam_core":
             encode = model.encode
         elif implementation == "reference":
-            from sam_core.sam2.parity import reference_image_features
+            from sam_core.models.sam2.parity import reference_image_features
 
             def encode(images: torch.Tensor) -> Any:
                 return reference_image_features(model, images)

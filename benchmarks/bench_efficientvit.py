@@ -39,7 +39,7 @@ IMPLEMENTATIONS = ("reference", "sam_core")
 
 def worker(model_name: str, task: str, implementation: str, weights: Path, image_path: str, out: Path) -> None:
     import sam_core
-    from sam_core.efficientvit.parity import make_reference_efficientvit_sam
+    from sam_core.models.efficientvit.parity import make_reference_efficientvit_sam
 
     torch.set_grad_enabled(False)
     image = load_rgb(image_path)
@@ -92,7 +92,7 @@ def main() -> None:
         worker(*args.worker, args.weights, args.image, args.out)
         return
 
-    from sam_core.efficientvit.parity import make_reference_efficientvit_sam
+    from sam_core.models.efficientvit.parity import make_reference_efficientvit_sam
 
     print_header("sam_core EfficientViT-SAM benchmark: fp32, random weights", args.image, args.runs,
                  leading_columns=("model", "task"))

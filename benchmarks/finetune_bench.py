@@ -29,9 +29,9 @@ import sam_core
 from sam_core.finetune.cache import EmbeddingCache, encode_images
 from sam_core.finetune.config import FinetuneConfig
 from sam_core.finetune.recipe import image_loss
-from sam_core.model_interface import ImageFeatures
+from sam_core.interface import ImageFeatures
+from sam_core.jobs.samples import shapes_training_images
 from sam_core.runtime import keep_freed_memory_by_default
-from sam_core.samples import shapes_training_images
 
 # One jittered box per object, one decoder pass: the popular guide's prompt, on the decoder alone.
 RECIPE = FinetuneConfig(box_probability=1.0, correction_points=0, mask_only_iterations=0, objects_per_image=8)

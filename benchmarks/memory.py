@@ -100,7 +100,7 @@ def main() -> None:
 
     for model_name in args.models:
         if model_name != "vit_tiny" and not (args.weights_dir / f"hf-{model_name}").exists():
-            from sam_core.parity import make_hf_sam
+            from sam_core.models.sam.parity import make_hf_sam
 
             make_hf_sam(model_name, seed=0).save_pretrained(args.weights_dir / f"hf-{model_name}")
     print(f"# sam_core peak memory: {Path(args.image).name} resized to {SIZE[1]}x{SIZE[0]}")

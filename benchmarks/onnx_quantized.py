@@ -16,9 +16,9 @@ import numpy as np
 import onnxruntime as ort
 
 import sam_core
-from sam_core.onnx_export import decoder_inputs, export_onnx
-from sam_core.sam2.model import Sam2
-from sam_core.samples import shapes_scenes
+from sam_core.io.onnx_export import decoder_inputs, export_onnx
+from sam_core.jobs.samples import shapes_scenes
+from sam_core.models.sam2.model import Sam2
 
 
 def main() -> None:

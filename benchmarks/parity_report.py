@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/parity_report.py --image ../shared/images/truck.jpg
 
-The reference gets random vit_b weights (``sam_core.parity.make_reference_sam``); sam_core loads them from a
+The reference gets random vit_b weights (``sam_core.models.sam.parity.make_reference_sam``); sam_core loads them from a
 Meta-format ``.pth``. Both predictors embed the same image, then decode the same prompts: points, a negative
 point, a box, box plus point, each with multimask output on and off, and each again with the best low-res
 mask of the first call as ``mask_input``. Prints the largest differences seen.
@@ -20,8 +20,8 @@ import torch
 from segment_anything import SamPredictor
 
 import sam_core
-from sam_core.config import SAM_CONFIGS
-from sam_core.parity import make_reference_sam, save_reference_pth
+from sam_core.models.sam.config import SAM_CONFIGS
+from sam_core.models.sam.parity import make_reference_sam, save_reference_pth
 
 
 def prompts(width: int, height: int) -> dict[str, dict]:

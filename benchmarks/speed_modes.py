@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import sam_core
-from sam_core.parity import make_hf_sam
+from sam_core.models.sam.parity import make_hf_sam
 from sam_core.runtime import keep_freed_memory_by_default
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -49,16 +49,16 @@ def split_task(task: str) -> tuple[str, str]:
 def make_weights(model: str, directory: Path) -> Path:
     """The reference's random weights in its own file format: MobileSAM's .pt, SAM-HQ's Hugging Face
     directory (which segment-anything-hq's model then takes from sam_core's loaded copy)."""
-    from sam_core.families import lookup_model
+    from sam_core.registry import lookup_model
 
     config = lookup_model(MODELS[model])[1]
     if model == "mobile_sam":
-        from sam_core.mobile_sam.parity import make_reference_mobile_sam
+        from sam_core.models.mobile_sam.parity import make_reference_mobile_sam
 
         path = directory / "mobile_sam.pt"
         torch.save(make_reference_mobile_sam(config).state_dict(), path)
         return path
-    from sam_core.sam_hq.parity import make_hf_sam_hq
+    from sam_core.models.sam_hq.parity import make_hf_sam_hq
 
     path = directory / "hf-sam_hq_vit_b"
     make_hf_sam_hq(config.base).save_pretrained(path)
@@ -76,12 +76,12 @@ def build(model: str, implementation: str, weights: Path) -> Any:
 
         return SamHQModel.from_pretrained(weights).eval()
     if model == "mobile_sam":
-        from sam_core.mobile_sam.parity import make_reference_mobile_sam
+        from sam_core.models.mobile_sam.parity import make_reference_mobile_sam
 
         reference = make_reference_mobile_sam(ours.config)
         reference.load_state_dict(torch.load(weights))
     else:
-        from sam_core.sam_hq.parity import make_reference_sam_hq
+        from sam_core.models.sam_hq.parity import make_reference_sam_hq
 
         reference = make_reference_sam_hq(ours.config)
         reference.load_state_dict(ours.state_dict())

@@ -6,7 +6,7 @@ Both load one Meta ``.pt`` of SAM 2.1 Hiera-T's shapes (1024 px input) with rand
 head forced to "present" (otherwise every mask is empty and tracking skips real work), and track one object
 clicked on frame 0 through the same synthetic clip (JPEG frames of 480x640). Each implementation runs in a fresh
 process: ``--runs`` times init_state + click, then propagate_in_video over every frame; the table gives medians.
-Meta's predictor runs with the two CPU patches of ``sam_core.sam2.parity.reference_video_on_cpu`` (hole filling
+Meta's predictor runs with the two CPU patches of ``sam_core.models.sam2.parity.reference_video_on_cpu`` (hole filling
 without its CUDA extension), so both compute the same masks; their largest logit difference is reported.
 """
 

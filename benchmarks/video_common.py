@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sam_core.sam2 import SAM2_CONFIGS, build_sam2_video_predictor
-from sam_core.sam2.parity import make_reference_video_predictor, reference_video_on_cpu, save_reference_pt
+from sam_core import SAM2_CONFIGS, build_sam2_video_predictor
+from sam_core.models.sam2.parity import make_reference_video_predictor, reference_video_on_cpu, save_reference_pt
 
 IMPLEMENTATIONS = ("reference", "sam_core")
 

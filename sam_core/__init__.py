@@ -1,27 +1,29 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
 from sam_core import finetune
-from sam_core.checkpoint import CheckpointError, LoadedCheckpoint, infer_config, load_checkpoint, load_sam, save_sam
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,
     SAM2ImagePredictor,
     SAM2VideoPredictor,
     SamAutomaticMaskGenerator,
     SamPredictor,
+    build_sam2_video_predictor,
     sam_model_registry,
 )
-from sam_core.config import SAM_CONFIGS, SamConfig, get_config
-from sam_core.families import FAMILIES, model_names
-from sam_core.families import build_model as build_sam
 from sam_core.fast_paths import fast_paths, fast_paths_enabled
 from sam_core.finetune.config import FinetuneConfig
 from sam_core.finetune.evaluate import Evaluation, evaluate, format_comparison
-from sam_core.mask_generator import AutomaticMaskGenerator
-from sam_core.model_interface import MaskPrediction, PromptableSegmenter, Prompts
-from sam_core.modeling import Sam
-from sam_core.predictor import Predictor
+from sam_core.interface import MaskPrediction, PromptableSegmenter, Prompts
+from sam_core.io.checkpoints import CheckpointError, LoadedCheckpoint, infer_config, load_checkpoint, load_sam, save_sam
+from sam_core.models.sam import Sam
+from sam_core.models.sam.config import SAM_CONFIGS, SamConfig, get_config
+from sam_core.models.sam2 import SAM2_CONFIGS, Sam2, Sam2Config, Sam2Video
+from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
+from sam_core.pipelines.predictor import Predictor
+from sam_core.pipelines.video_predictor import VideoPredictor
+from sam_core.registry import FAMILIES, model_names
+from sam_core.registry import build_model as build_sam
 from sam_core.runtime import keep_freed_memory, quantize_encoder_int8
-from sam_core.sam2 import SAM2_CONFIGS, Sam2, Sam2Config, Sam2Video, VideoPredictor, build_sam2_video_predictor
 from sam_core.transforms import ResizeLongestSide, StretchToSquare
 
 __all__ = [

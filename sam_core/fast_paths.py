@@ -1,6 +1,6 @@
 """The process-wide switch between the optimised ("fast") and the textbook ("plain") model code paths.
 
-Every optimised computation in ``sam_core.modeling`` has a plain counterpart written beside it, as in the
+Every optimised computation in ``sam_core.models.sam`` has a plain counterpart written beside it, as in the
 papers: encoder attention with the decomposed relative-position bias materialised (global and within
 zero-padded windows), the decoder's cross-attentions projecting every token, and the mask upscaling as the
 ``output_upscaling`` convolutions. The plain code is there to be read and checked against the reference; the

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from sam_core.int8 import quantize_linears_int8
+from sam_core.layers.int8_linear import quantize_linears_int8
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -58,9 +58,10 @@ def keep_freed_memory_by_default() -> None:
 def quantize_encoder_int8(sam: torch.nn.Module) -> torch.nn.Module:
     """Opt-in approximate mode: the image encoder's linear layers in int8, in place (CPU only).
 
-    Weights are stored as int8 and activations quantised on the fly (``sam_core.int8.Int8Linear``); the prompt
-    encoder and mask decoder stay in float32. Outputs change: the README's benchmark section lists the measured
-    speed-up and mask IoU against the exact path. Returns ``sam``.
+    Weights are stored as int8 and activations quantised on the fly
+    (``sam_core.layers.int8_linear.Int8Linear``); the prompt encoder and mask decoder stay in float32. Outputs
+    change: the README's benchmark section lists the measured speed-up and mask IoU against the exact path.
+    Returns ``sam``.
     """
     quantize_linears_int8(sam.image_encoder)
     return sam

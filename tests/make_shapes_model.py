@@ -4,7 +4,7 @@ Random weights give nearly the same mask for every point prompt, and NMS then le
 checking that the automatic mask generator returns the reference's mask *set*. Two thousand steps of
 training on coloured rectangles and ellipses over noise, with a point prompt inside one shape, teach the
 model to return that shape (and to score its masks), which is all the parity tests need. The images come
-from sam_core.samples.draw_shapes_image, which also draws the sample scenes that `sam-samples` writes.
+from sam_core.jobs.samples.draw_shapes_image, which also draws the sample scenes that `sam-samples` writes.
 
     .venv/bin/python tests/make_shapes_model.py            # writes weights/sam_vit_tiny_shapes.safetensors
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from sam_core import build_sam
-from sam_core.samples import draw_shapes_image
+from sam_core.jobs.samples import draw_shapes_image
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "sam_vit_tiny_shapes.safetensors"
 

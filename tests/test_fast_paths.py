@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import sam_core
-from sam_core.modeling.common import LayerNorm2d
-from sam_core.modeling.image_encoder import (
+from sam_core.layers.common import LayerNorm2d
+from sam_core.models.sam.image_encoder import (
     Attention,
     Block,
     ImageEncoderViT,
@@ -28,9 +28,9 @@ from sam_core.modeling.image_encoder import (
     window_partition,
     window_unpartition,
 )
-from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder
-from sam_core.modeling.transformer import Attention as DecoderAttention
-from sam_core.modeling.transformer import ImageTokens, TwoWayTransformer
+from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
+from sam_core.models.sam.transformer import Attention as DecoderAttention
+from sam_core.models.sam.transformer import ImageTokens, TwoWayTransformer
 
 TOL = 1e-4
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import sam_core
-from sam_core import families
-from sam_core.model_interface import (
+from sam_core import registry as families
+from sam_core.interface import (
     GeneratorDefaults,
     ImageFeatures,
     ModelFamily,

@@ -75,7 +75,7 @@ def test_int8_encoder_keeps_the_masks_of_the_exact_path():
     from make_shapes_model import DEFAULT_OUTPUT, draw_shapes_image
 
     import sam_core
-    from sam_core.int8 import Int8Linear
+    from sam_core.layers.int8_linear import Int8Linear
 
     image, _ = draw_shapes_image(np.random.default_rng(4), 200, 300, n_shapes=5)
     points = np.array([[x, y] for y in (50, 100, 150) for x in (60, 150, 240)])
@@ -109,7 +109,7 @@ def int8_error_bound(weight: torch.Tensor, weight_step: torch.Tensor, x: torch.T
 def test_int8_linear_stays_within_its_rounding_error(rows, in_features, out_features, low, span, seed):
     """Any finite input range (all-zero, one-signed, huge): int8 outputs are the float ones up to the rounding
     of the two quantisations, so no value ever wraps around the 8-bit range."""
-    from sam_core.int8 import Int8Linear
+    from sam_core.layers.int8_linear import Int8Linear
 
     generator = torch.Generator().manual_seed(seed)
     linear = torch.nn.Linear(in_features, out_features)
@@ -124,7 +124,7 @@ def test_int8_linear_stays_within_its_rounding_error(rows, in_features, out_feat
 
 
 def test_int8_linear_keeps_shapes_and_refuses_what_it_cannot_quantise():
-    from sam_core.int8 import Int8Linear, quantize_linears_int8
+    from sam_core.layers.int8_linear import Int8Linear, quantize_linears_int8
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4, bias=False))
     x = torch.randn(2, 3, 5, 8).transpose(1, 2)  # 4-D and not contiguous, as the encoder's tokens can be

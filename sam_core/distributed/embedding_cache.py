@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam_core.checkpoint import load_sam
 from sam_core.distributed.session import batches_through_actors, ray_session
 from sam_core.finetune.annotations import AnnotatedImage
 from sam_core.finetune.cache import EmbeddingCache
+from sam_core.io.checkpoints import load_sam
 
 
 class CacheActor:
@@ -51,7 +51,7 @@ class CacheActor:
 def build_cache_on_ray(args: argparse.Namespace, cache: EmbeddingCache, images: Sequence[AnnotatedImage],
                        progress: bool = True) -> int:
     """Fill ``cache`` (the driver's: its model fixes the fingerprint) with ``images`` on Ray, with the model that
-    ``args.model`` names and the engine flags of ``sam_core.distributed.arguments``; the number of images
+    ``args.model`` names and the engine flags of ``sam_core.cli.engine_args``; the number of images
     encoded. ``ValueError`` when an actor's model is not the driver's (another checkpoint or sam_core on a
     node), ``RayMissing`` without the ray extra."""
     if not images:

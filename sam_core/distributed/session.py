@@ -20,6 +20,7 @@ class RayMissing(RuntimeError):
 def import_ray() -> ModuleType:
     """The ``ray`` module with Ray Data loaded, or ``RayMissing`` saying how to install it."""
     try:
+        # Imported here: the ray extra: only --engine ray needs it.
         import ray
         import ray.data  # noqa: F401 (the engine's API; ray[data] brings its dependencies)
     except ImportError as error:

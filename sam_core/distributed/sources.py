@@ -7,21 +7,22 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+from sam_core.io.files import IMAGE_SUFFIXES, list_images
+from sam_core.jobs.amg import LIST_SUFFIXES
+
 
 def list_image_sources(ray: ModuleType, source: str, column: str) -> list[str]:
     """Image paths or URIs, in the input's order; local paths made absolute (relative ones are taken from the
     current directory), since Ray's workers do not share the driver's. ``ValueError`` for a bad input."""
-    from sam_core.cli import _AMG_IMAGE_SUFFIXES, AMG_LIST_SUFFIXES, _amg_list_images
-
     suffix = Path(source).suffix.lower()
     if "://" not in source:
         path = Path(source)
         if not path.exists():
             raise ValueError(f"--input {source} does not exist")
-        if path.is_dir() or suffix not in AMG_LIST_SUFFIXES:
-            images = [str(image.resolve()) for image in _amg_list_images(path)]
+        if path.is_dir() or suffix not in LIST_SUFFIXES:
+            images = [str(image.resolve()) for image in list_images(path)]
             if not images:
-                raise ValueError(f"no images ({', '.join(sorted(_AMG_IMAGE_SUFFIXES))}) in {source}")
+                raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
             return images
     if suffix == ".txt":
         entries = [row["text"] for row in ray.data.read_text(source).take_all()]

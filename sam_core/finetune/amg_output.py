@@ -20,11 +20,11 @@ import json
 from functools import partial
 from pathlib import Path
 
-from sam_core.cli import _AMG_CSV_HEADER, _amg_output_names
 from sam_core.finetune.annotations import MaskRules, Skipped, TrainingData
 from sam_core.finetune.coco import decode_rles, rle_area, segmentation_to_rle
 from sam_core.finetune.folders import FoundObjects, Point, check_mask_files, read_image_entry
 from sam_core.finetune.image_files import list_image_files
+from sam_core.io.amg_outputs import CSV_HEADER, output_names
 
 
 def is_amg_output(folder: Path) -> bool:
@@ -39,7 +39,7 @@ def read_amg_output(folder: Path, images_folder: Path | None, rules: MaskRules) 
         raise ValueError(f"{folder} is sam-amg output, which does not hold the source images: pass images=<the "
                          "folder given to sam-amg as --input> (sam-eval: --images)")
     sources = list_image_files(images_folder)
-    names = _amg_output_names(sources)
+    names = output_names(sources)
     outputs = {entry.name for entry in folder.iterdir() if entry.is_dir() and (entry / "metadata.csv").is_file()}
     json_outputs = {entry.stem for entry in folder.glob("*.json") if entry.is_file()}
     skipped = [Skipped(str(folder / name), f"no source image for this output in {images_folder}")
@@ -68,8 +68,8 @@ def _read_png_folder(folder: Path, rules: MaskRules, size: tuple[int, int]) -> F
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         return None, 0, [Skipped(str(metadata), f"unreadable metadata: {error}")]
-    if rows and not set(_AMG_CSV_HEADER) <= rows[0].keys():
-        return None, 0, [Skipped(str(metadata), f"not sam-amg metadata: expected the columns {_AMG_CSV_HEADER}")]
+    if rows and not set(CSV_HEADER) <= rows[0].keys():
+        return None, 0, [Skipped(str(metadata), f"not sam-amg metadata: expected the columns {CSV_HEADER}")]
     paths, points, skipped = [], [], []
     for row in rows:
         try:

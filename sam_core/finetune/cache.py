@@ -1,6 +1,6 @@
 """Embedding cache: the frozen image encoder runs once per image, and fine-tuning reads its features from disk.
 
-One safetensors file per image (``sam_core.embeddings`` format: every feature the model's ``encode`` returns,
+One safetensors file per image (``sam_core.io.embeddings`` format: every feature the model's ``encode`` returns,
 so SAM 2's high-resolution maps too, with the image's original and resized sizes). A file is named by a hash
 of everything the features depend on:
 
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam_core.embeddings import StoredFeatures, load_features, save_features
 from sam_core.finetune.parts import IMAGE_ENCODER, role_of
-from sam_core.model_interface import PromptableSegmenter
-from sam_core.predictor import Predictor
+from sam_core.interface import PromptableSegmenter
+from sam_core.io.embeddings import StoredFeatures, load_features, save_features
+from sam_core.pipelines.predictor import Predictor
 from sam_core.transforms import to_rgb_uint8
 
 CACHE_FORMAT = "sam_core.embedding_cache.v1"

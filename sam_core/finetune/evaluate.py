@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sam_core.checkpoint import load_sam
-from sam_core.cli import _amg_write_file_atomically
 from sam_core.finetune.annotations import AnnotatedImage
 from sam_core.finetune.clicks import centre_point, next_click
-from sam_core.model_interface import PromptableSegmenter
-from sam_core.predictor import Predictor
+from sam_core.interface import PromptableSegmenter
+from sam_core.io.checkpoints import load_sam
+from sam_core.io.files import write_bytes_atomically
+from sam_core.pipelines.predictor import Predictor
 
 DEFAULT_CLICKS = (1, 2, 3, 5, 9)
 DEFAULT_IOU_TARGETS = (0.85, 0.9)
@@ -100,13 +100,13 @@ class Evaluation:
         """Write ``summary.json`` and ``per_object.csv`` into ``folder`` (created if needed), each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _amg_write_file_atomically(folder / "summary.json", (json.dumps(self.summary, indent=2) + "\n").encode())
+        write_bytes_atomically(folder / "summary.json", (json.dumps(self.summary, indent=2) + "\n").encode())
         rows = self.per_object_rows()
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["image", "object", "area"])
         writer.writeheader()
         writer.writerows(rows)
-        _amg_write_file_atomically(folder / "per_object.csv", text.getvalue().encode())
+        write_bytes_atomically(folder / "per_object.csv", text.getvalue().encode())
 
     def format(self) -> str:
         """The summary as an aligned two-column table."""

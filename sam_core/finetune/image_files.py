@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from sam_core.cli import _amg_list_images
+from sam_core.io.files import list_images
 from sam_core.transforms import to_rgb_uint8
 
 _EXIF_ORIENTATION = 0x0112
@@ -30,7 +30,7 @@ class UnreadableFile(ValueError):
 def list_image_files(folder: Path) -> list[Path]:
     """Image files (by suffix) directly in ``folder``, sorted by name, hidden files left out: the files that
     ``sam-amg`` reads from a folder."""
-    return _amg_list_images(folder)
+    return list_images(folder)
 
 
 def image_size(path: Path) -> tuple[int, int]:

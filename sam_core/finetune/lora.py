@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.finetune.parts import IMAGE_ENCODER, role_of
-from sam_core.model_interface import PromptableSegmenter
+from sam_core.interface import PromptableSegmenter
 
 LORA_TARGETS = ("qkv",)  # attention input projections of SAM's ViT and SAM 2's Hiera
 

@@ -1,6 +1,6 @@
 """Which parameters of a model make up its image encoder, prompt encoder and mask decoder.
 
-Read from the family's ``parameter_roles`` (``sam_core.model_interface``), so fine-tuning never branches on
+Read from the family's ``parameter_roles`` (``sam_core.interface``), so fine-tuning never branches on
 the family. The image encoder is everything ``encode`` reads (for SAM 2 that includes the decoder's
 ``conv_s0`` / ``conv_s1``): it is frozen whenever embeddings are cached.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sam_core.model_interface import PromptableSegmenter
+from sam_core.interface import PromptableSegmenter
 
 IMAGE_ENCODER = "image_encoder"
 PROMPT_ENCODER = "prompt_encoder"
@@ -22,7 +22,7 @@ def role_of(model: PromptableSegmenter, name: str) -> str | None:
     roles = model.parameter_roles
     if not roles:
         raise ValueError(f"the {model.family} model family declares no parameter_roles, so it cannot be "
-                         "fine-tuned (see sam_core/model_interface.py)")
+                         "fine-tuned (see sam_core/interface.py)")
     for role in ROLES:  # the image encoder first: its prefixes win over the others
         if any(name.startswith(prefix) for prefix in roles.get(role, ())):
             return role

@@ -27,7 +27,7 @@ import torch
 from sam_core.finetune.config import FinetuneConfig
 from sam_core.finetune.losses import sam_loss
 from sam_core.finetune.prompt_sampler import sample_correction_points, sample_first_prompts
-from sam_core.model_interface import ImageFeatures, PromptableSegmenter, Prompts
+from sam_core.interface import ImageFeatures, PromptableSegmenter, Prompts
 
 CORRECTION = "point"
 MASK_ONLY = "mask"

@@ -32,7 +32,6 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from sam_core.checkpoint import save_sam, write_atomically
 from sam_core.finetune.annotations import AnnotatedImage
 from sam_core.finetune.cache import CachedPredictor, EmbeddingCache, encode_images, encoder_fingerprint
 from sam_core.finetune.config import PRESETS, FinetuneConfig
@@ -41,8 +40,9 @@ from sam_core.finetune.lora import add_lora, merge_lora, merged_state_dict
 from sam_core.finetune.parts import MASK_DECODER, PROMPT_ENCODER, named_parameters_of
 from sam_core.finetune.recipe import image_loss
 from sam_core.finetune.report import MetricsLog, plot_curves
-from sam_core.model_interface import PromptableSegmenter
-from sam_core.predictor import Predictor
+from sam_core.interface import PromptableSegmenter
+from sam_core.io.checkpoints import save_sam, write_atomically
+from sam_core.pipelines.predictor import Predictor
 
 STATE_FORMAT = "sam_core.finetune_state.v1"
 BEST, LAST, STATE, METRICS, CURVES = ("best.safetensors", "last.safetensors", "training_state.pt", "metrics.jsonl",
@@ -84,7 +84,7 @@ class FinetuneResult:
 
 
 def default_cache_dir() -> Path:
-    """``$SAM_CORE_CACHE/embeddings``, else ``~/.cache/sam_core/embeddings`` (beside downloaded weights)."""
+    """``$SAM_CORE_CACHE/embeddings``, else ``~/.cache/sam_core/io/embeddings`` (beside downloaded weights)."""
     return Path(os.environ.get("SAM_CORE_CACHE") or "~/.cache/sam_core").expanduser() / "embeddings"
 
 

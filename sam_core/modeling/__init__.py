@@ -1,9 +1,5 @@
-"""SAM's network modules."""
+"""Old path, kept as a re-export: SAM's network modules are now in ``sam_core.models.sam``."""
 
-from sam_core.modeling.image_encoder import ImageEncoderViT
-from sam_core.modeling.mask_decoder import MaskDecoder
-from sam_core.modeling.prompt_encoder import PromptEncoder
-from sam_core.modeling.sam import Sam, build_sam
-from sam_core.modeling.transformer import TwoWayTransformer
+from sam_core.models.sam import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer, build_sam
 
 __all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer", "build_sam"]

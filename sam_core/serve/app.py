@@ -39,9 +39,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from sam_core.mask_generator import AutomaticMaskGenerator
-from sam_core.model_interface import PromptableSegmenter
-from sam_core.predictor import Predictor
+from sam_core.interface import PromptableSegmenter
+from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
+from sam_core.pipelines.predictor import Predictor
 from sam_core.serve.images import ImageFolder, ImageLimits, ImageRejected, decode_image
 from sam_core.serve.masks_io import mask_to_runs, masks_coco_json, masks_png, runs_to_mask
 

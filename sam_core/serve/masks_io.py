@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from sam_core.masks import box_xyxy_to_xywh
+from sam_core.pipelines.masks import box_xyxy_to_xywh
 
 
 def mask_to_runs(mask: np.ndarray) -> list[int]:

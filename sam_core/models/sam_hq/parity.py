@@ -1,0 +1,66 @@
+"""SAM-HQ's references built with the shapes of a SamHqConfig and random weights, for parity tests and
+benchmarks: segment-anything-hq's Sam (``pip install segment-anything-hq==0.3 timm``, in the ``test`` extra)
+and transformers' SamHQModel."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from sam_core.models.mobile_sam.parity import reference_prompt_and_decoder, reference_tiny_vit
+from sam_core.models.sam.config import SamConfig
+from sam_core.models.sam.parity import randomize_every_tensor_
+from sam_core.models.sam_hq.config import SamHqConfig
+
+
+def make_reference_sam_hq(config: SamHqConfig, seed: int = 0) -> torch.nn.Module:
+    """segment-anything-hq's Sam with the shapes of ``config`` and every tensor random (eval mode)."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
+    from segment_anything_hq import modeling
+
+    torch.manual_seed(seed)
+    base = config.base
+    if config.uses_tiny_vit:
+        encoder = reference_tiny_vit(modeling, base.encoder)
+    else:
+        encoder = modeling.ImageEncoderViT(
+            depth=base.encoder_depth, embed_dim=base.encoder_embed_dim, img_size=base.image_size,
+            mlp_ratio=base.encoder_mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=base.encoder_num_heads, patch_size=base.patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=base.encoder_global_attn_indexes, window_size=base.window_size,
+            out_chans=base.prompt_embed_dim)
+    sam = modeling.Sam(image_encoder=encoder, **reference_prompt_and_decoder(
+        modeling, base, modeling.MaskDecoderHQ, vit_dim=config.vit_dim))
+    randomize_every_tensor_(sam, seed)
+    return sam.eval()  # after the weights: eval() caches TinyViT's expanded attention biases
+
+
+def make_hf_sam_hq(base: SamConfig, seed: int = 0) -> torch.nn.Module:
+    """transformers' SamHQModel with the shapes of a ViT SAM-HQ and every tensor random (eval mode)."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
+    from transformers import SamHQConfig, SamHQModel
+
+    hf_config = SamHQConfig(
+        vision_config=dict(
+            hidden_size=base.encoder_embed_dim, output_channels=base.prompt_embed_dim,
+            num_hidden_layers=base.encoder_depth, num_attention_heads=base.encoder_num_heads,
+            image_size=base.image_size, patch_size=base.patch_size, mlp_ratio=base.encoder_mlp_ratio,
+            mlp_dim=int(base.encoder_embed_dim * base.encoder_mlp_ratio),
+            window_size=base.window_size, global_attn_indexes=list(base.encoder_global_attn_indexes),
+            num_pos_feats=base.prompt_embed_dim // 2),
+        prompt_encoder_config=dict(hidden_size=base.prompt_embed_dim, image_size=base.image_size,
+                                   patch_size=base.patch_size, mask_input_channels=base.mask_in_chans),
+        mask_decoder_config=dict(hidden_size=base.prompt_embed_dim, mlp_dim=base.decoder_mlp_dim,
+                                 num_hidden_layers=base.decoder_depth, num_attention_heads=base.decoder_num_heads,
+                                 num_multimask_outputs=base.num_multimask_outputs, iou_head_depth=base.iou_head_depth,
+                                 iou_head_hidden_dim=base.iou_head_hidden_dim, vit_dim=base.encoder_embed_dim,
+                                 layer_norm_eps=1e-5),  # Meta's (torch's default) in the decoder's transformer
+    )
+    torch.manual_seed(seed)
+    model = SamHQModel(hf_config)
+    randomize_every_tensor_(model, seed)
+    with torch.no_grad():  # tied to the shared copy, which the state dict may list under either name
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding)
+    return model.eval()
