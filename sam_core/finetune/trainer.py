@@ -41,7 +41,8 @@ from sam_core.finetune.parts import MASK_DECODER, PROMPT_ENCODER, named_paramete
 from sam_core.finetune.recipe import image_loss
 from sam_core.finetune.report import MetricsLog, plot_curves
 from sam_core.interface import PromptableSegmenter
-from sam_core.io.checkpoints import save_sam, write_atomically
+from sam_core.io.checkpoints import save_sam
+from sam_core.io.files import write_atomically
 from sam_core.pipelines.predictor import Predictor
 
 STATE_FORMAT = "sam_core.finetune_state.v1"

@@ -24,12 +24,11 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 from sam_core.errors import CheckpointError
 from sam_core.interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter, StateDict
+from sam_core.io.files import write_atomically
 from sam_core.models.sam.hf_format import hf_to_meta_state_dict, sam_config_from_hf
 from sam_core.models.sam2.config import Sam2Config
 from sam_core.models.sam2.model import Sam2
@@ -154,17 +154,6 @@ def save_meta_checkpoint(model: PromptableSegmenter, path: str | os.PathLike) ->
     return Path(path)
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(temporary path)`` beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = _temp_file_beside(path)
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
-
-
 def content_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
     """CRC-32 of what a sam_core safetensors file holds: its metadata (but this checksum) and every tensor's name,
     dtype, shape and bytes, in name order.
@@ -220,18 +209,18 @@ def download_official_checkpoint(model_type: str, cache_dir: str | os.PathLike |
         raise CheckpointError(f"{model_type}: offline and {entry.filename} is not in the cache{found}; "
                               f"{how_to_fix}")
     directory.mkdir(parents=True, exist_ok=True)
-    temp_path = _temp_file_beside(target)
-    try:
-        with open(temp_path, "wb") as handle:
+
+    def download(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
             digest = _stream_to(url, handle, entry)
         if digest != entry.sha256:
             raise CheckpointError(f"{model_type}: sha256 mismatch for {url}: got {digest}, expected "
                                   f"{entry.sha256}; the download was deleted")
-        os.replace(temp_path, target)
+
+    try:
+        write_atomically(target, download, suffix=".part")
     except (urllib.error.URLError, OSError) as error:
         raise CheckpointError(f"{model_type}: could not download {url} ({error}); {how_to_fix}") from None
-    finally:
-        temp_path.unlink(missing_ok=True)  # a no-op once renamed into place
     return target
 
 
@@ -453,13 +442,6 @@ def _listing(items: list[str]) -> str:
 def common_float_dtype(state_dict: StateDict) -> torch.dtype:
     dtypes = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
-
-
-def _temp_file_beside(path: Path) -> Path:
-    """A new empty file in ``path``'s folder, so that the final rename is atomic."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    return Path(name)
 
 
 def _env_flag(name: str) -> bool:

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sam_core.interface import ImageFeatures
-from sam_core.io.checkpoints import CHECKSUM_KEY, content_checksum, write_atomically
+from sam_core.io.checkpoints import CHECKSUM_KEY, content_checksum
+from sam_core.io.files import write_atomically
 
 EMBEDDING_FORMAT = "sam_core.image_embedding.v1"
 Size = tuple[int, int]

@@ -24,13 +24,19 @@ def list_images(source: Path) -> list[Path]:
                   if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def temporary_file_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """A new empty hidden file ``.<name>.<random><suffix>`` in ``path``'s folder, where a rename onto ``path`` is
+    atomic."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    return Path(name)
+
+
 def write_atomically(path: Path, write: Callable[[Path], object], suffix: str = ".tmp") -> None:
     """``write(temporary path)`` for a hidden temporary file beside ``path`` (``.<name>.<random><suffix>``), then
     rename it into place: readers see the old file or the whole new one, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = temporary_file_beside(path, suffix)
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -44,7 +50,8 @@ def write_bytes_atomically(path: Path, data: bytes, suffix: str = ".tmp") -> Non
 
 
 def png_bytes(image: np.ndarray, compression: int | None = None) -> bytes:
-    """PNG file bytes of an image as OpenCV takes it: (H, W) gray or (H, W, 3) BGR, uint8 (or uint16).
+    """PNG file bytes of an image as OpenCV takes it: (H, W) gray or (H, W, 3) BGR, uint8 (or uint16); a bool
+    mask is written 0/255.
 
     Args:
         image: the pixels.
@@ -53,7 +60,8 @@ def png_bytes(image: np.ndarray, compression: int | None = None) -> bytes:
         The encoded file. ``OSError`` when OpenCV cannot encode it.
     """
     params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
-    ok, encoded = cv2.imencode(".png", image, params)
+    pixels = image.astype(np.uint8) * 255 if image.dtype == bool else image
+    ok, encoded = cv2.imencode(".png", pixels, params)
     if not ok:
         raise OSError("PNG encoding failed")
     return encoded.tobytes()

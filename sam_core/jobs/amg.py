@@ -215,8 +215,7 @@ def write_mask_folder(folder: Path, records: list[dict]) -> None:
     try:
         rows = []
         for index, record in enumerate(records):
-            mask = rle_to_mask(record["segmentation"]).astype(np.uint8) * 255
-            (temporary / f"{index}.png").write_bytes(png_bytes(mask))
+            (temporary / f"{index}.png").write_bytes(png_bytes(rle_to_mask(record["segmentation"])))
             rows.append([index, record["area"], *record["bbox"], *record["point_coords"][0],
                          record["predicted_iou"], record["stability_score"], *record["crop_box"]])
         with open(temporary / "metadata.csv", "w", newline="") as handle:

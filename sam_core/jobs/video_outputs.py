@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,11 +21,12 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sam_core.io.checkpoints import write_atomically
+from sam_core.io.files import png_bytes, temporary_file_beside, write_atomically
 
 RUN_FILE = "run.json"
 OVERLAY_FILE = "overlay.mp4"
-_TEMPORARY_PATTERNS = (".*.part", ".*.part.mp4")
+TEMPORARY_SUFFIX = ".part"
+_TEMPORARY_PATTERNS = (f".*{TEMPORARY_SUFFIX}", f".*{TEMPORARY_SUFFIX}.mp4")
 _OVERLAY_CODEC = "mp4v"  # in OpenCV's FFmpeg build everywhere, no licensing strings attached
 
 
@@ -69,13 +69,14 @@ class MaskFolder:
             if path.is_file() and not overwrite:
                 return 0
             records = [_coco_record(object_id, frame, mask) for object_id, mask in zip(self.object_ids, masks)]
-            write_atomically(path, lambda temporary: temporary.write_text(json.dumps(records)))
+            write_atomically(path, lambda temporary: temporary.write_text(json.dumps(records)), TEMPORARY_SUFFIX)
             return 1
         written = 0
         for path, mask in zip(self.files(frame), masks):
             if path.is_file() and not overwrite:
                 continue
-            write_atomically(path, lambda temporary, mask=mask: temporary.write_bytes(png_bytes(mask)))
+            write_atomically(path, lambda temporary, mask=mask: temporary.write_bytes(png_bytes(mask)),
+                             TEMPORARY_SUFFIX)
             written += 1
         return written
 
@@ -100,15 +101,6 @@ def _coco_record(object_id: int, frame: int, mask: np.ndarray) -> dict:
     return {"object_id": object_id, "frame": frame, "area": int(len(xs)), "bbox": bbox, "segmentation": rle}
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG of a gray or BGR uint8 image; a bool mask is written 0/255."""
-    pixels = image.astype(np.uint8) * 255 if image.dtype == bool else image
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return encoded.tobytes()
-
-
 def remove_temporaries(folder: Path) -> None:
     """Delete the hidden temporary files a killed run left in ``folder`` and its frame folders."""
     for pattern in _TEMPORARY_PATTERNS:
@@ -117,7 +109,8 @@ def remove_temporaries(folder: Path) -> None:
 
 
 def write_run_record(folder: Path, record: dict) -> None:
-    write_atomically(folder / RUN_FILE, lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
+    write_atomically(folder / RUN_FILE, lambda temporary: temporary.write_text(json.dumps(record, indent=1)),
+                     TEMPORARY_SUFFIX)
 
 
 def read_run_record(folder: Path) -> dict | None:
@@ -141,10 +134,8 @@ class OverlayVideo:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = path
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part.mp4")
-        os.close(handle)
-        self._temporary = Path(name)
-        self._writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*_OVERLAY_CODEC), fps, size)
+        self._temporary = temporary_file_beside(path, TEMPORARY_SUFFIX + ".mp4")
+        self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_OVERLAY_CODEC), fps, size)
         if not self._writer.isOpened():
             self._temporary.unlink(missing_ok=True)
             raise OSError(f"OpenCV cannot write an {_OVERLAY_CODEC} video to {path}")

@@ -40,6 +40,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from sam_core.interface import PromptableSegmenter
+from sam_core.io.files import png_bytes
 from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
 from sam_core.pipelines.predictor import Predictor
 from sam_core.serve.images import ImageFolder, ImageLimits, ImageRejected, decode_image
@@ -218,10 +219,7 @@ async def _read_json(request: Request) -> Any:
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
     # Lossless, so that the page shows the very pixels the model saw; light compression: it is sent locally.
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("could not encode the image as PNG")
-    return encoded.tobytes()
+    return png_bytes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), compression=1)
 
 
 def _encoder_blocks(model: PromptableSegmenter) -> list[torch.nn.Module]:

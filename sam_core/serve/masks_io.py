@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as coco_mask
 
+from sam_core.io.files import png_bytes
 from sam_core.pipelines.masks import box_xyxy_to_xywh
 
 
@@ -43,9 +42,7 @@ def masks_png(masks: Sequence[np.ndarray]) -> bytes:
         image = np.zeros(masks[0].shape, np.uint8 if len(masks) < 256 else np.uint16)
         for index, mask in enumerate(masks):
             image[mask] = index + 1
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(image)
 
 
 def masks_coco_json(masks: Sequence[np.ndarray], scores: Sequence[float]) -> bytes:
