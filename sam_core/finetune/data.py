@@ -1,19 +1,8 @@
-"""Training and evaluation data: one entry point for every layout, and a reproducible split.
+"""Training and evaluation data: ``read_training_data`` reads COCO instances (a ``.json``), a folder with ``masks/``
+or ``labels/``, a folder that ``sam-amg`` wrote, or a list of records / a ``datasets`` split, into a
+``TrainingData``; ``split_by_image`` splits it reproducibly.
 
-``read_training_data`` recognises what it is given:
-
-==========================================  =========================================================
-``data``                                    read by
-==========================================  =========================================================
-a ``.json`` file: COCO instances            ``sam_core.finetune.coco`` (``images=``: the image folder)
-a folder with ``masks/`` or ``labels/``     ``sam_core.finetune.folders`` (images in ``images/``)
-a folder that ``sam-amg`` wrote             ``sam_core.finetune.amg_output`` (``images=``: its input)
-a list of records / a ``datasets`` split    ``sam_core.finetune.records``
-==========================================  =========================================================
-
-All readers apply the same ``MaskRules`` and return a ``TrainingData``: the usable images (each with at least
-one object, loaded lazily) and a ``Skipped`` entry for every file, image or region left out.
-"""
+The layouts: docs/finetune.md."""
 
 from __future__ import annotations
 

@@ -1,28 +1,7 @@
-"""Evaluation of a promptable model on annotated images, with the SAM paper's protocols.
+"""Evaluation of a promptable model on annotated images with the SAM paper's protocols: centre click (and its
+oracle), tight box, N-click interactive correction, clicks to reach an IoU (``noc``), IoU-head calibration.
 
-For every object (``sam_core.evaluate``):
-
-- ``1click``: one positive click at the object's centre (``clicks.centre_point``), three masks asked for
-  (multimask output); scored as the mask with the highest predicted IoU (``1click``) and as the best of the
-  three against the ground truth (``1click_oracle``, the paper's "oracle" upper bound).
-- ``box``: the mask's tight box (x0, y0 = first pixel, x1, y1 = last pixel, as SAM's automatic generator
-  computes boxes), one mask asked for.
-- ``{N}click``: interactive correction. Click 1 is the one above, keeping its top-predicted mask; each later
-  click goes to the centre of the largest error region (``clicks.next_click``: positive on a miss, negative
-  on a spill), with all clicks so far as prompts, the previous prediction's low-res logits as
-  ``mask_input``, and one mask asked for (with several clicks the prompt is no longer ambiguous, and the
-  single-mask output is what SAM was trained to refine with). Once a prediction equals the ground truth,
-  later clicks keep it.
-- ``noc{T}``: clicks needed to reach IoU T (85 and 90 %), counting ``max(clicks)`` for an object that never
-  reaches it; ``noc{T}_reached``: the fraction of objects that did.
-- IoU-head calibration: every mask the model returned above (three per centre click, the box's, one per
-  later click) gives a (predicted IoU, real IoU) pair; ``iou_head_pearson`` is their correlation and
-  ``iou_head_mae`` their mean absolute difference.
-
-The summary holds the mean over objects of each protocol's IoU (``miou_*``) and Dice (``mdice_*``). Any
-model family works, through ``sam_core.Predictor``; so does any object with ``set_image`` and ``predict``
-of the same signature.
-"""
+The protocols in detail: docs/finetune.md (Evaluation)."""
 
 from __future__ import annotations
 

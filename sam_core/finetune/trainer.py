@@ -1,21 +1,8 @@
-"""``finetune``: adapt a model of any family to annotated images with SAM's interactive recipe.
+"""``finetune``: adapt a model of any family to annotated images with SAM's interactive recipe. A run writes
+``best.safetensors``, ``last.safetensors``, ``training_state.pt`` (what ``resume`` continues from), ``metrics.jsonl``
+and ``curves.png`` into its output folder.
 
-A run writes into its output folder:
-
-- ``last.safetensors``: the weights after the latest saved step; ``best.safetensors``: the weights with the
-  highest validation score so far (see ``validation_score``), the model before training included. Both
-  are plain ``sam_core.save_sam`` files (LoRA adapters merged in), loadable by ``sam_core.load_sam`` and
-  convertible to Meta's ``.pth`` by ``sam-convert``; written atomically (temporary file + rename).
-- ``training_state.pt``: what ``resume=True`` continues from: the step, the trained tensors (adapters
-  unmerged), the optimiser's state, torch's RNG state, the best score, the config. The image order and
-  every prompt are drawn from generators seeded by (seed, epoch) and (seed, step), so a resumed run
-  repeats exactly the updates the interrupted one would have made.
-- ``metrics.jsonl`` and ``curves.png`` (``sam_core.finetune.report``).
-
-The image encoder is frozen and its features come from an ``EmbeddingCache``: it runs once per image, ever
-(again only when its weights, the model config, the preprocessing or the image change). With LoRA
-(``train`` includes ``"lora"``) the encoder changes every step, so it runs on each step's images instead.
-"""
+Design notes: docs/finetune.md."""
 
 from __future__ import annotations
 

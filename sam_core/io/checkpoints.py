@@ -1,21 +1,10 @@
-"""Load and save SAM weights.
+"""Load and save the weights of every model family.
 
-Sources understood by :func:`load_sam`:
+:func:`load_sam` reads Meta's ``.pth`` / ``.pt`` files, Hugging Face checkpoints (a folder or a hub id), sam_core's
+own safetensors files (:func:`save_sam`), state dicts in memory and registry names (official files, downloaded
+once and sha256-checked); the family is recognised from the tensor names.
 
-* Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
-* Meta's SAM 2 / SAM 2.1 ``.pt`` files (``{"model": state_dict}``; the image model is loaded, the video-only
-  tensors are left out: :func:`load_checkpoint` returns them apart);
-* Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
-* sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
-* a state dict already in memory, in any of these namings;
-* a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_tiny``...): the official file, downloaded
-  once and sha256-checked (files whose sha256 is not known are never downloaded: see
-  :func:`download_official_checkpoint`).
-
-The model family (``sam_core.registry``) is recognised from the tensor names; its entry says how to read
-foreign names, how to infer the config from the shapes and how to build the model. sam_core's parameter
-names are Meta's, so Meta checkpoints load as they are and Hugging Face ones go through rename rules.
-"""
+Sources, file format and downloads: docs/checkpoints.md."""
 
 from __future__ import annotations
 

@@ -1,44 +1,8 @@
-"""AutomaticMaskGenerator: "segment everything" by prompting a model with a grid of points.
+"""AutomaticMaskGenerator: "segment everything" by prompting a model with a grid of points. It returns the records
+of Meta's ``SamAutomaticMaskGenerator``, with the work reordered so that most of what the reference computes and
+throws away is never computed.
 
-It returns the same masks as Meta's ``SamAutomaticMaskGenerator`` (same options, names, defaults and
-record dicts), but orders the work so that most of what the reference computes and then throws away is
-never computed. Each step below is an exact reordering: every mask that reaches the output went
-through the same arithmetic as in the reference, so the records equal the reference's (the tests
-compare them mask pixel for mask pixel, with scores within 1e-5).
-
-- Each crop is resized and encoded once, and the model's prompt-independent decoder state
-  (``prepare_image``: for SAM the tokens plus the "no mask" embedding, and its first layer's image-side
-  projections) is computed once per crop, shared by every prompt.
-- Point prompts are taken in groups of ``points_per_batch`` as in the reference, but the decoder runs on
-  four prompts at a time: a prompt's outputs do not depend on its batch-mates (up to float rounding in
-  the last bits), and four prompts' activations stay in cache where 64 do not.
-- The predicted-IoU filter runs on the decoder's scores *before* any mask is drawn. The IoU head reads
-  only the transformer's IoU token, so the decoder's transformer runs for every prompt
-  (``score_prompts``) while its upscaling path (``draw_masks``) and the upsampling (``postprocess_masks``,
-  which for SAM only upsamples the low-res rows and columns under the unpadded input) run only for prompts
-  with a mask above ``pred_iou_thresh``. The
-  reference draws and upsamples every mask of a batch to the crop's size and filters afterwards; each
-  mask is computed independently, so the survivors get the same logits.
-- Survivors are never upsampled whole before NMS. Their stability scores (pixel counts above
-  ``mask_threshold +- stability_score_offset``) and boxes come from the low-res logits and the exact
-  weights of the upsampling (``sam_core.pipelines.upscaled_masks``): only the few pixels near a threshold are
-  computed, in float64 with a bound on torch's float32 rounding, and a mask with a pixel too close to call
-  is upsampled with torch as the reference does. The counts and boxes are therefore the ones thresholding
-  the reference's upsampled logits gives, bit for bit, and the stability score is their int32 ratio.
-- For SAM, the decoder draws only the low-res rows and columns under the image (``draw_mask_corners``).
-- The filters run on those scores and boxes; the kept proposals keep their low-res logits (a few hundred
-  KB each, whatever the image size) instead of full-size masks, and only the proposals NMS keeps within
-  their crop are upsampled (with torch, in chunks of bounded memory) and run-length encoded.
-- ``sam_core.fast_paths(False)`` runs the plain post-processing instead: every surviving mask upsampled
-  with torch in bounded chunks, thresholded, scored, boxed and encoded before NMS; the tests compare the two.
-- None of it is a low-resolution approximation (thresholding the low-res logits themselves would give
-  other pixel counts): the cell bounds only skip pixels whose side of each threshold is certain.
-- RLEs are computed for a whole chunk at once, straight from the crop-sized masks, without padding them
-  into the full image first.
-- Unchanged: NMS within and between crops (torchvision, called as the reference calls it, so ties break
-  the same way) and the small-region cleanup (OpenCV, one mask at a time).
-- Images so small that some crops are empty (where the reference fails) skip those crops.
-"""
+Design notes (each step of the reordering): docs/pipelines.md."""
 
 from __future__ import annotations
 
