@@ -132,7 +132,7 @@ class AutomaticMaskGenerator:
             non-empty Nx2 array of (x, y) in [0, 1] x [0, 1] per crop layer (at least ``crop_n_layers + 1``).
         min_mask_region_area (int): If > 0, clean small regions, as the family's reference generator does
             (``model.generator_defaults.small_region_cleanup``). SAM: fill holes and remove islands smaller
-            than this (in pixels) in the final masks, then suppress duplicates again (needs OpenCV). SAM 2:
+            than this (in pixels) in the final masks, then suppress duplicates again. SAM 2:
             fill holes and remove sprinkles of at most this many pixels in the low-res logits before they are
             upscaled (Meta's generator asks its predictor for that, which does it with its CUDA extension
             only; here it runs everywhere). Default 0: off.
