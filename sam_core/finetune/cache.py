@@ -33,7 +33,7 @@ def _update_with_tensor(digest: hashlib._Hash, name: str, tensor: torch.Tensor) 
 
 
 def encoder_fingerprint(model: PromptableSegmenter) -> str:
-    """sha256 of what a model's image features depend on, apart from the image (see the module docstring)."""
+    """sha256 of what a model's image features depend on, apart from the image (see docs/finetune.md)."""
     digest = hashlib.sha256()
     config = json.dumps(model.config.to_dict(), sort_keys=True) if model.config is not None else "none"
     transform = model.transform

@@ -33,7 +33,7 @@ __all__ = ["AnnotatedImage", "AnnotatedObject", "MaskRules", "Skipped", "Trainin
 
 def read_training_data(data: str | Path | Sequence[Any], images: str | Path | None = None, *,
                        min_area: int = DEFAULT_MIN_AREA, max_fraction: float = DEFAULT_MAX_FRACTION) -> TrainingData:
-    """Read images and object masks from any supported layout (see the module docstring).
+    """Read images and object masks from any supported layout (see docs/finetune.md).
 
     Args:
         data: a COCO instance JSON file; a folder with ``images/`` and ``masks/`` (``a.png`` or ``a_1.png``,

@@ -176,16 +176,35 @@ class ExportedFiles:
 
 def export_onnx(model: Sam | Sam2 | str | os.PathLike, output: str | os.PathLike,
                 encoder: str | os.PathLike | None = None, quantize: bool = False, opset: int = OPSET) -> ExportedFiles:
-    """Write the decoder graph (prompt encoder + mask decoder + upscaling) of a SAM or SAM 2 model to ``output``.
+    """Write the decoder graph (prompt encoder + mask decoder + upscaling) of a SAM or SAM 2 model to ``output``,
+    with the inputs and outputs of Meta's exporter (docs/onnx.md).
+
+    The model is exported in float32 on the CPU, in eval mode, traced with the plain formulas. Decoder inputs:
+    ``image_embeddings`` (1, C, h, w), [SAM 2: ``high_res_feats_0`` (1, C/8, 4h, 4w), ``high_res_feats_1``
+    (1, C/4, 2h, 2w)], ``point_coords`` (1, N, 2), ``point_labels`` (1, N), ``mask_input`` (1, 1, 4h, 4w),
+    ``has_mask_input`` (1,), ``orig_im_size`` (2,), all float32, N dynamic; outputs ``masks`` (1, 4, H, W),
+    ``iou_predictions`` (1, 4), ``low_res_masks`` (1, 4, 4h, 4w) [SAM 2: ``object_score_logits`` (1, 1)], float32.
 
     Args:
-        model: a ``Sam`` or ``Sam2``, or anything ``sam_core.load_sam`` reads (registry name, checkpoint,
-            Hugging Face id).
-        output: the decoder's ``.onnx`` file.
-        encoder: if given, the image encoder's ``.onnx`` file (see ``SamOnnxEncoder`` / ``Sam2OnnxEncoder``).
-        quantize: also write the decoder with int8 weights (ONNX Runtime's dynamic quantisation) beside
-            ``output``, as ``<stem>.int8.onnx``.
-        opset: the ONNX opset of the graphs.
+        model (Sam, Sam2, str or PathLike): A ``Sam`` (SAM, MobileSAM, EfficientViT-SAM) or ``Sam2`` model, or
+            anything ``sam_core.load_sam`` reads (registry name, checkpoint, Hugging Face folder or id). A model
+            passed in is converted to float32 on the CPU in eval mode, in place.
+        output (str or PathLike): The decoder's ``.onnx`` file (its folder is created if needed).
+        encoder (str, PathLike or None): If given, the image encoder's ``.onnx`` file (SAM and SAM 2 only; see
+            ``SamOnnxEncoder`` / ``Sam2OnnxEncoder``).
+        quantize (bool): Also write the decoder with int8 weights (ONNX Runtime's dynamic quantisation; needs
+            ``onnxruntime``) beside ``output``, as ``<stem>.int8.onnx``.
+        opset (int): The ONNX opset of the graphs (default 17, Meta's).
+
+    Returns:
+        (ExportedFiles): The paths written: ``decoder``, and ``encoder`` / ``quantized_decoder`` (None when not
+            asked for).
+
+    Raises:
+        ValueError: If the model is not a SAM, MobileSAM, EfficientViT-SAM or SAM 2 model (SAM-HQ is refused),
+            a SAM 2 decoder has no high-resolution features, or an encoder graph is asked of a family other
+            than SAM and SAM 2 (after the decoder graph was written).
+        CheckpointError: If ``model`` names a checkpoint that cannot be loaded.
     """
     model = _as_model(model)
     output = Path(output)

@@ -47,7 +47,7 @@ class VideoPrompt:
 
 
 def read_video_prompts(path: str | os.PathLike, num_frames: int, height: int, width: int) -> list[VideoPrompt]:
-    """The prompts of a JSON file (see the module docstring), checked against a video of ``num_frames`` frames of
+    """The prompts of a JSON file (format: docs/video.md), checked against a video of ``num_frames`` frames of
     ``height`` x ``width`` pixels, sorted by frame and object. Raises one ``ValueError`` listing every problem."""
     source = Path(path)
     try:
