@@ -1,13 +1,8 @@
-"""The process-wide switch between the optimised ("fast") and the textbook ("plain") model code paths.
+"""The process-wide switch between the optimised ("fast") and the textbook ("plain") model code paths, which give
+the same results up to float rounding. ``SAM_CORE_FAST_PATHS=0`` (or ``false``/``no``) in the environment starts
+the process with the plain paths.
 
-Every optimised computation in ``sam_core.models.sam`` has a plain counterpart written beside it, as in the
-papers: encoder attention with the decomposed relative-position bias materialised (global and within
-zero-padded windows), the decoder's cross-attentions projecting every token, and the mask upscaling as the
-``output_upscaling`` convolutions. The plain code is there to be read and checked against the reference; the
-fast code is the default. Both give the same results up to float rounding (a reordering of the same sums).
-
-``SAM_CORE_FAST_PATHS=0`` (or ``false``/``no``) in the environment starts the process with the plain paths.
-"""
+Design notes: docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,50 +1,7 @@
-"""The one interface every model family implements.
+"""The one interface every model family implements (``PromptableSegmenter``), the data types between its stages,
+and what the registry knows of a family (``ModelFamily``).
 
-``Predictor``, ``AutomaticMaskGenerator``, ``sam-amg``, the benchmarks and fine-tuning talk to a model only
-through :class:`PromptableSegmenter`, so a new family (SAM 2, MobileSAM, ...) plugs in without a branch in
-any of them. The stages, for one image::
-
-    image (H, W, 3) uint8 RGB
-      -> model.transform.apply_image    resized into the model's input frame (SAM: long side; SAM 2: square)
-      -> model.preprocess               normalised (and padded) model input, (B, 3, S, S)
-      -> model.encode                   ImageFeatures: named tensors, batch first
-      -> model.prepare_image            PreparedImage: one image's prompt-independent decoder state
-    prompts in image pixels
-      -> model.transform.apply_coords / apply_boxes   Prompts in the model's input frame
-      -> model.decode(prepared, prompts)              MaskPrediction: low-res logits, IoU, extras
-      -> model.transform.upscale_logits               logits at the original image size
-
-``decode`` is ``draw_masks(score_prompts(...))``: the automatic mask generator filters on the scores first
-and draws masks only for the prompts it keeps.
-
-How to add a family:
-
-1. Write its modules in a package of its own (``sam_core/<family>/``) with a frozen config dataclass that
-   has ``to_dict``, ``from_dict`` and ``summary`` (a one-line description), and a builder ``config -> model``.
-2. Subclass :class:`PromptableSegmenter`: set ``family``, ``embedding_key`` and ``generator_defaults``;
-   give the model a ``transform`` (an :class:`~sam_core.transforms.ImageTransform`) and a ``config``;
-   implement ``mask_input_size``, ``feature_shapes``, ``preprocess``, ``encode``, ``prepare_image``,
-   ``score_prompts`` and ``draw_masks``. ``decode`` and ``postprocess_masks`` then work as they are.
-3. Describe it with a :class:`ModelFamily` (registry names, builder, how to recognise its checkpoints, shapes
-   -> config, foreign checkpoint names) and add it to ``FAMILIES`` in ``sam_core/registry.py``: ``load_sam``,
-   ``save_sam``, ``infer_config``, ``sam-amg --model`` and ``sam-convert`` then know it.
-4. Test it for parity against the family's reference code (see ``tests/test_modeling.py``).
-
-Optional hooks, for behaviour a family's reference predictor or generator has and others do not (the
-Predictor and the generator read them and never branch on the family):
-
-- ``ScoredPrompts.extras``: family-specific outputs per prompt set (SAM 2: ``object_score_logits``), which
-  ``decode`` passes on in ``MaskPrediction.extras``.
-- ``PromptableSegmenter.low_res_logit_limit``: clamp of the low-res logits handed back (SAM 2: 32).
-- ``GeneratorDefaults.small_region_cleanup``: what ``min_mask_region_area`` cleans (SAM 2: the low-res logits).
-- ``ImageTransform.coordinate_dtype`` and ``apply_normalized_coords``: the precision of prompt coordinates,
-  and the mapping of coordinates given as fractions of the image (``normalize_coords=False``).
-- ``score_prompts`` may draw some masks already when the scores depend on them (SAM 2 picks its single
-  mask by the stability of the single-mask output); ``draw_masks`` then reuses them.
-- ``PromptableSegmenter.parameter_roles``: which parameters make up the image encoder, the prompt encoder
-  and the mask decoder, for fine-tuning (``sam_core.finetune``), which cannot train a family without it.
-- ``draw_mask_corners``: draw only the rows and columns of the logits that the image covers (SAM).
-"""
+The stages, the optional hooks and how to add a family: docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The registry of model families: every family sam_core can build and load, and the lookups that dispatch
 on them (by registry name, by config, by checkpoint tensor names). A new family adds one entry to
-``FAMILIES``; see ``sam_core/interface.py`` for what the entry and the model must provide."""
+``FAMILIES``; docs/architecture.md says what the entry and the model must provide."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
-"""``sam-finetune``: fine-tune a SAM / SAM 2 model on annotated images.
-
-    sam-finetune --model vit_b --data instances.json --images train/ --output runs/vit_b_cells
-    sam-finetune --model weights/sam_vit_tiny_shapes.safetensors --data data/ --output run/ --steps 200
-    sam-finetune ... --resume            # continue an interrupted run from its last saved step
-    sam-finetune ... --engine ray --num-workers 8 --cache-only   # precompute the embedding cache on Ray
-
-Writes ``best.safetensors``, ``last.safetensors``, ``training_state.pt``, ``metrics.jsonl`` and ``curves.png``
-into ``--output`` (see ``sam_core.finetune.trainer``), and prints the validation table before and after.
+"""``sam-finetune``: fine-tune a SAM / SAM 2 model on annotated images, writing ``best.safetensors``,
+``last.safetensors``, ``training_state.pt``, ``metrics.jsonl`` and ``curves.png`` into ``--output``.
 Exit status: 0 on success, 1 when training failed, 2 for bad arguments, data or model.
-"""
+
+Examples and design notes: docs/finetune.md."""
 
 from __future__ import annotations
 

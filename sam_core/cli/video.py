@@ -1,16 +1,7 @@
 """``sam-video``: track objects through a video from clicks, boxes or masks given in a JSON file, and write
-per-frame masks and an overlay video.
+per-frame masks and an overlay video. A rerun resumes the run its ``run.json`` records; ``--overwrite`` rewrites.
 
-The video and the prompts are checked before the model is loaded (``sam_core.jobs.video_prompts``); tracking is
-``VideoPredictor.propagate_in_video``, by default forward from the first prompted frame to the end, then
-backward from it to frame 0 (as the SAM 2 demo's "both" direction), so that every frame gets masks.
-
-Resuming: each mask file is written atomically, and ``run.json`` records the video, model, prompts and tracking
-settings. A run whose every expected file exists is skipped. Otherwise the video is tracked again from the
-start (a frame's masks depend on the memory of the frames before it, so tracking cannot start midway) and only
-the missing files are written; ``--overwrite`` rewrites them all. A folder whose ``run.json`` names other
-prompts or settings is refused (its masks would not belong to this run) unless ``--overwrite``.
-"""
+Design notes (tracking directions, resuming): docs/video.md."""
 
 from __future__ import annotations
 

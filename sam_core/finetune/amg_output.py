@@ -1,17 +1,8 @@
-"""What ``sam-amg`` wrote, read back as training data (e.g. to fine-tune on automatic masks after review).
+"""What ``sam-amg`` wrote, read back as training data: per image a folder ``<name>/`` of ``0.png``, ``1.png``, ...
+with ``metadata.csv``, or ``<name>.json``, a list of COCO RLE records; ``images`` is the folder that was
+``sam-amg``'s ``--input``. Each mask's point prompt is kept as ``AnnotatedObject.point``.
 
-``sam-amg`` writes, for each input image, either a folder ``<name>/`` holding ``0.png``, ``1.png``, ... and
-``metadata.csv`` (``--output-format png``), or ``<name>.json``, a list of records with COCO RLE
-``segmentation`` (``--output-format coco``); ``<name>_overlay.png`` files are pictures and are ignored. It
-does not copy the source images, so the folder that was its ``--input`` must be given as ``images``; names
-pair the same way ``sam-amg`` made them (the image's stem, or its file name with dots turned into
-underscores when two images share a stem). Each mask's point prompt (``point_input_x``, ``point_input_y`` /
-``point_coords``, the grid point that produced it) is kept as ``AnnotatedObject.point``.
-
-Reported skips: outputs without a source image, images without an output, unreadable files, masks whose size
-differs from the image's, malformed metadata, and masks that ``MaskRules`` drops. A JSON next to a PNG folder
-of the same name is skipped in favour of the folder.
-"""
+Pairing rules and reported skips: docs/finetune.md."""
 
 from __future__ import annotations
 

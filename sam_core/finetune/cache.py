@@ -1,20 +1,8 @@
-"""Embedding cache: the frozen image encoder runs once per image, and fine-tuning reads its features from disk.
+"""Embedding cache: the frozen image encoder runs once per image, and fine-tuning reads its features from disk, one
+``sam_core.io.embeddings`` file per image named by a hash of everything the features depend on (encoder weights
+and buffers, family, config, transform, dtype, pixels), written atomically.
 
-One safetensors file per image (``sam_core.io.embeddings`` format: every feature the model's ``encode`` returns,
-so SAM 2's high-resolution maps too, with the image's original and resized sizes). A file is named by a hash
-of everything the features depend on:
-
-- the image encoder's weights (the family's ``parameter_roles``: for SAM 2 this includes ``no_mem_embed``
-  and the decoder's ``conv_s0`` / ``conv_s1``, which ``encode`` runs) and every buffer of the model (pixel
-  statistics...);
-- the family, its config, the class and input size of its image transform, the model's dtype;
-- the RGB pixels of the image and their shape.
-
-Changing any of them gives new names, so a stale file is never read; files of other models or images stay
-beside them untouched. Files are written atomically (temporary file + rename), so an interrupted build
-leaves only complete files and the next build encodes just the missing images. With ``storage_dtype =
-torch.float16`` the files take half the space; features are cast back to the model's dtype when read.
-"""
+Design notes: docs/finetune.md."""
 
 from __future__ import annotations
 
@@ -45,7 +33,7 @@ def _update_with_tensor(digest: hashlib._Hash, name: str, tensor: torch.Tensor) 
 
 
 def encoder_fingerprint(model: PromptableSegmenter) -> str:
-    """sha256 of what a model's image features depend on, apart from the image (see the module docstring)."""
+    """sha256 of what a model's image features depend on, apart from the image (see docs/finetune.md)."""
     digest = hashlib.sha256()
     config = json.dumps(model.config.to_dict(), sort_keys=True) if model.config is not None else "none"
     transform = model.transform

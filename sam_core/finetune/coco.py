@@ -1,16 +1,8 @@
-"""COCO instance annotations (``instances_*.json``) as training data.
+"""COCO instance annotations (``instances_*.json``) as training data: polygon, uncompressed or compressed RLE
+segmentations; images found by their ``id`` and ``file_name`` under the images folder. An annotation whose
+``image_id`` is not among the images raises ``ValueError``; everything else is a reported skip.
 
-Segmentations may be polygons, uncompressed RLE (``counts`` a list) or compressed RLE (``counts`` a
-string); pycocotools turns each into a compressed RLE, whose area it computes without decoding, and decodes
-it when the objects are loaded. Images are found by their ``id`` (never by position in the list) and their
-``file_name`` under the images folder.
-
-Checks: an annotation whose ``image_id`` is not among the images is an error in the file itself (a mix-up
-of annotation and image lists), so it raises ``ValueError`` naming those ids before anything is read.
-Everything else is a reported skip: crowd regions (``iscrowd`` 1), missing or unreadable image files, image
-files whose size differs from the JSON's ``width``/``height``, segmentations that are malformed or whose RLE
-size differs from the image's, and masks that ``MaskRules`` drops.
-"""
+Details: docs/finetune.md."""
 
 from __future__ import annotations
 

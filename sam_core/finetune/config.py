@@ -1,18 +1,7 @@
-"""Fine-tuning settings: what trains, SAM's interactive recipe, the optimiser and its schedule, and presets.
+"""Fine-tuning settings (``FinetuneConfig``): what trains, SAM's interactive recipe, the optimiser and its schedule,
+and the presets ``cpu`` (a laptop budget) and ``paper`` (the SAM paper's schedule).
 
-Presets (``PRESETS``):
-
-- ``cpu``: a small budget that adapts the mask decoder of a model to a new annotation convention on a
-  laptop: 300 steps of 2 images with up to 8 objects each, 3 correction clicks and 1 mask-only pass per
-  object, AdamW at 1e-4 after a 10-step warm-up.
-- ``paper``: the schedule of the SAM paper's appendix (training SAM from an MAE-initialised ViT-H):
-  90,000 steps of 256 images with up to 64 masks each, AdamW (betas 0.9 / 0.999, weight decay 0.1),
-  learning rate 8e-4 after a 250-step linear warm-up, divided by 10 at steps 60,000 and 86,666; per
-  object 1 first prompt, 8 correction points and 2 mask-only passes (11 decoder passes). 8e-4 is the
-  paper's rate for training the whole model from scratch; when adapting a trained SAM, a lower rate
-  (``learning_rate``) is usually the better start. The paper's layer-wise decay and drop path concern the
-  image encoder, which is frozen here (or adapted by LoRA), and are not applied.
-"""
+The presets in detail: docs/finetune.md."""
 
 from __future__ import annotations
 

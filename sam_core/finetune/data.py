@@ -1,19 +1,8 @@
-"""Training and evaluation data: one entry point for every layout, and a reproducible split.
+"""Training and evaluation data: ``read_training_data`` reads COCO instances (a ``.json``), a folder with ``masks/``
+or ``labels/``, a folder that ``sam-amg`` wrote, or a list of records / a ``datasets`` split, into a
+``TrainingData``; ``split_by_image`` splits it reproducibly.
 
-``read_training_data`` recognises what it is given:
-
-==========================================  =========================================================
-``data``                                    read by
-==========================================  =========================================================
-a ``.json`` file: COCO instances            ``sam_core.finetune.coco`` (``images=``: the image folder)
-a folder with ``masks/`` or ``labels/``     ``sam_core.finetune.folders`` (images in ``images/``)
-a folder that ``sam-amg`` wrote             ``sam_core.finetune.amg_output`` (``images=``: its input)
-a list of records / a ``datasets`` split    ``sam_core.finetune.records``
-==========================================  =========================================================
-
-All readers apply the same ``MaskRules`` and return a ``TrainingData``: the usable images (each with at least
-one object, loaded lazily) and a ``Skipped`` entry for every file, image or region left out.
-"""
+The layouts: docs/finetune.md."""
 
 from __future__ import annotations
 
@@ -44,7 +33,7 @@ __all__ = ["AnnotatedImage", "AnnotatedObject", "MaskRules", "Skipped", "Trainin
 
 def read_training_data(data: str | Path | Sequence[Any], images: str | Path | None = None, *,
                        min_area: int = DEFAULT_MIN_AREA, max_fraction: float = DEFAULT_MAX_FRACTION) -> TrainingData:
-    """Read images and object masks from any supported layout (see the module docstring).
+    """Read images and object masks from any supported layout (see docs/finetune.md).
 
     Args:
         data: a COCO instance JSON file; a folder with ``images/`` and ``masks/`` (``a.png`` or ``a_1.png``,

@@ -1,28 +1,7 @@
-"""Evaluation of a promptable model on annotated images, with the SAM paper's protocols.
+"""Evaluation of a promptable model on annotated images with the SAM paper's protocols: centre click (and its
+oracle), tight box, N-click interactive correction, clicks to reach an IoU (``noc``), IoU-head calibration.
 
-For every object (``sam_core.evaluate``):
-
-- ``1click``: one positive click at the object's centre (``clicks.centre_point``), three masks asked for
-  (multimask output); scored as the mask with the highest predicted IoU (``1click``) and as the best of the
-  three against the ground truth (``1click_oracle``, the paper's "oracle" upper bound).
-- ``box``: the mask's tight box (x0, y0 = first pixel, x1, y1 = last pixel, as SAM's automatic generator
-  computes boxes), one mask asked for.
-- ``{N}click``: interactive correction. Click 1 is the one above, keeping its top-predicted mask; each later
-  click goes to the centre of the largest error region (``clicks.next_click``: positive on a miss, negative
-  on a spill), with all clicks so far as prompts, the previous prediction's low-res logits as
-  ``mask_input``, and one mask asked for (with several clicks the prompt is no longer ambiguous, and the
-  single-mask output is what SAM was trained to refine with). Once a prediction equals the ground truth,
-  later clicks keep it.
-- ``noc{T}``: clicks needed to reach IoU T (85 and 90 %), counting ``max(clicks)`` for an object that never
-  reaches it; ``noc{T}_reached``: the fraction of objects that did.
-- IoU-head calibration: every mask the model returned above (three per centre click, the box's, one per
-  later click) gives a (predicted IoU, real IoU) pair; ``iou_head_pearson`` is their correlation and
-  ``iou_head_mae`` their mean absolute difference.
-
-The summary holds the mean over objects of each protocol's IoU (``miou_*``) and Dice (``mdice_*``). Any
-model family works, through ``sam_core.Predictor``; so does any object with ``set_image`` and ``predict``
-of the same signature.
-"""
+The protocols in detail: docs/finetune.md (Evaluation)."""
 
 from __future__ import annotations
 
@@ -79,7 +58,7 @@ class Evaluation:
     """What ``evaluate`` returns.
 
     Args:
-        summary: one key per protocol (see the module docstring), plus counts and settings.
+        summary: one key per protocol (see ``evaluate`` and docs/finetune.md), plus counts and settings.
         objects: every object's scores.
         failed: (image key, error) for images that could not be evaluated (with ``on_error="skip"``).
     """
@@ -118,21 +97,41 @@ class Evaluation:
 def evaluate(model_or_predictor: PromptableSegmenter | Predictor | str | Path, images: Sequence[AnnotatedImage], *,
              clicks: Sequence[int] = DEFAULT_CLICKS, iou_targets: Sequence[float] = DEFAULT_IOU_TARGETS,
              mask_feedback: bool = True, on_error: str = "raise", progress: bool = False) -> Evaluation:
-    """Score a model on every object of ``images`` (see the module docstring for the protocols).
+    """Score a model on every object of ``images`` with the SAM paper's protocols (docs/finetune.md):
+    ``1click`` (one click at the object's centre, the top-predicted of three masks) and ``1click_oracle`` (the
+    best of the three), ``box`` (its tight box, one mask), ``{N}click`` (N - 1 corrective clicks at the centre of
+    the largest error region), ``noc{T}`` (clicks to reach IoU T) and the IoU head's calibration.
 
     Args:
-        model_or_predictor: a model (wrapped in a ``Predictor`` with its defaults; a model in training mode
-            is evaluated in eval mode and handed back in training mode), a ``Predictor`` (or an object with
-            its ``set_image`` and ``predict``; its set image is replaced), or anything ``sam_core.load_sam``
-            loads.
-        images: annotated images, e.g. ``read_training_data(...).images``.
-        clicks: the click counts N to report ``miou_{N}click`` for; ``max(clicks)`` clicks are simulated.
-        iou_targets: IoUs whose number of clicks (``noc``) is reported.
-        mask_feedback: feed the previous prediction's low-res logits back as ``mask_input`` from the second
-            click on (the default, as SAM's interactive training does); False prompts with the clicks only.
-        on_error: ``"raise"``, or ``"skip"`` to record an image that fails to load or predict in
-            ``Evaluation.failed`` and go on.
-        progress: show a progress bar on stderr.
+        model_or_predictor (PromptableSegmenter, Predictor, str or Path): A model (wrapped in a ``Predictor``
+            with its defaults; a model in training mode is evaluated in eval mode and handed back in training
+            mode), a ``Predictor`` (or an object with its ``set_image`` and ``predict``; its set image is
+            replaced), or anything ``sam_core.load_sam`` loads.
+        images (sequence of AnnotatedImage): Annotated images, e.g. ``read_training_data(...).images``; each
+            object's mask an (H, W) bool array.
+        clicks (sequence of int): The click counts N to report ``miou_{N}click`` for, each >= 1 (default
+            1, 2, 3, 5, 9); ``max(clicks)`` clicks are simulated.
+        iou_targets (sequence of float): IoUs in (0, 1] whose number of clicks (``noc``) is reported (default
+            0.85, 0.9).
+        mask_feedback (bool): Feed the previous prediction's low-res logits back as ``mask_input`` from the
+            second click on (the default, as SAM's interactive training does); False prompts with the clicks
+            only.
+        on_error (str): ``"raise"`` (default), or ``"skip"`` to record an image that fails to load or predict
+            (``OSError``, ``ValueError``, ``RuntimeError``) in ``Evaluation.failed`` and go on.
+        progress (bool): Show a progress bar on stderr (default False).
+
+    Returns:
+        (Evaluation): ``summary``, a dict with ``num_images``, ``num_objects``, ``max_clicks`` (int), the mean
+            IoU ``miou_<protocol>`` and Dice ``mdice_<protocol>`` of each protocol (float, None without
+            objects), ``noc<T>`` and ``noc<T>_reached`` (float), ``iou_head_pearson`` and ``iou_head_mae``
+            (float or None); ``objects``, one ``ObjectResult`` per object; ``failed``, (image key, error)
+            pairs.
+
+    Raises:
+        ValueError: If ``clicks`` is empty or holds a count < 1, an IoU target is outside (0, 1], or
+            ``on_error`` is neither ``"raise"`` nor ``"skip"``.
+        TypeError: If ``model_or_predictor`` is none of the accepted kinds.
+        CheckpointError: If a checkpoint given by name or path cannot be loaded.
     """
     clicks = sorted({int(n) for n in clicks})
     if not clicks or clicks[0] < 1:

@@ -1,18 +1,8 @@
-"""Training data as a folder of images with a folder of binary masks or of label maps.
+"""Training data as a folder of images with a folder of binary masks or of label maps: ``images/a.jpg`` with
+``masks/a.png`` (one object), ``masks/a_1.png``, ``a_2.png``, ... (several) or ``labels/a.png`` (one id per
+object, 0 background). Bad files are reported as skips, never raised.
 
-    data/images/a.jpg  data/masks/a.png                      one object
-    data/images/b.jpg  data/masks/b_1.png, b_2.png, ...      several objects (ordered by the number)
-    data/images/c.jpg  data/labels/c.png                     a label map: one id per object, 0 background
-
-Masks pair with images by file stem: a mask whose stem is an image's stem belongs to that image, otherwise
-``<stem>_<number>`` belongs to the image ``<stem>`` (so ``a_1.png`` goes to an image named ``a_1`` if there
-is one). Label maps may be 8-bit, 16-bit or palette PNGs (or any single-channel integer image); every
-nonzero id is one object. Any image suffix that ``sam-amg`` reads is accepted for masks and label maps.
-
-Nothing raises on a bad file: unreadable images, masks or label maps, masks or label maps whose size differs
-from their image's, masks without an image, images without masks, images sharing a stem, and masks that
-``MaskRules`` drops are each reported as a skip.
-"""
+Pairing rules: docs/finetune.md."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""Prompts of SAM's interactive training recipe (the SAM paper's appendix, "Training algorithm").
+"""Prompts of SAM's interactive training recipe (the SAM paper's appendix): a first point or jittered box per
+object, then correction points drawn from the error region; all randomness comes from the numpy generator passed in.
 
-The first prompt of an object is, with equal chance, a point drawn uniformly from its mask or its bounding box
-with noise added to each coordinate (standard deviation a tenth of the box side, each offset clipped to a
-maximum). Every later point is drawn uniformly from the error region between the previous prediction and
-the ground truth: a false-negative pixel gives a positive point, a false-positive pixel a negative one.
-
-First prompts are drawn from the masks at the original resolution and mapped into the model's input frame
-with the family's transform. Correction points are drawn in the frame of the low-res logits, where the
-prediction and the ground truth (``ImageTransform.masks_to_low_res``) are compared, and placed at the
-centre of the chosen low-res pixel in the input frame; padding is never chosen. All randomness comes from
-the numpy generator passed in, so a run is reproduced by its seed.
-"""
+Design notes: docs/finetune.md."""
 
 from __future__ import annotations
 

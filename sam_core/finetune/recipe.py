@@ -1,20 +1,7 @@
-"""SAM's interactive training recipe on one image: the loss of up to ``objects_per_image`` objects that share
-the image's embedding.
+"""SAM's interactive training recipe on one image: the loss of up to ``objects_per_image`` objects that share the
+image's embedding, each through ``FinetuneConfig.decoder_passes`` decoder passes.
 
-Each object goes through ``FinetuneConfig.decoder_passes`` decoder passes (the SAM paper's appendix):
-
-1. its first prompt (a point in its mask or its jittered box, ``prompt_sampler.sample_first_prompts``), with
-   the three multimask outputs, of which only the best counts in the loss (one prompt is ambiguous);
-2. correction passes, each adding a point from the error region of the previous prediction
-   (``prompt_sampler.sample_correction_points``), and mask-only passes, which add none; every pass after
-   the first feeds the previous prediction's low-res logits back as mask input (the output with the
-   highest predicted IoU, detached) and asks for the single-mask output, as SAM does once a prompt is no
-   longer ambiguous.
-
-Objects whose first prompt is a point and objects whose first prompt is a box are decoded as two batches
-(a batch shares one kind of prompt); the loss (``losses.sam_loss``) is averaged over every pass of every
-object.
-"""
+Design notes: docs/finetune.md."""
 
 from __future__ import annotations
 

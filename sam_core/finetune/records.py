@@ -1,22 +1,8 @@
-"""Training data as a sequence of records: a list of dicts, or a Hugging Face ``datasets`` split.
+"""Training data as a sequence of records (a list of dicts, or a Hugging Face ``datasets`` split): ``image`` (array,
+PIL image or path), ``mask`` / ``label`` or ``masks`` (arrays, PIL images or paths; nonzero = object), and
+optionally ``prompt`` (``bbox`` / ``box`` and/or ``point`` / ``points``, a dict or its JSON string).
 
-Each record is a mapping with:
-
-- ``image``: an (H, W[, C]) array, a PIL image, or a path to an image file;
-- ``mask`` (or ``label``): one object's mask, or ``masks``: a list of masks or an (N, H, W) array; each mask
-  an array or PIL image (nonzero = object; float masks: > 0.5) or a path to a mask file;
-- ``prompt`` (optional): a dict, or a JSON string of one (as in Hugging Face's SAM 2 fine-tuning guide's
-  ``merve/MicroMat-mini``), with ``bbox`` (or ``box``): x0, y0, x1, y1 in image pixels, and/or ``point``
-  (or ``points``): x, y (or a list holding one such pair). With ``masks``, ``prompt`` is a list of such
-  prompts, one per mask.
-
-Anything with ``len`` and integer indexing works, so a ``datasets.Dataset`` is read without this module
-importing ``datasets``; records are indexed again when an image or its objects are loaded, so nothing is
-held beyond what the sequence itself holds. Image keys are the record indices.
-
-Reported skips: a record that is not a mapping, lacks ``image`` or a mask, or whose image is unreadable; a
-mask whose size differs from the image's or that ``MaskRules`` drops; a malformed prompt (that object only).
-"""
+The record format in detail: docs/finetune.md."""
 
 from __future__ import annotations
 

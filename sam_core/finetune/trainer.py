@@ -1,21 +1,8 @@
-"""``finetune``: adapt a model of any family to annotated images with SAM's interactive recipe.
+"""``finetune``: adapt a model of any family to annotated images with SAM's interactive recipe. A run writes
+``best.safetensors``, ``last.safetensors``, ``training_state.pt`` (what ``resume`` continues from), ``metrics.jsonl``
+and ``curves.png`` into its output folder.
 
-A run writes into its output folder:
-
-- ``last.safetensors``: the weights after the latest saved step; ``best.safetensors``: the weights with the
-  highest validation score so far (see ``validation_score``), the model before training included. Both
-  are plain ``sam_core.save_sam`` files (LoRA adapters merged in), loadable by ``sam_core.load_sam`` and
-  convertible to Meta's ``.pth`` by ``sam-convert``; written atomically (temporary file + rename).
-- ``training_state.pt``: what ``resume=True`` continues from: the step, the trained tensors (adapters
-  unmerged), the optimiser's state, torch's RNG state, the best score, the config. The image order and
-  every prompt are drawn from generators seeded by (seed, epoch) and (seed, step), so a resumed run
-  repeats exactly the updates the interrupted one would have made.
-- ``metrics.jsonl`` and ``curves.png`` (``sam_core.finetune.report``).
-
-The image encoder is frozen and its features come from an ``EmbeddingCache``: it runs once per image, ever
-(again only when its weights, the model config, the preprocessing or the image change). With LoRA
-(``train`` includes ``"lora"``) the encoder changes every step, so it runs on each step's images instead.
-"""
+Design notes: docs/finetune.md."""
 
 from __future__ import annotations
 
@@ -85,7 +72,7 @@ class FinetuneResult:
 
 
 def default_cache_dir() -> Path:
-    """``$SAM_CORE_CACHE/embeddings``, else ``~/.cache/sam_core/io/embeddings`` (beside downloaded weights)."""
+    """``$SAM_CORE_CACHE/embeddings``, else ``~/.cache/sam_core/embeddings`` (beside downloaded weights)."""
     return Path(os.environ.get("SAM_CORE_CACHE") or "~/.cache/sam_core").expanduser() / "embeddings"
 
 
@@ -107,21 +94,40 @@ def finetune(model: PromptableSegmenter, train_images: Sequence[AnnotatedImage],
     ``config.objects_per_image`` objects (see ``FinetuneConfig``).
 
     Args:
-        model: a float32 model of any family that declares ``parameter_roles`` (SAM, SAM 2). It may have
-            served predictions already. It ends holding the best weights.
-        train_images: annotated training images (``sam_core.finetune.read_training_data``).
-        val_images: held-out images for ``best`` and the before/after comparison; may be empty.
-        output_dir: the run's folder (see the module docstring). It must not hold a training state unless
-            ``resume``.
-        config: a ``FinetuneConfig``, a preset name (``"cpu"``, ``"paper"``), or None: the ``cpu`` preset, or
-            when resuming the saved config. A config that differs from a resumed run's is an error.
-        resume: continue the run saved in ``output_dir`` (from its last saved step; a fresh start if there is
-            none). ``model`` must be the same base model as in the first run.
-        cache_dir: embedding cache folder (default ``default_cache_dir()``).
-        cache_dtype: storage dtype of cached features (``torch.float16`` halves the files).
-        compare: evaluate the validation images with ``sam_core.evaluate`` before and after, and print the table.
-        progress: show progress bars.
-        on_step: called after every step with the step number and its training record.
+        model (PromptableSegmenter): A float32 model of any family that declares ``parameter_roles`` (SAM,
+            SAM 2, ...). It may have served predictions already. It ends holding the best weights, in eval mode.
+        train_images (sequence of AnnotatedImage): Annotated training images
+            (``sam_core.finetune.read_training_data(...).images``); at least one.
+        val_images (sequence of AnnotatedImage): Held-out images for ``best`` and the before/after comparison;
+            may be empty (default).
+        output_dir (str or PathLike): The run's folder (default ``"finetune"``, created if needed), where it
+            writes ``best.safetensors``, ``last.safetensors``, ``training_state.pt``, ``metrics.jsonl`` and
+            ``curves.png`` (see docs/finetune.md). It must not hold a training state unless ``resume``.
+        config (FinetuneConfig, str or None): A ``FinetuneConfig``, a preset name (``"cpu"``, ``"paper"``), or
+            None: the ``cpu`` preset, or when resuming the saved config. A config that differs from a resumed
+            run's is an error.
+        resume (bool): Continue the run saved in ``output_dir`` (from its last saved step; a fresh start if
+            there is none). ``model`` must be the same base model as in the first run.
+        cache_dir (str, PathLike or None): Embedding cache folder (default ``default_cache_dir()``); not used
+            when ``config.train`` includes ``"lora"`` (the encoder then runs every step).
+        cache_dtype (torch.dtype or None): Storage dtype of cached features (``torch.float16`` halves the
+            files); None: the model's dtype.
+        compare (bool): Evaluate the validation images with ``sam_core.evaluate`` before and after, and print
+            the table (default True).
+        progress (bool): Show progress bars (default True).
+        on_step (callable or None): Called after every step with the step number (int, from 1) and its
+            training record (dict: ``"loss"``, ``"mask_loss"``, ``"iou_loss"``, ``"lr"``, ``"objects"``...).
+
+    Returns:
+        (FinetuneResult): The model (now holding the best weights), the output folder and its checkpoint
+            paths, the best step and its validation score, the steps completed, and the before / after
+            evaluations with their comparison table.
+
+    Raises:
+        FileExistsError: If ``output_dir`` holds a training state and ``resume`` is False.
+        ValueError: If there are no training images, the preset is unknown, the model is not float32 or its
+            family declares no ``parameter_roles``, the config differs from the resumed run's, the resumed
+            run was trained from another base model, or its state file is not a sam_core fine-tuning state.
     """
     output = Path(output_dir)
     state = _read_state(output / STATE) if resume and (output / STATE).is_file() else None

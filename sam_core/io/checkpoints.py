@@ -1,21 +1,10 @@
-"""Load and save SAM weights.
+"""Load and save the weights of every model family.
 
-Sources understood by :func:`load_sam`:
+:func:`load_sam` reads Meta's ``.pth`` / ``.pt`` files, Hugging Face checkpoints (a folder or a hub id), sam_core's
+own safetensors files (:func:`save_sam`), state dicts in memory and registry names (official files, downloaded
+once and sha256-checked); the family is recognised from the tensor names.
 
-* Meta's official ``.pth`` state dicts (``sam_vit_b_01ec64.pth``...), model type read from tensor shapes;
-* Meta's SAM 2 / SAM 2.1 ``.pt`` files (``{"model": state_dict}``; the image model is loaded, the video-only
-  tensors are left out: :func:`load_checkpoint` returns them apart);
-* Hugging Face ``transformers`` SAM checkpoints: a ``save_pretrained`` directory or a hub id;
-* sam_core's own safetensors files, written by :func:`save_sam` with the config in their metadata;
-* a state dict already in memory, in any of these namings;
-* a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_tiny``...): the official file, downloaded
-  once and sha256-checked (files whose sha256 is not known are never downloaded: see
-  :func:`download_official_checkpoint`).
-
-The model family (``sam_core.registry``) is recognised from the tensor names; its entry says how to read
-foreign names, how to infer the config from the shapes and how to build the model. sam_core's parameter
-names are Meta's, so Meta checkpoints load as they are and Hugging Face ones go through rename rules.
-"""
+Sources, file format and downloads: docs/checkpoints.md."""
 
 from __future__ import annotations
 
@@ -76,12 +65,32 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def load_sam(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
              device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PromptableSegmenter:
-    """Build a model of any family from a checkpoint (see the module docstring for the accepted sources).
+    """Build a model of any family from a checkpoint; the family is recognised from the tensor names.
 
-    ``config`` forces the model shapes (a registry name or a family's config object, e.g. a SamConfig or a
-    Sam2Config); by default they come from the checkpoint's stored config or, for Meta files, from its tensor
-    shapes. ``dtype`` defaults to the checkpoint's own floating dtype. Raises :class:`CheckpointError` with
-    the file and the problem.
+    Args:
+        source (str, PathLike or Mapping[str, torch.Tensor]): Where the weights are: a Meta ``.pth`` (SAM,
+            MobileSAM, SAM-HQ, EfficientViT-SAM) or ``.pt`` (SAM 2 / 2.1, ``{"model": state_dict}``) file, a
+            sam_core ``.safetensors`` file (``save_sam``), a Hugging Face ``save_pretrained`` folder or hub
+            id (``"facebook/sam-vit-base"``), a registry name (``"vit_b"``, ``"sam2.1_hiera_tiny"``...:
+            the official file, downloaded once into the cache and sha256-checked), or a state dict in
+            memory in any of these namings. See docs/checkpoints.md.
+        config (str, config object or None): Forces the model's shapes: a registry name or a family's config
+            (``SamConfig``, ``Sam2Config``...). None (default): the config stored with the checkpoint
+            (sam_core metadata, Hugging Face ``config.json``), else the one inferred from the tensor shapes.
+        device (str, torch.device or None): Where the model goes; None (default): the CPU.
+        dtype (torch.dtype or None): The model's floating dtype; None (default): the checkpoint's own
+            floating dtype if all its floating tensors share one, else float32.
+
+    Returns:
+        (PromptableSegmenter): The model (``Sam``, ``Sam2``, ...) with the checkpoint's weights, in eval
+            mode, on ``device`` in ``dtype``. Tensors of the file that the model does not use (SAM 2's
+            video-only modules, TinyViT's classifier head) are left out; ``load_checkpoint`` returns them.
+
+    Raises:
+        CheckpointError: If the source is not found or cannot be downloaded, is unreadable, truncated or
+            damaged (CRC-32), holds pickled code, is not a state dict of a known model family, has a stored
+            config of another format version or family, was asked for a config of another family, or does
+            not fit the model (the message lists every missing, unexpected and mis-shaped tensor).
     """
     return load_checkpoint(source, config, device, dtype).model
 
@@ -97,7 +106,33 @@ class LoadedCheckpoint:
 
 def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], config: Any = None,
                     device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
-    """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``)."""
+    """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``).
+
+    Args:
+        source (str, PathLike or Mapping[str, torch.Tensor]): Where the weights are: a Meta ``.pth`` (SAM,
+            MobileSAM, SAM-HQ, EfficientViT-SAM) or ``.pt`` (SAM 2 / 2.1, ``{"model": state_dict}``) file, a
+            sam_core ``.safetensors`` file (``save_sam``), a Hugging Face ``save_pretrained`` folder or hub
+            id (``"facebook/sam-vit-base"``), a registry name (``"vit_b"``, ``"sam2.1_hiera_tiny"``...:
+            the official file, downloaded once into the cache and sha256-checked), or a state dict in
+            memory in any of these namings. See docs/checkpoints.md.
+        config (str, config object or None): Forces the model's shapes: a registry name or a family's config
+            (``SamConfig``, ``Sam2Config``...). None (default): the config stored with the checkpoint
+            (sam_core metadata, Hugging Face ``config.json``), else the one inferred from the tensor shapes.
+        device (str, torch.device or None): Where the model goes; None (default): the CPU.
+        dtype (torch.dtype or None): The model's floating dtype; None (default): the checkpoint's own
+            floating dtype if all its floating tensors share one, else float32.
+
+    Returns:
+        (LoadedCheckpoint): ``model``, as :func:`load_sam` returns it, and ``extras``: a dict of the file's
+            tensors that the model does not use, with Meta's names, on the CPU in the file's dtype (SAM 2 / 2.1:
+            the video-only modules; MobileSAM and SAM-HQ tiny: TinyViT's classifier head; otherwise empty).
+
+    Raises:
+        CheckpointError: If the source is not found or cannot be downloaded, is unreadable, truncated or
+            damaged (CRC-32), holds pickled code, is not a state dict of a known model family, has a stored
+            config of another format version or family, was asked for a config of another family, or does
+            not fit the model (the message lists every missing, unexpected and mis-shaped tensor).
+    """
     state_dict, stored_config, origin, family = _read_source(source)
     extras: StateDict = {}
     if family.split_extras is not None:
@@ -124,10 +159,23 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
 
 def save_sam(model: PromptableSegmenter, path: str | os.PathLike,
              state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write a model's weights to a safetensors file with its family and config in the metadata (atomically).
+    """Write a model's weights to a safetensors file with its family, config and a CRC-32 of the content in the
+    metadata, atomically (temporary file + rename); :func:`load_sam` reads it back. See docs/checkpoints.md.
 
-    ``state_dict`` replaces the model's own tensors (same names and shapes), e.g. weights with training
-    adapters merged in (``sam_core.finetune.lora``) while the model keeps training.
+    Args:
+        model (PromptableSegmenter): The model to save (any family, any device and dtype; tensors are written
+            in their dtype, from the CPU).
+        path (str or PathLike): The file to write, conventionally ``*.safetensors`` (replaced if it exists).
+        state_dict (Mapping[str, torch.Tensor] or None): Tensors to write instead of the model's own (same
+            names and shapes), e.g. weights with training adapters merged in (``sam_core.finetune.lora``) while
+            the model keeps training. None (default): ``model.state_dict()``.
+
+    Returns:
+        (Path): ``path``.
+
+    Raises:
+        ValueError: If ``model.family`` is not a registered family.
+        OSError: If the file cannot be written (nothing is left behind at ``path``).
     """
     path = Path(path)
     family = family_named(model.family)

@@ -1,38 +1,8 @@
-"""ONNX export of SAM and SAM 2: the prompt encoder and mask decoder as one graph (Meta's interface), the image
-encoder as an optional second graph, and an int8 quantised decoder.
+"""ONNX export of SAM and SAM 2: the prompt encoder and mask decoder as one graph with the inputs and outputs of
+Meta's ``scripts/export_onnx_model.py`` (``DECODER_INPUTS``, ``DECODER_OUTPUTS``; SAM 2 adds ``HIGH_RES_INPUTS``
+and ``object_score_logits``), the image encoder as an optional second graph, and an int8 quantised decoder.
 
-The decoder graph has the inputs, outputs and coordinate conventions of Meta's ``scripts/export_onnx_model.py``,
-so clients written for Meta's graph (its notebook, its web demo) work unchanged:
-
-========================  ================  ===========================================================
-name                      shape, dtype      meaning
-========================  ================  ===========================================================
-``image_embeddings``      (1, C, h, w) f32  the image encoder's output (``Predictor.get_image_embedding``)
-``point_coords``          (1, N, 2) f32     x, y in the resized frame (``model.transform.apply_coords``)
-``point_labels``          (1, N) f32        1 foreground, 0 background, 2 / 3 box top-left / bottom-right
-                                            corner, -1 padding
-``mask_input``            (1, 1, 4h, 4w)    low-res logits of an earlier prediction (zeros if none)
-``has_mask_input``        (1,) f32          1 if ``mask_input`` is used, else 0
-``orig_im_size``          (2,) f32          height, width of the original image
-``masks``                 (1, 4, H, W) f32  mask logits at the original size (> 0 is the mask); output 0 is
-                                            the single-mask output, 1-3 the multimask ones
-``iou_predictions``       (1, 4) f32        the predicted IoU of each mask
-``low_res_masks``         (1, 4, 4h, 4w)    low-res logits, to feed back as ``mask_input``
-========================  ================  ===========================================================
-
-``N`` (the number of points) is a dynamic axis; ``H`` and ``W`` of ``masks`` follow from the values of
-``orig_im_size``. A box is two points labelled 2 and 3 after any clicked points; without a box, one padding
-point (0, 0) labelled -1 is appended, as ``PromptEncoder`` does (``decoder_inputs`` builds all of this).
-
-SAM 2 (``Sam2OnnxDecoder``) adds two inputs after ``image_embeddings``, ``high_res_feats_0`` (1, C/8, 4h, 4w)
-and ``high_res_feats_1`` (1, C/4, 2h, 2w) (the encoder graph's other outputs), and one output,
-``object_score_logits`` (1, 1); its coordinates are in SAM 2's stretched square frame, its boxes come first and a
-padding point always ends the list (``decoder_inputs`` follows both). MobileSAM and EfficientViT-SAM export
-through SAM's decoder graph; SAM-HQ is refused (its decoder also reads an early encoder feature).
-
-The graphs are traced with the plain formulas (``sam_core.fast_paths(False)``): the fast paths' algebra is
-for PyTorch on a CPU, while ONNX Runtime fuses the plain attention itself.
-"""
+The graphs' inputs and outputs, shapes, dtypes and conventions: docs/onnx.md."""
 
 from __future__ import annotations
 
@@ -206,16 +176,35 @@ class ExportedFiles:
 
 def export_onnx(model: Sam | Sam2 | str | os.PathLike, output: str | os.PathLike,
                 encoder: str | os.PathLike | None = None, quantize: bool = False, opset: int = OPSET) -> ExportedFiles:
-    """Write the decoder graph (prompt encoder + mask decoder + upscaling) of a SAM or SAM 2 model to ``output``.
+    """Write the decoder graph (prompt encoder + mask decoder + upscaling) of a SAM or SAM 2 model to ``output``,
+    with the inputs and outputs of Meta's exporter (docs/onnx.md).
+
+    The model is exported in float32 on the CPU, in eval mode, traced with the plain formulas. Decoder inputs:
+    ``image_embeddings`` (1, C, h, w), [SAM 2: ``high_res_feats_0`` (1, C/8, 4h, 4w), ``high_res_feats_1``
+    (1, C/4, 2h, 2w)], ``point_coords`` (1, N, 2), ``point_labels`` (1, N), ``mask_input`` (1, 1, 4h, 4w),
+    ``has_mask_input`` (1,), ``orig_im_size`` (2,), all float32, N dynamic; outputs ``masks`` (1, 4, H, W),
+    ``iou_predictions`` (1, 4), ``low_res_masks`` (1, 4, 4h, 4w) [SAM 2: ``object_score_logits`` (1, 1)], float32.
 
     Args:
-        model: a ``Sam`` or ``Sam2``, or anything ``sam_core.load_sam`` reads (registry name, checkpoint,
-            Hugging Face id).
-        output: the decoder's ``.onnx`` file.
-        encoder: if given, the image encoder's ``.onnx`` file (see ``SamOnnxEncoder`` / ``Sam2OnnxEncoder``).
-        quantize: also write the decoder with int8 weights (ONNX Runtime's dynamic quantisation) beside
-            ``output``, as ``<stem>.int8.onnx``.
-        opset: the ONNX opset of the graphs.
+        model (Sam, Sam2, str or PathLike): A ``Sam`` (SAM, MobileSAM, EfficientViT-SAM) or ``Sam2`` model, or
+            anything ``sam_core.load_sam`` reads (registry name, checkpoint, Hugging Face folder or id). A model
+            passed in is converted to float32 on the CPU in eval mode, in place.
+        output (str or PathLike): The decoder's ``.onnx`` file (its folder is created if needed).
+        encoder (str, PathLike or None): If given, the image encoder's ``.onnx`` file (SAM and SAM 2 only; see
+            ``SamOnnxEncoder`` / ``Sam2OnnxEncoder``).
+        quantize (bool): Also write the decoder with int8 weights (ONNX Runtime's dynamic quantisation; needs
+            ``onnxruntime``) beside ``output``, as ``<stem>.int8.onnx``.
+        opset (int): The ONNX opset of the graphs (default 17, Meta's).
+
+    Returns:
+        (ExportedFiles): The paths written: ``decoder``, and ``encoder`` / ``quantized_decoder`` (None when not
+            asked for).
+
+    Raises:
+        ValueError: If the model is not a SAM, MobileSAM, EfficientViT-SAM or SAM 2 model (SAM-HQ is refused),
+            a SAM 2 decoder has no high-resolution features, or an encoder graph is asked of a family other
+            than SAM and SAM 2 (after the decoder graph was written).
+        CheckpointError: If ``model`` names a checkpoint that cannot be loaded.
     """
     model = _as_model(model)
     output = Path(output)

@@ -1,18 +1,8 @@
-"""Sample inputs that the project makes itself, so that ``sam-amg`` has something to segment on a fresh clone.
+"""Sample inputs that the project makes itself, so that ``sam-amg`` has something to segment on a fresh clone:
+shapes scenes with their ground-truth masks and, with ``photos=True``, scikit-image's sample photos. Files are
+written only where missing; an existing file with other bytes is an error unless ``overwrite=True``.
 
-- Shapes scenes: flat-coloured rectangles and ellipses over blurred noise, drawn by the same code that
-  trained ``weights/sam_vit_tiny_shapes.safetensors`` (``tests/make_shapes_model.py`` imports
-  ``draw_shapes_image`` from here), so that small model segments them well. Each scene comes with its
-  ground-truth masks, which the tests use to check the model's masks.
-- Photos (``photos=True``): scikit-image's bundled sample photos (``pip install -e '.[examples]'``).
-
-    sam-samples samples             # writes samples/shapes_*.png
-    sam-samples samples --photos    # ... and samples/{astronaut,chelsea,coffee}.jpg
-
-Files are written only where missing: a file that already holds exactly the bytes this module would
-write is left alone (so the command can be run again), and one that holds anything else is an error
-unless ``overwrite=True`` (``--overwrite``), so a user's own image is never replaced silently.
-"""
+Design notes: docs/samples.md."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
-"""What ``sam-video`` writes: per-frame masks (a PNG per object, or one COCO RLE JSON per frame), each file
-written atomically, read back for resuming and for the overlay video.
+"""What ``sam-video`` writes, each file atomically, read back for resuming and for the overlay video: ``run.json``;
+per frame ``00000/<object id>.png`` (0/255, ``--output-format png``) or ``00000.json`` (COCO RLE records,
+``--output-format coco``); ``overlay.mp4`` (``--overlay``).
 
-Layout of an output folder (frame names are the zero-padded frame index, ``00000``...)::
-
-    run.json              the video, model, prompts and tracking settings the masks belong to
-    00000/1.png, 2.png    --output-format png: one black/white (0/255) PNG per object, named by the object id
-    00000.json            --output-format coco: a list of {"object_id", "frame", "area", "bbox" (XYWH),
-                          "segmentation" (COCO RLE)} records, one per object
-    overlay.mp4           --overlay: every frame with its masks (and prompts) drawn
-"""
+The folder layout: docs/video.md."""
 
 from __future__ import annotations
 

@@ -1,23 +1,8 @@
-"""Prompts of a video, read from JSON and checked against the video before any tracking starts.
+"""Prompts of a video, read from JSON and checked against the video before any tracking starts: a list of
+``{"frame", "object", "points" + "labels" | "box" | "mask"}`` (or ``{"objects": [ids], "prompts": [...]}``), in
+pixels of the video frame; every problem of the file is reported in one ``ValueError``.
 
-The file is a list of prompts, or an object ``{"objects": [ids...], "prompts": [...]}`` that also declares the
-object ids (then a prompt for any other id is an error, and so is a declared object without a prompt). A
-prompt gives a frame, an object id and what to segment on that frame:
-
-```json
-[
-  {"frame": 0, "object": 1, "points": [[210, 350], [250, 220]], "labels": [1, 0]},
-  {"frame": 0, "object": 2, "box": [300, 0, 500, 400]},
-  {"frame": 0, "object": 2, "box": [300, 0, 500, 400], "points": [[460, 60]], "labels": [0]},
-  {"frame": 40, "object": 3, "mask": "masks/object3_frame40.png"}
-]
-```
-
-``points`` are (x, y) pixels of the video frame with ``labels`` 1 (object) or 0 (background); ``box`` is x0, y0,
-x1, y1 in pixels; ``mask`` is an image file (relative to the JSON file's folder) of the frame's size whose
-nonzero pixels are the object. Points and a box may go together (SAM 2's box-plus-clicks prompt); a mask goes
-alone. Each (frame, object) pair appears once. Every problem of the file is reported in one ``ValueError``.
-"""
+The file format, with an example: docs/video.md."""
 
 from __future__ import annotations
 
@@ -62,7 +47,7 @@ class VideoPrompt:
 
 
 def read_video_prompts(path: str | os.PathLike, num_frames: int, height: int, width: int) -> list[VideoPrompt]:
-    """The prompts of a JSON file (see the module docstring), checked against a video of ``num_frames`` frames of
+    """The prompts of a JSON file (format: docs/video.md), checked against a video of ``num_frames`` frames of
     ``height`` x ``width`` pixels, sorted by frame and object. Raises one ``ValueError`` listing every problem."""
     source = Path(path)
     try:

@@ -1,44 +1,8 @@
-"""AutomaticMaskGenerator: "segment everything" by prompting a model with a grid of points.
+"""AutomaticMaskGenerator: "segment everything" by prompting a model with a grid of points. It returns the records
+of Meta's ``SamAutomaticMaskGenerator``, with the work reordered so that most of what the reference computes and
+throws away is never computed.
 
-It returns the same masks as Meta's ``SamAutomaticMaskGenerator`` (same options, names, defaults and
-record dicts), but orders the work so that most of what the reference computes and then throws away is
-never computed. Each step below is an exact reordering: every mask that reaches the output went
-through the same arithmetic as in the reference, so the records equal the reference's (the tests
-compare them mask pixel for mask pixel, with scores within 1e-5).
-
-- Each crop is resized and encoded once, and the model's prompt-independent decoder state
-  (``prepare_image``: for SAM the tokens plus the "no mask" embedding, and its first layer's image-side
-  projections) is computed once per crop, shared by every prompt.
-- Point prompts are taken in groups of ``points_per_batch`` as in the reference, but the decoder runs on
-  four prompts at a time: a prompt's outputs do not depend on its batch-mates (up to float rounding in
-  the last bits), and four prompts' activations stay in cache where 64 do not.
-- The predicted-IoU filter runs on the decoder's scores *before* any mask is drawn. The IoU head reads
-  only the transformer's IoU token, so the decoder's transformer runs for every prompt
-  (``score_prompts``) while its upscaling path (``draw_masks``) and the upsampling (``postprocess_masks``,
-  which for SAM only upsamples the low-res rows and columns under the unpadded input) run only for prompts
-  with a mask above ``pred_iou_thresh``. The
-  reference draws and upsamples every mask of a batch to the crop's size and filters afterwards; each
-  mask is computed independently, so the survivors get the same logits.
-- Survivors are never upsampled whole before NMS. Their stability scores (pixel counts above
-  ``mask_threshold +- stability_score_offset``) and boxes come from the low-res logits and the exact
-  weights of the upsampling (``sam_core.pipelines.upscaled_masks``): only the few pixels near a threshold are
-  computed, in float64 with a bound on torch's float32 rounding, and a mask with a pixel too close to call
-  is upsampled with torch as the reference does. The counts and boxes are therefore the ones thresholding
-  the reference's upsampled logits gives, bit for bit, and the stability score is their int32 ratio.
-- For SAM, the decoder draws only the low-res rows and columns under the image (``draw_mask_corners``).
-- The filters run on those scores and boxes; the kept proposals keep their low-res logits (a few hundred
-  KB each, whatever the image size) instead of full-size masks, and only the proposals NMS keeps within
-  their crop are upsampled (with torch, in chunks of bounded memory) and run-length encoded.
-- ``sam_core.fast_paths(False)`` runs the plain post-processing instead: every surviving mask upsampled
-  with torch in bounded chunks, thresholded, scored, boxed and encoded before NMS; the tests compare the two.
-- None of it is a low-resolution approximation (thresholding the low-res logits themselves would give
-  other pixel counts): the cell bounds only skip pixels whose side of each threshold is certain.
-- RLEs are computed for a whole chunk at once, straight from the crop-sized masks, without padding them
-  into the full image first.
-- Unchanged: NMS within and between crops (torchvision, called as the reference calls it, so ties break
-  the same way) and the small-region cleanup (OpenCV, one mask at a time).
-- Images so small that some crops are empty (where the reference fails) skip those crops.
-"""
+Design notes (each step of the reordering): docs/pipelines.md."""
 
 from __future__ import annotations
 
@@ -137,42 +101,59 @@ class _Proposals:
 class AutomaticMaskGenerator:
     """Masks for everything in an image: a grid of point prompts, then quality filters and NMS.
 
-    Works with every model family through the model interface. Options and names are those of the
+    Works with every model family through the model interface. Options, names and defaults are those of the
     reference's ``SamAutomaticMaskGenerator``; the quality filters left at ``None`` take the model family's
-    defaults (``model.generator_defaults``: for SAM, the reference's, tuned for ViT-H):
+    defaults (``model.generator_defaults``: for SAM, the reference's, tuned for ViT-H). SAM 2's reference
+    generator is ``SAM2AutomaticMaskGenerator``; with a SAM 2 model this one returns its records, with its
+    defaults (pred_iou_thresh 0.8, stability_score_thresh 0.95, box_nms_thresh 0.7).
 
-    - ``points_per_side``: points along each side of the grid (``points_per_side**2`` prompts); ``None``
-      when ``point_grids`` is given.
-    - ``points_per_batch``: prompts decoded together; more is faster and uses more memory.
-    - ``pred_iou_thresh``: keep masks whose predicted IoU is above this (SAM: 0.88).
-    - ``stability_score_thresh``, ``stability_score_offset``: keep masks whose IoU between the masks
-      binarised at ``threshold +- offset`` is at least this (SAM: 0.95 and 1.0).
-    - ``box_nms_thresh``: box IoU above which duplicate masks are suppressed, within a crop (SAM: 0.7).
-    - ``crop_n_layers``: run again on crops; layer i has ``(2**i)**2`` crops.
-    - ``crop_nms_thresh``: box IoU for the suppression of duplicates between crops.
-    - ``crop_overlap_ratio``: overlap of neighbouring crops, as a fraction of the image's short side at
-      the first layer (scaled down at later layers).
-    - ``crop_n_points_downscale_factor``: layer i uses ``points_per_side / factor**i`` points a side.
-    - ``point_grids``: explicit grids in [0, 1] x [0, 1], one per crop layer (instead of points_per_side).
-    - ``min_mask_region_area``: if > 0, clean small regions, as the family's reference generator does
-      (``model.generator_defaults.small_region_cleanup``). SAM: fill holes and remove islands smaller than
-      this (in pixels) in the final masks, then suppress duplicates again. SAM 2: fill holes and remove
-      sprinkles of at most this many pixels in the low-res logits before they are upscaled (Meta's
-      generator asks its predictor for that, which does it with its CUDA extension only; here it runs
-      everywhere).
-    - ``output_mode``: ``"binary_mask"`` (HxW bool arrays), ``"uncompressed_rle"`` or ``"coco_rle"``
-      (pycocotools' compressed RLE, JSON-serialisable).
-    - ``multimask_output``: each point gives the decoder's three candidate masks (True, the reference's
-      behaviour) or its single-mask output (for SAM 2, the best multimask output where the single one is
-      unstable).
-    - ``mask_threshold``: logit above which a pixel is in a mask (default: the model's, 0.0); the stability
-      score is measured around it (SAM2AutomaticMaskGenerator's option).
-    - ``use_m2m``: refine every mask once (SAM2AutomaticMaskGenerator's option): its point is decoded
-      again with the mask's low-res logits as mask input, asking for one mask; the refined masks and their
-      predicted IoU replace the first ones before the filters.
+    Args:
+        model (PromptableSegmenter): Any model family's model, e.g. from ``sam_core.load_sam``.
+        points_per_side (int or None): Points along each side of the grid, so ``points_per_side**2`` prompts
+            on the image (default 32). None when ``point_grids`` is given; exactly one of the two is.
+        points_per_batch (int): Prompts decoded together (default 64); more is faster and uses more memory.
+        pred_iou_thresh (float or None): Keep masks whose predicted IoU is above this. None: the family's
+            default (SAM: 0.88, SAM 2: 0.8). 0 turns the filter off.
+        stability_score_thresh (float or None): Keep masks whose stability score, the IoU between the mask
+            binarised at ``mask_threshold + offset`` and at ``mask_threshold - offset``, is at least this.
+            None: the family's default (0.95). 0 turns the filter off.
+        stability_score_offset (float or None): The ``offset`` of the stability score, finite and >= 0. None:
+            the family's default (1.0).
+        box_nms_thresh (float or None): Box IoU above which duplicate masks are suppressed, within a crop.
+            None: the family's default (0.7).
+        crop_n_layers (int): If > 0, run again on crops of the image; layer i has ``(2**i)**2`` crops
+            (default 0: the whole image only).
+        crop_nms_thresh (float): Box IoU above which duplicates between crops are suppressed (default 0.7).
+        crop_overlap_ratio (float): Overlap of neighbouring crops, in [0, 1), as a fraction of the image's
+            short side at the first crop layer, scaled down at later layers (default 512 / 1500).
+        crop_n_points_downscale_factor (int): Crop layer i uses ``points_per_side / factor**i`` points a side
+            (default 1).
+        point_grids (list of np.ndarray or None): Explicit point grids instead of ``points_per_side``: one
+            non-empty Nx2 array of (x, y) in [0, 1] x [0, 1] per crop layer (at least ``crop_n_layers + 1``).
+        min_mask_region_area (int): If > 0, clean small regions, as the family's reference generator does
+            (``model.generator_defaults.small_region_cleanup``). SAM: fill holes and remove islands smaller
+            than this (in pixels) in the final masks, then suppress duplicates again. SAM 2:
+            fill holes and remove sprinkles of at most this many pixels in the low-res logits before they are
+            upscaled (Meta's generator asks its predictor for that, which does it with its CUDA extension
+            only; here it runs everywhere). Default 0: off.
+        output_mode (str): The form of each record's ``segmentation``: ``"binary_mask"`` (default; HxW bool
+            arrays), ``"uncompressed_rle"`` or ``"coco_rle"`` (pycocotools' compressed RLE,
+            JSON-serialisable).
+        multimask_output (bool): Each point gives the decoder's three candidate masks (True, the default, the
+            reference's behaviour) or its single-mask output (for SAM 2, the best multimask output where the
+            single one is unstable).
+        mask_threshold (float or None): Logit above which a pixel is in a mask; the stability score is measured
+            around it (SAM2AutomaticMaskGenerator's option). None: the model's, 0.0.
+        use_m2m (bool): Refine every mask once (SAM2AutomaticMaskGenerator's option): its point is decoded
+            again with the mask's low-res logits as mask input, asking for one mask; the refined masks and
+            their predicted IoU replace the first ones before the filters. Default False.
 
-    SAM 2's reference generator is ``SAM2AutomaticMaskGenerator``; with a SAM 2 model this one returns
-    its records, with its defaults (pred_iou_thresh 0.8, stability_score_thresh 0.95, box_nms_thresh 0.7).
+    Raises:
+        ValueError: If both or neither of ``points_per_side`` and ``point_grids`` are given, a grid is not a
+            non-empty Nx2 array or there are fewer grids than crop layers, a count is out of range (negative
+            ``crop_n_layers`` or ``min_mask_region_area``, ``points_per_batch`` < 1, a downscale factor < 1
+            or one that leaves no points), ``output_mode`` is unknown, a threshold is NaN,
+            ``stability_score_offset`` is negative or infinite, or ``crop_overlap_ratio`` is outside [0, 1).
     """
 
     def __init__(
@@ -195,11 +176,7 @@ class AutomaticMaskGenerator:
         mask_threshold: float | None = None,
         use_m2m: bool = False,
     ) -> None:
-        """
-        Args:
-            model: any model family's model, e.g. from ``sam_core.load_sam``.
-            points_per_side ... multimask_output: see the class docstring.
-        """
+        """See the class docstring for the arguments."""
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
         if crop_n_layers < 0:
@@ -264,16 +241,47 @@ class AutomaticMaskGenerator:
     @classmethod
     def from_pretrained(cls, source: str, *, device: str | torch.device | None = None,
                         **options: Any) -> AutomaticMaskGenerator:
-        """Load a model with ``sam_core.load_sam(source, device=device)`` and wrap it with these options."""
+        """A generator on a model loaded with ``sam_core.load_sam``.
+
+        Args:
+            source (str): Anything ``load_sam`` reads: a checkpoint file, a Hugging Face folder or hub id, or a
+                registry name (``"vit_h"``, ``"sam2.1_hiera_large"``...).
+            device (str, torch.device or None): Where the model goes; None (default): the CPU.
+            **options: The constructor's options (see the class docstring).
+
+        Returns:
+            (AutomaticMaskGenerator): The generator.
+
+        Raises:
+            CheckpointError: If the checkpoint cannot be found or read.
+            ValueError: If an option is invalid.
+        """
         return cls(load_sam(source, device=device), **options)
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
-        """Masks for an HxWx3 uint8 RGB image (gray, RGBA, uint16 and float [0, 1] are converted).
+        """Generate masks for the whole image.
 
-        Returns one dict per mask: ``segmentation`` (per ``output_mode``), ``area`` (pixels), ``bbox``
-        (XYWH), ``predicted_iou``, ``point_coords`` (the prompt, ``[[x, y]]``), ``stability_score`` and
-        ``crop_box`` (XYWH of the crop it came from).
+        Args:
+            image (np.ndarray): The image, HxWx3 uint8 RGB. Gray (HxW), RGBA, uint16 and float images in [0, 1]
+                are converted first (``sam_core.transforms.to_rgb_uint8``).
+
+        Returns:
+            (list of dict): One record per mask, in no particular order, each with the keys:
+                segmentation (np.ndarray or dict): The mask. ``"binary_mask"``: an HxW bool array;
+                    ``"uncompressed_rle"``: ``{"size": [H, W], "counts": list of int}`` (runs over the
+                    column-major mask, starting with background); ``"coco_rle"``: ``{"size": [H, W],
+                    "counts": str}``, pycocotools' compressed RLE.
+                area (int): The mask's area in pixels.
+                bbox (list of int): The box around the mask, XYWH.
+                predicted_iou (float): The model's own prediction of the mask's quality.
+                point_coords (list of list of float): The point prompt that produced the mask, ``[[x, y]]``
+                    in image pixels.
+                stability_score (float): The mask's stability score (see ``stability_score_offset``).
+                crop_box (list of int): The crop of the image the mask came from, XYWH.
+
+        Raises:
+            ValueError: If the image has another shape, dtype or value range.
         """
         image = to_rgb_uint8(image)
         if self.model.image_format == "BGR":

@@ -1,14 +1,8 @@
-"""Mask utilities for automatic mask generation: point grids, crops, scores, boxes, RLE, NMS, region cleanup.
+"""Mask utilities for automatic mask generation: point grids, crops, scores, boxes, RLE, NMS, region cleanup, each
+computing what its counterpart in Meta's ``segment_anything.utils.amg`` computes, faster. RLEs are pycocotools':
+``{"size": [H, W], "counts": [...]}``, runs over the column-major mask starting with a (possibly empty) run of 0s.
 
-Each function computes exactly what its counterpart in Meta's ``segment_anything.utils.amg`` computes
-(the tests compare them), faster: run-length encodings are computed for a whole stack of masks at once
-(also straight from a crop's masks into the full image's frame), and pixel counts and boxes use byte
-reductions that are several times faster on CPU than reductions over boolean tensors.
-
-Run-length encodings (RLE) follow pycocotools: ``{"size": [H, W], "counts": [...]}`` where counts are the
-lengths of alternating runs of 0s and 1s over the mask flattened in column-major (Fortran) order,
-starting with a (possibly empty) run of 0s.
-"""
+Design notes: docs/pipelines.md."""
 
 from __future__ import annotations
 

@@ -53,24 +53,29 @@ class Predictor:
     which image that is, when another thread calls ``set_image`` meanwhile, depends on timing. To work on
     different images in parallel, give each thread its own Predictor: they can share one model, which
     inference only reads.
+
+    Args:
+        sam (PromptableSegmenter): The model, e.g. from ``sam_core.load_sam``.
+        mask_upscaling (str): How low-res logits go back to the image size. ``"opencv"`` (default): on the CPU
+            with OpenCV's bilinear resize, faster than torch there and equal to it within ~1e-5 on logits; the
+            full-size masks then come back on the CPU. ``"torch"``: the reference's interpolation, on the
+            model's device (the choice for a GPU).
+        mask_threshold (float or None): Logit above which a pixel is in the mask. None (default): the model's
+            ``mask_threshold``, 0.0.
+        max_hole_area (float): If > 0, holes (8-connected background regions) of at most this many pixels in
+            the low-res logits are filled before upscaling (SAM2ImagePredictor's option; see
+            ``sam_core.pipelines.masks.clean_low_res_logits``). Default 0: off.
+        max_sprinkle_area (float): If > 0, foreground specks of at most this many low-res pixels are removed
+            before upscaling. Default 0: off.
+
+    Raises:
+        ValueError: If ``mask_upscaling`` is neither ``"opencv"`` nor ``"torch"``, or an area is negative.
     """
 
     def __init__(self, sam: PromptableSegmenter, mask_upscaling: UpscaleBackend = "opencv",
                  mask_threshold: float | None = None, max_hole_area: float = 0.0,
                  max_sprinkle_area: float = 0.0) -> None:
-        """
-        Args:
-            sam: the model, e.g. from ``sam_core.load_sam``.
-            mask_upscaling: how low-res logits go back to the image size. ``"opencv"`` (default): on the CPU
-                with OpenCV's bilinear resize, faster than torch there and equal to it within ~1e-5 on
-                logits; masks then come back on the CPU. ``"torch"``: the reference's interpolation, on the
-                model's device (the choice for a GPU).
-            mask_threshold: logit above which a pixel is in the mask (default: the model's, 0.0).
-            max_hole_area: if > 0, holes (8-connected background regions) of at most this many pixels in the
-                low-res logits are filled before upscaling (SAM2ImagePredictor's option; see
-                ``sam_core.pipelines.masks.clean_low_res_logits``).
-            max_sprinkle_area: if > 0, foreground specks of at most this many low-res pixels are removed.
-        """
+        """See the class docstring for the arguments."""
         if mask_upscaling not in UPSCALE_BACKENDS:
             raise ValueError(f"mask_upscaling must be one of {UPSCALE_BACKENDS}, got {mask_upscaling!r}")
         if max_hole_area < 0 or max_sprinkle_area < 0:
@@ -89,7 +94,25 @@ class Predictor:
     def from_pretrained(cls, source: str | PathLike, device: str | torch.device | None = None,
                         mask_upscaling: UpscaleBackend = "opencv", mask_threshold: float | None = None,
                         max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, **load_kwargs: Any) -> Predictor:
-        """Load a model with ``sam_core.load_sam`` (same sources: .pth/.pt, HF dir or id, registry name)."""
+        """A Predictor on a model loaded with ``sam_core.load_sam``.
+
+        Args:
+            source (str or PathLike): Anything ``load_sam`` reads: a Meta ``.pth`` / ``.pt`` file, a sam_core
+                ``.safetensors`` file, a Hugging Face folder or hub id, or a registry name (``"vit_b"``,
+                ``"sam2.1_hiera_tiny"``...).
+            device (str, torch.device or None): Where the model goes; None (default): the CPU.
+            mask_upscaling (str), mask_threshold (float or None), max_hole_area (float), max_sprinkle_area
+                (float): As for the constructor (see the class docstring).
+            **load_kwargs: Further arguments of ``load_sam``: ``config`` (a registry name or config object that
+                forces the model's shapes) and ``dtype`` (torch.dtype; default: the checkpoint's floating dtype).
+
+        Returns:
+            (Predictor): A predictor on the loaded model, with no image set.
+
+        Raises:
+            CheckpointError: If the checkpoint cannot be found, read, or fitted to the requested model.
+            ValueError: If a predictor option is invalid.
+        """
         return cls(load_sam(source, device=device, **load_kwargs), mask_upscaling=mask_upscaling,
                    mask_threshold=mask_threshold, max_hole_area=max_hole_area, max_sprinkle_area=max_sprinkle_area)
 
@@ -117,19 +140,34 @@ class Predictor:
     # ------------------------------------------------------------------ images and embeddings
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Embed one image: HxWx3 uint8 in ``image_format`` ("RGB" or "BGR").
+        """Compute the image embedding of one image, for ``predict`` and ``predict_torch`` to prompt.
 
-        Gray (HxW), RGBA, uint16 and float images in [0, 1] are converted first (see
-        ``sam_core.transforms.to_rgb_uint8``); anything else raises ``ValueError``.
+        Args:
+            image (np.ndarray): The image, HxWx3 uint8 in ``image_format``. Gray (HxW or HxWx1), RGBA (HxWx4),
+                uint16 and float images in [0, 1] are converted first (see ``sam_core.transforms.to_rgb_uint8``).
+            image_format (str): The channel order of ``image``, ``"RGB"`` (default) or ``"BGR"``.
+
+        Raises:
+            ValueError: If the image has another shape, dtype or value range, is empty, or ``image_format`` is
+                neither ``"RGB"`` nor ``"BGR"``.
         """
         self.set_images([image], image_format)
 
     @_serialized
     def set_images(self, images: Sequence[np.ndarray], image_format: str = "RGB") -> None:
-        """Embed several images in one encoder pass; decode them with ``predict_batch``.
+        """Compute the embeddings of several images in one encoder pass; decode them with ``predict_batch``.
 
         Memory grows with the number of images (the encoder holds all activations at once), so split
-        long lists into chunks that fit.
+        long lists into chunks that fit. Afterwards ``original_sizes`` and ``input_sizes`` hold one (H, W) per
+        image, and ``original_size`` / ``input_size`` are set only if there is one image.
+
+        Args:
+            images (list of np.ndarray): The images, each HxWx3 uint8 in ``image_format`` (or converted as for
+                ``set_image``); they may differ in size.
+            image_format (str): The channel order of every image, ``"RGB"`` (default) or ``"BGR"``.
+
+        Raises:
+            ValueError: If ``images`` is a single array or empty, or an image is not usable (see ``set_image``).
         """
         if isinstance(images, np.ndarray) or len(images) == 0:
             raise ValueError("set_images expects a non-empty list of images (use set_image for one array)")
@@ -188,7 +226,16 @@ class Predictor:
 
     @_serialized
     def get_image_embedding(self) -> torch.Tensor:
-        """The image embeddings, B x C x h x w (B = number of set images; 1x256x64x64 for official SAM)."""
+        """The image embeddings of the set image(s).
+
+        Returns:
+            (torch.Tensor): The model's ``embedding_key`` feature, B x C x h x w in the model's dtype on its
+                device (B = number of set images; 1x256x64x64 for the released SAM and SAM 2 models). SAM 2's
+                high-resolution features are in ``features_by_name``.
+
+        Raises:
+            RuntimeError: If no image is set.
+        """
         self._require_image()
         return self.features
 
@@ -221,14 +268,35 @@ class Predictor:
 
     @_serialized
     def save_embedding(self, path: str | PathLike) -> None:
-        """Write the current features and image sizes to a safetensors file (``sam_core.io.embeddings``)."""
+        """Write the features of the set image(s) and their sizes to a safetensors file, atomically.
+
+        The file holds every feature of ``features_by_name`` (batch first), the images' original and resized
+        sizes, the model family and its config, and a CRC-32 of the content (see docs/pipelines.md).
+
+        Args:
+            path (str or PathLike): The file to write (replaced if it exists).
+
+        Raises:
+            RuntimeError: If no image is set.
+        """
         self._require_image()
         save_features(path, StoredFeatures(self.features_by_name, self.original_sizes, self.input_sizes),
                       self.model.family, self.model.config)
 
     @_serialized
     def load_embedding(self, path: str | PathLike) -> None:
-        """Restore what ``save_embedding`` wrote, as if ``set_image``/``set_images`` had run."""
+        """Restore what ``save_embedding`` wrote, as if ``set_image`` / ``set_images`` had run.
+
+        The features are moved to the model's device and dtype.
+
+        Args:
+            path (str or PathLike): A file written by ``save_embedding``.
+
+        Raises:
+            FileNotFoundError: If ``path`` is not a file.
+            ValueError: If it is not a sam_core embedding file, is damaged (CRC-32), or was computed by a model
+                of another family, config or feature shapes.
+        """
         stored = load_features(path, self.model.family, self.model.config, self.model.feature_shapes)
         stored.features = {name: f.to(self.device, self._dtype()) for name, f in stored.features.items()}
         self.reset_image()
@@ -241,22 +309,39 @@ class Predictor:
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask_output: bool = True, return_logits: bool = False,
                 normalize_coords: bool = True, hq_token_only: bool = False) -> Prediction:
-        """Masks for one prompt on the set image; coordinates are pixels of the original image.
+        """Predict masks for one prompt on the image set with ``set_image``; coordinates are pixels of that image.
 
         Args:
-            point_coords: Nx2 (x, y) points. point_labels: N labels, 1 = foreground, 0 = background.
-            box: 4 numbers, x0 y0 x1 y1. mask_input: 1xSxS low-res logits from a previous call (S = 256
-                for official models). multimask_output: three candidate masks instead of one (with one
-                mask asked for, SAM 2 returns its best multimask output when its single-mask output is
-                unstable, as Meta's predictor does).
-            return_logits: return mask logits instead of booleans.
-            normalize_coords: True (default): coordinates are pixels of the image. False: they are
+            point_coords (np.ndarray or None): A Nx2 array of (x, y) point prompts, in pixels of the image (or
+                fractions of it, see ``normalize_coords``). Lists and tensors are accepted too.
+            point_labels (np.ndarray or None): A length N array of labels for the points, 1 = foreground,
+                0 = background. Given together with ``point_coords``.
+            box (np.ndarray or None): A length 4 array, x0 y0 x1 y1 (x1 >= x0, y1 >= y0), in the same frame.
+            mask_input (np.ndarray or None): A 1xSxS array of low-res logits from a previous call (its third
+                return value, one mask of it), S = ``model.mask_input_size`` (256 for the released models).
+            multimask_output (bool): If True (default), return three candidate masks, which suits an
+                ambiguous prompt such as one click; if False, one mask (with one mask asked for, SAM 2 returns
+                its best multimask output when its single-mask output is unstable, as Meta's predictor does).
+            return_logits (bool): If True, return the upscaled mask logits instead of booleans.
+            normalize_coords (bool): True (default): coordinates are pixels of the image. False: they are
                 fractions of its width and height, in [0, 1] (SAM2ImagePredictor's option).
-            hq_token_only: SAM-HQ only: the HQ token's mask alone instead of its sum with SAM's mask. SAM-HQ
-                returns one mask either way; with ``multimask_output`` SAM's part is its best of three.
+            hq_token_only (bool): SAM-HQ only: the HQ token's mask alone instead of its sum with SAM's mask.
+                SAM-HQ returns one mask either way; with ``multimask_output`` SAM's part is its best of three.
 
         Returns:
-            masks CxHxW (bool, or float logits), scores C (predicted IoU), low-res logits CxSxS.
+            (np.ndarray): The masks, CxHxW with (H, W) the image's size and C = 3 with ``multimask_output``
+                (SAM-HQ: always 1), else 1; bool, or float logits with ``return_logits`` (the model's dtype;
+                float32 for bfloat16 models).
+            (np.ndarray): The predicted IoU of each mask, length C, in the model's dtype (float32 for float32
+                and bfloat16 models).
+            (np.ndarray): Low-res logits, CxSxS, same dtype, to pass back as ``mask_input`` (clamped to +-32
+                for SAM 2, as Meta's predictor hands them back).
+
+        Raises:
+            RuntimeError: If no image is set, or several are (``set_images``: use ``predict_batch``).
+            ValueError: If a prompt has the wrong shape, non-finite values, labels other than 0 / 1, a box with
+                x1 < x0 or y1 < y0, only one of ``point_coords`` / ``point_labels``, or ``hq_token_only`` is
+                asked of a model that is not SAM-HQ.
         """
         self._require_image()
         if len(self._prepared) != 1:
@@ -274,9 +359,25 @@ class Predictor:
                       normalize_coords: bool = True, hq_token_only: bool = False) -> list[Prediction]:
         """``predict`` for every image given to ``set_images``, with one prompt per image.
 
-        Each argument is None or a sequence with one entry per image; entry i (or None) means exactly
-        what the singular argument of ``predict`` means for image i. Returns one ``predict`` result
-        (masks, scores, low-res logits) per image, in order.
+        Args:
+            point_coords (sequence of np.ndarray or None, or None): One Nx2 array (or None) per image.
+            point_labels (sequence of np.ndarray or None, or None): One length N array (or None) per image.
+            boxes (sequence of np.ndarray or None, or None): One length 4 array (or None) per image.
+            mask_inputs (sequence of np.ndarray or None, or None): One 1xSxS array (or None) per image.
+            multimask_output, return_logits, normalize_coords, hq_token_only (bool): As for ``predict``, for
+                every image.
+
+            Entry i of a sequence (or None) means exactly what the singular argument of ``predict`` means for
+            image i; an argument left None is None for every image.
+
+        Returns:
+            (list of tuple): One ``predict`` result (masks CxHixWi, scores C, low-res logits CxSxS, numpy) per
+                image, in the order of ``set_images``.
+
+        Raises:
+            RuntimeError: If no image is set.
+            ValueError: If a sequence's length differs from the number of images, or a prompt is invalid (see
+                ``predict``).
         """
         self._require_image()
         count = len(self._prepared)
@@ -299,14 +400,26 @@ class Predictor:
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
                       multimask_output: bool = True, return_logits: bool = False,
                       hq_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masks for B prompts at once; coordinates already in the resized frame (``self.transform``).
+        """Predict masks for B prompt sets at once on the image set with ``set_image``. Coordinates are in the
+        model's input frame: pass them through ``self.transform.apply_coords`` / ``apply_boxes`` first.
 
         Args:
-            point_coords: BxNx2; point_labels: BxN in {1, 0, -1}, -1 marking padding points.
-            boxes: Bx4 XYXY. mask_input: Bx1xSxS low-res logits.
+            point_coords (torch.Tensor or None): A BxNx2 float tensor of (x, y) points in the input frame.
+            point_labels (torch.Tensor or None): A BxN tensor of labels, 1 = foreground, 0 = background,
+                -1 = padding (a point that is ignored, to batch prompt sets of different lengths).
+            boxes (torch.Tensor or None): A Bx4 float tensor of x0 y0 x1 y1 boxes in the input frame.
+            mask_input (torch.Tensor or None): A Bx1xSxS float tensor of low-res logits from a previous call.
+            multimask_output, return_logits, hq_token_only (bool): As for ``predict``.
 
         Returns:
-            masks BxCxHxW, scores BxC, low-res logits BxCxSxS (torch tensors on the model's device).
+            (torch.Tensor): The masks, BxCxHxW at the image's size, bool (or float logits in the model's dtype
+                with ``return_logits``), on the model's device.
+            (torch.Tensor): The predicted IoU of each mask, BxC, in the model's dtype.
+            (torch.Tensor): Low-res logits, BxCxSxS, in the model's dtype (clamped to +-32 for SAM 2).
+
+        Raises:
+            RuntimeError: If no image is set, or several are.
+            ValueError: If a prompt has the wrong shape or values, or batch sizes differ (see ``predict``).
         """
         self._require_image()
         if len(self._prepared) != 1:

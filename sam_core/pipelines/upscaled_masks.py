@@ -1,23 +1,7 @@
-"""Pixel counts and boxes of thresholded upscaled mask logits, computed without upscaling most pixels.
+"""Pixel counts and boxes of thresholded upscaled mask logits, computed without upscaling most pixels: each count
+and box is exactly what thresholding torch's upscaled logits gives, or its mask is reported unresolved.
 
-The automatic mask generator needs, for every candidate mask, how many pixels of its upscaled logits lie
-above a few thresholds (the stability score) and the box of the pixels above the mask threshold. Upscaling
-is a linear map applied to each axis, ``logits = rows @ low_res @ cols.T`` (``ImageTransform.upscale_matrices``,
-whose entries are the float32 weights torch multiplies by), and each output pixel is a weighted mean of at
-most ``band x band`` neighbouring low-res logits. So:
-
-- The output is cut into *cells*: the output rows that read the same window of low-res rows, crossed with
-  the output columns that read the same window of low-res columns (about 7 x 7 pixels for a 1800x1200
-  photo with SAM). Every pixel of a cell lies between the minimum and the maximum of its low-res window.
-- A cell whose window lies wholly above a threshold (or wholly at or below it), by more than the rounding
-  error of torch's float32 upscaling, is decided as a whole. Only the cells a threshold crosses are
-  evaluated pixel by pixel, in float64 (exact to ~1e-16), together with a bound on torch's rounding error
-  at that pixel (``RELATIVE_ERROR`` times the same weighted sum of magnitudes).
-- A pixel whose value lies within that bound of a threshold could fall on either side in torch's float32
-  arithmetic; its mask is then reported *unresolved*, and the caller computes it the plain way (upscaling
-  with torch). Every count and box reported resolved is therefore exactly what thresholding torch's
-  upscaled logits gives. A box needs only the outermost rows and columns, scanned inwards from each side.
-"""
+Design notes: docs/pipelines.md."""
 
 from __future__ import annotations
 

@@ -37,12 +37,20 @@ class VideoPredictor:
     ``build_sam2_video_predictor``.
 
     Args:
-        model: The video model.
-        fill_hole_area: Background components of the low-res masks of at most this many pixels are filled.
-        non_overlap_masks: Keep only the highest scoring object at each pixel of the output masks.
-        binarize_mask_from_pts_for_mem_enc: Threshold clicked frames' masks before they enter memory.
-        clear_non_cond_mem_around_input: Forget the tracked frames around a newly prompted frame.
-        add_all_frames_to_correct_as_cond: A click on a tracked frame makes it a conditioning frame.
+        model (Sam2Video): The video model (``build_sam2_video_predictor`` or ``Sam2Video.from_image_model``).
+        fill_hole_area (int): Background components of the low-res masks of at most this many pixels are
+            filled (default 8; 0: off).
+        non_overlap_masks (bool): Keep only the highest scoring object at each pixel of the output masks
+            (default False).
+        binarize_mask_from_pts_for_mem_enc (bool): Threshold clicked frames' masks before they enter memory
+            (default True).
+        clear_non_cond_mem_around_input (bool): Forget the tracked frames around a newly prompted frame
+            (default False).
+        add_all_frames_to_correct_as_cond (bool): A click on a tracked frame makes it a conditioning frame
+            (default False).
+
+    Raises:
+        TypeError: If ``model`` is not a ``Sam2Video``.
     """
 
     def __init__(self, model: Sam2Video, fill_hole_area: int = 8, non_overlap_masks: bool = False,
@@ -82,8 +90,25 @@ class VideoPredictor:
     @torch.inference_mode()
     def init_state(self, video_path: str | os.PathLike, offload_video_to_cpu: bool = False,
                    offload_state_to_cpu: bool = False, async_loading_frames: bool = False) -> InferenceState:
-        """A new inference state for a folder of JPEG frames (``<index>.jpg``) or a video file. Frames are read
-        on demand whatever ``offload_video_to_cpu`` and ``async_loading_frames`` say."""
+        """A new inference state for a video; the first frame is encoded at once.
+
+        Args:
+            video_path (str or PathLike): A folder of JPEG frames named by their index (``00000.jpg``...) or a
+                video file (read with OpenCV).
+            offload_video_to_cpu (bool): Meta's option, recorded in the state; frames are read on demand (a few
+                recent ones kept) whatever it says.
+            offload_state_to_cpu (bool): Keep the tracked frames' outputs and memories on the CPU instead of
+                the model's device (less GPU memory, slower).
+            async_loading_frames (bool): Meta's option, ignored: frames are read on demand.
+
+        Returns:
+            (dict): The inference state, with Meta's keys (``"num_frames"``, ``"video_height"``,
+                ``"video_width"``, ``"obj_ids"``, ``"output_dict_per_obj"``...), to pass to every other method.
+
+        Raises:
+            ValueError: If ``video_path`` is neither a folder nor a file, the folder holds no JPEG frames or
+                frames not named by their index, or OpenCV cannot open or decode the video file.
+        """
         frames = VideoFrames(video_path, self.image_size, PIXEL_MEAN, PIXEL_STD)
         device = self.device
         state: InferenceState = {
@@ -124,9 +149,33 @@ class VideoPredictor:
                               points: Any = None, labels: Any = None, clear_old_points: bool = True,
                               normalize_coords: bool = True, box: Any = None,
                               ) -> tuple[int, list[Any], torch.Tensor]:
-        """Clicks (points (N, 2) x, y with labels (N,): 1 positive, 0 negative) and/or a box (x0, y0, x1, y1)
-        for one object on one frame, in video pixels (or in [0, 1] with ``normalize_coords=False``).
-        Returns (frame_idx, obj_ids, masks): every object's mask logits on this frame, (objects, 1, H, W)."""
+        """Add clicks and/or a box for one object on one frame, and segment that frame.
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+            frame_idx (int): The frame, 0 to ``num_frames - 1``.
+            obj_id (hashable): The object's id, any hashable (ints in Meta's examples); a new id adds an
+                object, at any time.
+            points (array-like or None): (N, 2) or (1, N, 2) x, y clicks in video pixels (or fractions of the
+                width and height with ``normalize_coords=False``).
+            labels (array-like or None): (N,) or (1, N) labels, 1 positive, 0 negative. Given with ``points``.
+            clear_old_points (bool): True (default): replace the object's earlier clicks on this frame; False:
+                add to them.
+            normalize_coords (bool): True (default): coordinates are video pixels. False: fractions in [0, 1].
+            box (array-like or None): x0, y0, x1, y1 in the same frame; goes before the clicks (needs
+                ``clear_old_points=True``).
+
+        Returns:
+            (int): ``frame_idx``.
+            (list): Every object's id, in the order of the masks.
+            (torch.Tensor): Every object's mask logits on this frame, (objects, 1, H, W) float32 at the video's
+                resolution on the model's device (> 0 is the mask; objects without an output there: -1024).
+
+        Raises:
+            ValueError: If ``frame_idx`` is outside the video, only one of ``points`` / ``labels`` is given,
+                neither points nor a box is given, their counts differ, or a box comes with
+                ``clear_old_points=False``.
+        """
         state = inference_state
         self._check_frame(state, frame_idx)
         if (points is not None) != (labels is not None):
@@ -168,8 +217,21 @@ class VideoPredictor:
     @torch.inference_mode()
     def add_new_mask(self, inference_state: InferenceState, frame_idx: int, obj_id: Any,
                      mask: Any) -> tuple[int, list[Any], torch.Tensor]:
-        """A mask prompt (H, W), boolean or 0/1, for one object on one frame. Returns as
-        :meth:`add_new_points_or_box`."""
+        """Add a mask prompt for one object on one frame (replacing its clicks there), and segment that frame.
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+            frame_idx (int): The frame, 0 to ``num_frames - 1``.
+            obj_id (hashable): The object's id; a new id adds an object.
+            mask (array-like or torch.Tensor): (H, W), boolean or 0/1, any size (resized to the model's square
+                input, then thresholded at 0.5).
+
+        Returns:
+            As :meth:`add_new_points_or_box`: (frame_idx, obj_ids, masks (objects, 1, H, W) float32 logits).
+
+        Raises:
+            ValueError: If ``frame_idx`` is outside the video or ``mask`` is not two-dimensional.
+        """
         state = inference_state
         self._check_frame(state, frame_idx)
         if not isinstance(mask, torch.Tensor):
@@ -215,7 +277,15 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: InferenceState) -> None:
-        """Encode the memories of newly prompted frames and move them into the tracking outputs."""
+        """Encode the memories of newly prompted frames and move them into the tracking outputs
+        (``propagate_in_video`` calls it first).
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+
+        Raises:
+            RuntimeError: If no object has a prompt, or some object has none.
+        """
         state = inference_state
         if not state["obj_ids"]:
             raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
@@ -243,9 +313,24 @@ class VideoPredictor:
     def propagate_in_video(self, inference_state: InferenceState, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None, reverse: bool = False,
                            ) -> Iterator[tuple[int, list[Any], torch.Tensor]]:
-        """Track every object from ``start_frame_idx`` (default: the first prompted frame) over
-        ``max_frame_num_to_track`` more frames (default: to the end), backwards with ``reverse``. Yields
-        (frame_idx, obj_ids, masks) per frame, masks (objects, 1, H, W) logits at video resolution."""
+        """Track every object through the video, frame by frame.
+
+        Args:
+            inference_state (dict): The state from ``init_state``, with prompts added.
+            start_frame_idx (int or None): The first frame; None (default): the first prompted frame.
+            max_frame_num_to_track (int or None): How many frames to track after the first; None (default): to
+                the end (or to frame 0 with ``reverse``).
+            reverse (bool): Track backwards, towards frame 0 (nothing is tracked backwards from frame 0).
+
+        Yields:
+            (tuple): (frame_idx (int), obj_ids (list), masks (torch.Tensor)) for each frame in tracking order;
+                masks are every object's mask logits, (objects, 1, H, W) in the model's dtype (float32 for the
+                released models) at the video's resolution on the model's device (> 0 is the mask).
+
+        Raises:
+            RuntimeError: If no object has a prompt, or some object has none.
+            ValueError: If ``start_frame_idx`` is outside the video.
+        """
         state = inference_state
         self.propagate_in_video_preflight(state)
         num_frames, num_objects = state["num_frames"], len(state["obj_ids"])
@@ -291,7 +376,18 @@ class VideoPredictor:
     @torch.inference_mode()
     def clear_all_prompts_in_frame(self, inference_state: InferenceState, frame_idx: int, obj_id: Any,
                                    need_output: bool = True) -> tuple[int, list[Any], torch.Tensor] | None:
-        """Remove one object's prompts on one frame (the frame becomes a plain tracked frame)."""
+        """Remove one object's prompts on one frame (the frame becomes a plain tracked frame).
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+            frame_idx (int): The frame.
+            obj_id (hashable): The object (an unknown id is added as a new object, as in Meta's code).
+            need_output (bool): Return the frame's masks afterwards (default True).
+
+        Returns:
+            (tuple or None): As :meth:`add_new_points_or_box`, (frame_idx, obj_ids, masks); None if not
+                ``need_output``.
+        """
         state = inference_state
         obj_idx = self._obj_id_to_idx(state, obj_id)
         state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
@@ -311,7 +407,11 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def reset_state(self, inference_state: InferenceState) -> None:
-        """Remove every object and prompt."""
+        """Remove every object, prompt and tracking output from the state (the video stays loaded).
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+        """
         state = inference_state
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
                     "temp_output_dict_per_obj", "frames_tracked_per_obj", "obj_id_to_idx", "obj_idx_to_id"):
@@ -321,8 +421,23 @@ class VideoPredictor:
     @torch.inference_mode()
     def remove_object(self, inference_state: InferenceState, obj_id: Any, strict: bool = False,
                       need_output: bool = True) -> tuple[list[Any], list[tuple[int, torch.Tensor]]]:
-        """Remove one object. Returns (remaining obj_ids, [(frame_idx, masks) of the frames it was prompted
-        on, where the other objects' masks are shown again]."""
+        """Remove one object and its prompts.
+
+        Args:
+            inference_state (dict): The state from ``init_state``.
+            obj_id (hashable): The object to remove.
+            strict (bool): Raise if the object does not exist (default False: do nothing).
+            need_output (bool): Return the masks of the frames it was prompted on (default True).
+
+        Returns:
+            (list): The remaining object ids.
+            (list of tuple): (frame_idx, masks) for each frame the object was prompted on, the remaining
+                objects' masks there as in :meth:`add_new_points_or_box`; empty if not ``need_output``, or when
+                the last object was removed.
+
+        Raises:
+            RuntimeError: If ``strict`` and the object does not exist.
+        """
         state = inference_state
         old_idx = state["obj_id_to_idx"].get(obj_id)
         if old_idx is None:

@@ -1,23 +1,7 @@
-"""The web app's server: one static page, and a JSON API over sam_core's Predictor and AutomaticMaskGenerator.
+"""The web app's server: one static page, and a JSON API (``/api/...``) over sam_core's Predictor and
+AutomaticMaskGenerator; errors are ``{"error": "..."}`` with a 4xx status.
 
-The decoder runs here, through ``Predictor.predict``, so the page shows exactly the library's masks; an image
-is encoded once when opened and its Predictor kept for the prompts that follow (the last few images).
-
-API (the page is its only client):
-
-- ``GET /api/info``: model, limits, the names of the served folder's images.
-- ``POST /api/images?name=FILE`` (the file's bytes as the body) or ``POST /api/images?folder_name=NAME``:
-  validate, decode and encode the image; the answer streams NDJSON lines ``{"progress": 0..1}`` and ends with
-  ``{"image": {"id", "name", "width", "height"}}`` or ``{"error": "..."}``.
-- ``GET /api/images/{id}/pixels``: the decoded image as PNG (what the model saw).
-- ``POST /api/images/{id}/predict`` ``{"points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1,
-  y1] | null, "multimask": true}`` -> ``{"masks": [{"runs": [...], "score": s}], "width", "height"}``; runs
-  are row-major run lengths starting with background (``masks_io.mask_to_runs``).
-- ``POST /api/images/{id}/everything`` -> the generator's masks, largest first, in the same form.
-- ``POST /api/images/{id}/download?format=png|coco`` ``{"masks": [{"runs", "score"}]}`` -> the file.
-
-Errors are ``{"error": "..."}`` with a 4xx status; the page shows the message and the server goes on.
-"""
+The API: docs/serve.md."""
 
 from __future__ import annotations
 
