@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="share of the images held out for validation, by image (default: %(default)s)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
     parser.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: $SAM_CORE_CACHE/embeddings "
-                                                       "or ~/.cache/sam_core/io/embeddings)")
+                                                       "or ~/.cache/sam_core/embeddings)")
     parser.add_argument("--cache-fp16", action="store_true", help="store cached features as float16 (half the disk)")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the full before/after evaluation of the validation images")
