@@ -217,7 +217,8 @@ class SAMHQPredictor(SamFamilyPredictor):
     TinyViT's classifier head); ``predict``, ``predicttorch`` and ``model.inference`` take ``hq_token_only``."""
 
     FLAGS = {"use_default_samhq_t_5m": SAM_HQ_CONFIGS["sam_hq_vit_tiny"],
-             "use_default_samhq_b": SAM_HQ_CONFIGS["sam_hq_vit_b"], "use_default_samhq_l": SAM_HQ_CONFIGS["sam_hq_vit_l"],
+             "use_default_samhq_b": SAM_HQ_CONFIGS["sam_hq_vit_b"],
+             "use_default_samhq_l": SAM_HQ_CONFIGS["sam_hq_vit_l"],
              "use_default_samhq_h": SAM_HQ_CONFIGS["sam_hq_vit_h"]}
     LENIENT_FLAGS = frozenset({"use_default_samhq_t_5m"})
     HQ = True

@@ -102,7 +102,8 @@ _TRANSFORMER_KEYS = {"depth", "embedding_dim", "num_heads", "mlp_dim", "act_cfg"
 TINY_VIT_OUT_CHANS = 256  # sssegmentation's MobileSAMTinyViT hard-wires its neck width
 
 
-def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False, name: str = "sam_cfg") -> SamConfig | MobileSamConfig | SamHqConfig:
+def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False,
+                          name: str = "sam_cfg") -> SamConfig | MobileSamConfig | SamHqConfig:
     """The sam_core config of a ``sam_cfg`` dict of sssegmentation's SAM, MobileSAM or (``hq``) SAM-HQ.
 
     The backbone's ``type`` picks the encoder: ``"SAMViT"`` (SAM's ViT) or ``"MobileSAMTinyViT"``.
@@ -204,7 +205,8 @@ _SAMV2_HEAD_FIELDS = {  # sssegmentation's head key -> Sam2Config field of the s
     "use_multimask_token_for_obj_ptr": "use_multimask_token_for_obj_ptr",
     "iou_prediction_use_sigmoid": "iou_prediction_use_sigmoid",
     "memory_temporal_stride_for_eval": "memory_temporal_stride_for_eval",
-    "non_overlap_masks_for_mem_enc": "non_overlap_masks_for_mem_enc", "use_obj_ptrs_in_encoder": "use_obj_ptrs_in_encoder",
+    "non_overlap_masks_for_mem_enc": "non_overlap_masks_for_mem_enc",
+    "use_obj_ptrs_in_encoder": "use_obj_ptrs_in_encoder",
     "max_obj_ptrs_in_encoder": "max_obj_ptrs_in_encoder", "add_tpos_enc_to_obj_ptrs": "add_tpos_enc_to_obj_ptrs",
     "proj_tpos_enc_in_obj_ptrs": "proj_tpos_enc_in_obj_ptrs",
     "only_obj_ptrs_in_the_past_for_eval": "only_obj_ptrs_in_the_past_for_eval", "pred_obj_scores": "pred_obj_scores",
@@ -292,12 +294,13 @@ def _memory_fields(head: _Section, d_model: int) -> dict[str, Any]:
     encoder = head.section("memory_encoder_cfg", {"out_dim", "position_encoding_cfg", "mask_downsampler_cfg",
                                                    "fuser_cfg", "in_dim"})
     mem_dim = encoder.get("out_dim")
+    encoder.values.setdefault("in_dim", 256)  # sssegmentation's MemoryEncoder default
     encoder.expect("in_dim", d_model)
     _expect_sine(encoder.section("position_encoding_cfg", _SINE_KEYS), mem_dim)
-    downsampler = encoder.section("mask_downsampler_cfg", {"kernel_size", "stride", "padding", "total_stride",
-                                                           "act_cfg"})
-    for key, value in (("kernel_size", 3), ("stride", 2), ("padding", 1), ("total_stride", 16),
-                       ("act_cfg", {"type": "GELU"})):
+    downsampler = encoder.section("mask_downsampler_cfg", {"embed_dim", "kernel_size", "stride", "padding",
+                                                           "total_stride", "act_cfg"}, {"embed_dim": 256})
+    for key, value in (("embed_dim", d_model), ("kernel_size", 3), ("stride", 2), ("padding", 1),
+                       ("total_stride", 16), ("act_cfg", {"type": "GELU"})):
         downsampler.expect(key, value)
     fuser = encoder.section("fuser_cfg", {"num_layers", "layer_cfg", "dim", "input_projection"})
     fuser.expect("num_layers", 2)
