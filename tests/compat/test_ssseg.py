@@ -552,3 +552,44 @@ def test_visualisation_helpers_draw() -> None:
         compat.showanns([{"segmentation": np.eye(4, 5, dtype=bool), "area": 4}])
     assert len(ax.images) == 2 and len(ax.patches) == 1 and len(ax.collections) == 2
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------- tutorial
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ssseg_tutorial.ipynb"
+COMPAT_IMPORT = "from sam_core.ssseg_compat import"
+SSSEG_IMPORTS = """\
+from ssseg.modules.models.segmentors.sam import SAMAutomaticMaskGenerator, SAMPredictor
+from ssseg.modules.models.segmentors.sam.transforms import ResizeLongestSide
+from ssseg.modules.models.segmentors.sam.visualization import showanns, showbox, showmask, showpoints
+"""
+
+
+def run_tutorial(import_cell: str | None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The notebook's code cells in one namespace, with its import cell replaced by ``import_cell``."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("matplotlib").use("Agg")
+    monkeypatch.chdir(NOTEBOOK.parent)
+    namespace: dict[str, Any] = {}
+    for cell in nbformat.read(NOTEBOOK, as_version=4).cells:
+        if cell.cell_type == "code":
+            source = import_cell if import_cell and cell.source.startswith(COMPAT_IMPORT) else cell.source
+            exec(compile(source, str(NOTEBOOK), "exec"), namespace)  # noqa: S102 (the repository's own notebook)
+    return namespace
+
+
+def test_tutorial_numbers_equal_sssegmentations(monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = run_tutorial(None, monkeypatch)
+    assert COMPAT_IMPORT in NOTEBOOK.read_text()
+    reference = run_tutorial(SSSEG_IMPORTS, monkeypatch)
+    assert type(reference["predictor"]).__module__.startswith("ssseg")
+    for names in (("masks", "scores", "logits"), ("masks_two", "scores_two"), ("masks_bg", "scores_bg"),
+                  ("masks_box", "scores_box"), ("masks_box_point", "scores_box_point"),
+                  ("batch_masks", "batch_scores")):
+        assert_prediction_equal(tuple(reference[name] for name in names), tuple(ours[name] for name in names))
+    for a, b in zip(reference["batched_output"], ours["batched_output"], strict=True):
+        assert_prediction_equal((a["masks"], a["iou_predictions"], a["low_res_logits"]),
+                                (b["masks"], b["iou_predictions"], b["low_res_logits"]))
+    assert reference["anns"] and reference["anns_2"]
+    assert_records_equal(reference["anns"], ours["anns"])
+    assert_records_equal(reference["anns_2"], ours["anns_2"])
