@@ -1,0 +1,383 @@
+"""sssegmentation 1.7.0's SAM API on sam_core: code written for ``ssseg.modules.models.segmentors.sam`` (and
+``samhq``, ``mobilesam``, ``samv2``) runs after changing its imports to this module.
+
+The classes take sssegmentation's constructor keywords (``sam_cfg`` / ``samv2_cfg`` dicts in its format,
+``ckptpath`` a file or URL, the ``use_default_*`` flags, ``device``, ``load_ckpt_strict``, every generator
+option) and have its methods (``setimage``, ``predict``, ``predicttorch``, ``generate``...), returning what
+it returns: the same types, shapes, dtypes and values on the same weights. Underneath are sam_core's
+``Predictor``, ``AutomaticMaskGenerator`` and ``VideoPredictor``.
+
+Where sam_core differs on purpose:
+
+- Bad input raises ``ValueError`` (sam_core's ``CheckpointError`` for weights) with the reason, where
+  sssegmentation asserts; a ``ckptpath`` that is neither a file nor a URL is an error, not random weights.
+- ``device="cuda"`` (the default) falls back to the CPU with a warning where there is no CUDA.
+- Downloads are cached in sam_core's cache (see ``sam_core.ssseg_compat_weights``).
+- The predictors are plain objects, not ``nn.Module``s; ``predictor.model`` is the model.
+
+Adding a model family (EdgeSAM): a predictor subclass of :class:`SamFamilyPredictor` naming its flags
+(``FLAGS``, ``flag_values``) and a generator subclass of :class:`SamFamilyMaskGenerator`, plus its backbone
+type in ``sam_core.ssseg_compat_config``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from sam_core import ssseg_compat_weights as weights
+from sam_core.config import SAM_CONFIGS
+from sam_core.mask_generator import AutomaticMaskGenerator
+from sam_core.mobile_sam.config import MobileSamConfig
+from sam_core.predictor import Predictor
+from sam_core.sam_hq.config import SAM_HQ_CONFIGS
+from sam_core.ssseg_compat_config import sam_config_from_ssseg
+from sam_core.ssseg_compat_sam2 import SAMV2AutomaticMaskGenerator, SAMV2ImagePredictor, SAMV2VideoPredictor
+from sam_core.ssseg_compat_viz import ResizeLongestSide, showanns, showbox, showmask, showpoints
+
+__all__ = [
+    "MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor", "ResizeLongestSide", "SAMAutomaticMaskGenerator",
+    "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor", "SAMV2AutomaticMaskGenerator",
+    "SAMV2ImagePredictor", "SAMV2VideoPredictor", "SamFamilyMaskGenerator", "SamFamilyPredictor", "showanns",
+    "showbox", "showmask", "showpoints",
+]
+
+
+def choose_weights(cfg: Any, flags: dict[str, bool], flag_configs: dict[str, Any], default: Any,
+                   read_cfg: Any, cfg_name: str) -> tuple[Any, str | None, str | None]:
+    """(sam_core config, ckptpath, chosen flag) from a config dict or one ``use_default_*`` flag.
+
+    ``default``: the config used when neither is given (None: sssegmentation's default config is incomplete
+    there, so that is an error). ``read_cfg``: reads ``cfg`` into a sam_core config.
+    """
+    chosen = [name for name, on in flags.items() if on]
+    if len(chosen) > 1:
+        raise ValueError(f"set at most one of {list(flags)}; got {chosen}")
+    if cfg is not None:
+        if chosen:
+            raise ValueError(f"give either {cfg_name} or {chosen[0]}=True, not both")
+        return read_cfg(cfg), cfg.get("ckptpath"), None
+    if chosen:
+        return flag_configs[chosen[0]], weights.SSSEG_CHECKPOINT_URLS[chosen[0]], chosen[0]
+    if default is None:
+        raise ValueError(f"give {cfg_name} or set one of {list(flags)}: sssegmentation's default {cfg_name} leaves "
+                         "the encoder's depth and width unset")
+    return default, None, None
+
+
+class SsssegSamModel:
+    """``predictor.model``: the sam_core model, with the attributes and methods of sssegmentation's SAM module
+    that sam_core names differently (``inference``, ``postprocessmasks``). Everything else (``image_encoder``
+    with its ``img_size``, ``device``, ``preprocess``, ``state_dict``...) is the sam_core model's."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.sam_core_model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sam_core_model, name)
+
+    def inference(self, batched_input: list[dict[str, Any]], multimask_output: bool = False,
+                  **options: Any) -> list[dict[str, torch.Tensor]]:
+        """Batched inference on already resized images (see ``sam_core.modeling.Sam.forward``); SAM-HQ also takes
+        ``hq_token_only``."""
+        return self.sam_core_model(batched_input, multimask_output, **options)
+
+    def postprocessmasks(self, masks: torch.Tensor, input_size: Any, original_size: Any) -> torch.Tensor:
+        return self.sam_core_model.postprocess_masks(masks, tuple(input_size), tuple(original_size))
+
+
+class SamFamilyPredictor:
+    """What sssegmentation's SAM, SAM-HQ and MobileSAM predictors share; subclasses name their flags.
+
+    Attributes: ``model`` (:class:`SsssegSamModel`), ``transform`` (:class:`ResizeLongestSide`),
+    ``features``, ``original_size``, ``input_size``, ``is_image_set``, ``device``.
+    """
+
+    FLAGS: ClassVar[dict[str, Any]] = {}  # use_default_* flag -> the sam_core config of its file
+    DEFAULT_CONFIG: ClassVar[Any] = None  # the model without sam_cfg and flags (None: an error)
+    LENIENT_FLAGS: ClassVar[frozenset[str]] = frozenset()  # flags whose files sssegmentation loads non-strictly
+    HQ: ClassVar[bool] = False
+    decode_options: ClassVar[tuple[str, ...]] = ()
+
+    def _setup(self, sam_cfg: dict[str, Any] | None, flags: dict[str, bool], device: str | torch.device,
+               load_ckpt_strict: bool) -> None:
+        config, ckptpath, flag = choose_weights(sam_cfg, flags, self.FLAGS, self.DEFAULT_CONFIG,
+                                                lambda cfg: sam_config_from_ssseg(cfg, hq=self.HQ), "sam_cfg")
+        strict = load_ckpt_strict and flag not in self.LENIENT_FLAGS
+        core = weights.load_model(config, ckptpath, strict, weights.resolve_device(device))
+        # torch upscaling: the reference's interpolation, so that masks and logits are its own.
+        self._predictor = Predictor(core, mask_upscaling="torch")
+        self.model = SsssegSamModel(core)
+        self.transform = ResizeLongestSide(core.image_encoder.img_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self._predictor.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._predictor.is_image_set
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        return self._predictor.features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        return self._predictor.original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self._predictor.input_size
+
+    def setimage(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an HxWx3 uint8 image in ``image_format`` ("RGB" or "BGR")."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        self._predictor.set_image(image, image_format)
+
+    def settorchimage(self, transformed_image: torch.Tensor, original_image_size: tuple[int, int]) -> None:
+        """Embed a 1x3xHxW image already resized by ``self.transform`` (long side ``img_size``)."""
+        self._predictor.set_torch_image(transformed_image, original_image_size)
+
+    def _predict(self, point_coords: np.ndarray | None, point_labels: np.ndarray | None, box: np.ndarray | None,
+                 mask_input: np.ndarray | None, multimask_output: bool, return_logits: bool,
+                 **options: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self._predictor.is_image_set:
+            raise RuntimeError("an image must be set with .setimage(...) before mask prediction")
+        return self._predictor.predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits,
+                                       **options)
+
+    def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: np.ndarray | None = None, mask_input: np.ndarray | None = None, multimask_output: bool = True,
+                return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt in original image pixels.
+
+        Args:
+            point_coords: Nx2 (x, y); point_labels: N (1 foreground, 0 background); box: XYXY;
+                mask_input: 1xSxS low-res logits of an earlier call.
+            multimask_output: three candidate masks instead of one. return_logits: logits instead of booleans.
+
+        Returns:
+            masks CxHxW (bool, or float32 logits), scores C (float32), low-res logits CxSxS (float32).
+        """
+        return self._predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits)
+
+    def _predicttorch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                      boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask_output: bool,
+                      return_logits: bool, **options: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self._predictor.is_image_set:
+            raise RuntimeError("an image must be set with .setimage(...) before mask prediction")
+        return self._predictor.predict_torch(point_coords, point_labels, boxes, mask_input, multimask_output,
+                                             return_logits, **options)
+
+    def predicttorch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                     boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                     multimask_output: bool = True, return_logits: bool = False,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks for B prompts given as tensors in the resized frame (``self.transform.applycoordstorch``).
+
+        Args:
+            point_coords: BxNx2; point_labels: BxN; boxes: Bx4; mask_input: Bx1xSxS.
+
+        Returns:
+            masks BxCxHxW, scores BxC, low-res logits BxCxSxS, on the model's device.
+        """
+        return self._predicttorch(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
+
+    def getimageembedding(self) -> torch.Tensor:
+        """The set image's embedding, 1xCxhxw."""
+        if not self._predictor.is_image_set:
+            raise RuntimeError("an image must be set with .setimage(...) to generate an embedding")
+        return self._predictor.get_image_embedding()
+
+    def resetimage(self) -> None:
+        self._predictor.reset_image()
+
+
+class SAMPredictor(SamFamilyPredictor):
+    """sssegmentation's ``SAMPredictor``: ``sam_cfg`` (its dict, with ``ckptpath``) or one of
+    ``use_default_sam_h/l/b`` (Meta's ViT-H/L/B files)."""
+
+    FLAGS = {"use_default_sam_h": SAM_CONFIGS["vit_h"], "use_default_sam_l": SAM_CONFIGS["vit_l"],
+             "use_default_sam_b": SAM_CONFIGS["vit_b"]}
+
+    def __init__(self, sam_cfg: dict[str, Any] | None = None, use_default_sam_h: bool = False,
+                 use_default_sam_l: bool = False, use_default_sam_b: bool = False, device: str = "cuda",
+                 load_ckpt_strict: bool = True) -> None:
+        self._setup(sam_cfg, {"use_default_sam_h": use_default_sam_h, "use_default_sam_l": use_default_sam_l,
+                              "use_default_sam_b": use_default_sam_b}, device, load_ckpt_strict)
+
+
+class SAMHQPredictor(SamFamilyPredictor):
+    """sssegmentation's ``SAMHQPredictor``: ``sam_cfg`` (with ``head.vit_dim``) or one of
+    ``use_default_samhq_t_5m/b/l/h``. As sssegmentation, the tiny file is loaded non-strictly (it keeps
+    TinyViT's classifier head); ``predict``, ``predicttorch`` and ``model.inference`` take ``hq_token_only``."""
+
+    FLAGS = {"use_default_samhq_t_5m": SAM_HQ_CONFIGS["sam_hq_vit_tiny"],
+             "use_default_samhq_b": SAM_HQ_CONFIGS["sam_hq_vit_b"],
+             "use_default_samhq_l": SAM_HQ_CONFIGS["sam_hq_vit_l"],
+             "use_default_samhq_h": SAM_HQ_CONFIGS["sam_hq_vit_h"]}
+    LENIENT_FLAGS = frozenset({"use_default_samhq_t_5m"})
+    HQ = True
+
+    def __init__(self, sam_cfg: dict[str, Any] | None = None, use_default_samhq_t_5m: bool = False,
+                 use_default_samhq_b: bool = False, use_default_samhq_l: bool = False,
+                 use_default_samhq_h: bool = False, device: str = "cuda", load_ckpt_strict: bool = True) -> None:
+        self._setup(sam_cfg, {"use_default_samhq_t_5m": use_default_samhq_t_5m,
+                              "use_default_samhq_b": use_default_samhq_b, "use_default_samhq_l": use_default_samhq_l,
+                              "use_default_samhq_h": use_default_samhq_h}, device, load_ckpt_strict)
+
+    def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: np.ndarray | None = None, mask_input: np.ndarray | None = None, multimask_output: bool = True,
+                return_logits: bool = False, hq_token_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`SamFamilyPredictor.predict`; ``hq_token_only``: the HQ token's mask alone (else its sum with
+        SAM's best mask). One mask either way."""
+        return self._predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits,
+                             hq_token_only=hq_token_only)
+
+    def predicttorch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                     boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                     multimask_output: bool = True, return_logits: bool = False, hq_token_only: bool = False,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._predicttorch(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits,
+                                  hq_token_only=hq_token_only)
+
+
+class MobileSAMPredictor(SamFamilyPredictor):
+    """sssegmentation's ``MobileSAMPredictor``: ``sam_cfg``, else MobileSAM's TinyViT-5M model, with the weights
+    of sssegmentation's ``sam_vit_t_5m.pth`` if ``use_default_sam_t_5m``. As sssegmentation, files load
+    non-strictly by default (``load_ckpt_strict=False``)."""
+
+    FLAGS = {"use_default_sam_t_5m": MobileSamConfig()}
+    DEFAULT_CONFIG = MobileSamConfig()
+
+    def __init__(self, sam_cfg: dict[str, Any] | None = None, use_default_sam_t_5m: bool = False,
+                 device: str = "cuda", load_ckpt_strict: bool = False) -> None:
+        self._setup(sam_cfg, {"use_default_sam_t_5m": use_default_sam_t_5m}, device, load_ckpt_strict)
+
+
+class _WithDecodeOptions:
+    """A model whose ``score_prompts`` always gets ``options`` (the generator passes none): SAM-HQ's
+    ``generate(image, hq_token_only=True)``."""
+
+    def __init__(self, model: torch.nn.Module, **options: Any) -> None:
+        self.wrapped = model
+        self.options = options
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+    def score_prompts(self, image: Any, prompts: Any, multimask_output: bool) -> Any:
+        return self.wrapped.score_prompts(image, prompts, multimask_output, **self.options)
+
+
+class SamFamilyMaskGenerator:
+    """What sssegmentation's SAM, SAM-HQ and MobileSAM generators share: its options on sam_core's
+    :class:`~sam_core.mask_generator.AutomaticMaskGenerator`, which returns the same records (``segmentation``,
+    ``area``, ``bbox``, ``predicted_iou``, ``point_coords``, ``stability_score``, ``crop_box``)."""
+
+    def _setup(self, predictor: SamFamilyPredictor, options: dict[str, Any]) -> None:
+        self.predictor = predictor
+        self._options = options
+        self._generators: dict[tuple, AutomaticMaskGenerator] = {}
+        generator = self._generator()
+        for name in ("point_grids", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+                     "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+                     "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area", "output_mode"):
+            setattr(self, name, getattr(generator, name))
+
+    def _generator(self, **decode_options: Any) -> AutomaticMaskGenerator:
+        key = tuple(sorted(decode_options.items()))
+        if key not in self._generators:
+            model = self.predictor.model.sam_core_model
+            if decode_options:
+                model = _WithDecodeOptions(model, **decode_options)
+            self._generators[key] = AutomaticMaskGenerator(model, **self._options)
+        return self._generators[key]
+
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Mask records for an HxWx3 uint8 RGB image."""
+        return self._generator().generate(image)
+
+
+def _generator_options(points_per_side: int | None, points_per_batch: int, pred_iou_thresh: float,
+                       stability_score_thresh: float, stability_score_offset: float, box_nms_thresh: float,
+                       crop_n_layers: int, crop_nms_thresh: float, crop_overlap_ratio: float,
+                       crop_n_points_downscale_factor: int, point_grids: list[np.ndarray] | None,
+                       min_mask_region_area: int, output_mode: str) -> dict[str, Any]:
+    return dict(points_per_side=points_per_side, points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
+                stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
+                box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,
+                crop_overlap_ratio=crop_overlap_ratio, crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+                point_grids=point_grids, min_mask_region_area=min_mask_region_area, output_mode=output_mode)
+
+
+class SAMAutomaticMaskGenerator(SamFamilyMaskGenerator):
+    """sssegmentation's ``SAMAutomaticMaskGenerator``: its options, and the model of ``sam_cfg`` /
+    ``use_default_sam_*``, or a ready ``user_defined_sam_predictor`` (then neither may be given)."""
+
+    def __init__(self, points_per_side: int | None = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0, device: str = "cuda",
+                 box_nms_thresh: float = 0.7, crop_n_layers: int = 0, crop_nms_thresh: float = 0.7,
+                 crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
+                 point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
+                 output_mode: str = "binary_mask", sam_cfg: dict[str, Any] | None = None,
+                 use_default_sam_h: bool = False, use_default_sam_l: bool = False, use_default_sam_b: bool = False,
+                 user_defined_sam_predictor: SamFamilyPredictor | None = None, load_ckpt_strict: bool = True) -> None:
+        options = _generator_options(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                                     stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
+                                     crop_overlap_ratio, crop_n_points_downscale_factor, point_grids,
+                                     min_mask_region_area, output_mode)
+        if user_defined_sam_predictor is not None:
+            if sam_cfg is not None or use_default_sam_h or use_default_sam_l or use_default_sam_b:
+                raise ValueError("give either user_defined_sam_predictor or sam_cfg / use_default_sam_*, not both")
+            predictor = user_defined_sam_predictor
+        else:
+            predictor = SAMPredictor(sam_cfg, use_default_sam_h, use_default_sam_l, use_default_sam_b, device,
+                                     load_ckpt_strict)
+        self._setup(predictor, options)
+
+
+class SAMHQAutomaticMaskGenerator(SamFamilyMaskGenerator):
+    """sssegmentation's ``SAMHQAutomaticMaskGenerator``; ``generate`` takes ``hq_token_only``."""
+
+    def __init__(self, points_per_side: int | None = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0, device: str = "cuda",
+                 box_nms_thresh: float = 0.7, crop_n_layers: int = 0, crop_nms_thresh: float = 0.7,
+                 crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
+                 point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
+                 output_mode: str = "binary_mask", sam_cfg: dict[str, Any] | None = None,
+                 use_default_samhq_t_5m: bool = False, use_default_samhq_b: bool = False,
+                 use_default_samhq_l: bool = False, use_default_samhq_h: bool = False,
+                 load_ckpt_strict: bool = True) -> None:
+        predictor = SAMHQPredictor(sam_cfg, use_default_samhq_t_5m, use_default_samhq_b, use_default_samhq_l,
+                                   use_default_samhq_h, device, load_ckpt_strict)
+        self._setup(predictor, _generator_options(
+            points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset,
+            box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
+            point_grids, min_mask_region_area, output_mode))
+
+    def generate(self, image: np.ndarray, hq_token_only: bool = False) -> list[dict[str, Any]]:
+        """Mask records; ``hq_token_only``: from the HQ token's masks alone."""
+        generator = self._generator(hq_token_only=True) if hq_token_only else self._generator()
+        return generator.generate(image)
+
+
+class MobileSAMAutomaticMaskGenerator(SamFamilyMaskGenerator):
+    """sssegmentation's ``MobileSAMAutomaticMaskGenerator`` (files load non-strictly by default, as there)."""
+
+    def __init__(self, points_per_side: int | None = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0, device: str = "cuda",
+                 box_nms_thresh: float = 0.7, crop_n_layers: int = 0, crop_nms_thresh: float = 0.7,
+                 crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
+                 point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
+                 output_mode: str = "binary_mask", sam_cfg: dict[str, Any] | None = None,
+                 use_default_sam_t_5m: bool = False, load_ckpt_strict: bool = False) -> None:
+        predictor = MobileSAMPredictor(sam_cfg, use_default_sam_t_5m, device, load_ckpt_strict)
+        self._setup(predictor, _generator_options(
+            points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset,
+            box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
+            point_grids, min_mask_region_area, output_mode))
