@@ -1,4 +1,4 @@
-"""sam_core.ssseg_compat against sssegmentation 1.7.0 itself, on identical random weights.
+"""sam_core.compat.ssseg against sssegmentation 1.7.0 itself, on identical random weights.
 
 Each family's reference model is built from a small config in sssegmentation's format, every tensor is
 randomised (zero-initialised relative-position tables and position embeddings included), the weights are saved
@@ -31,8 +31,8 @@ from ssseg.modules.models.segmentors.samhq import SAMHQPredictor as RefSAMHQPred
 from ssseg.modules.models.segmentors.samv2 import misc as ref_samv2_misc  # noqa: E402
 from ssseg.modules.models.segmentors.samv2 import samv2 as ref_samv2  # noqa: E402
 
-from sam_core import ssseg_compat as compat  # noqa: E402
-from sam_core import ssseg_compat_weights as weights  # noqa: E402
+from sam_core.compat import ssseg as compat  # noqa: E402
+from sam_core.compat.ssseg import weights  # noqa: E402
 from sam_core.errors import CheckpointError  # noqa: E402
 
 TOL = 1e-4
@@ -557,7 +557,7 @@ def test_visualisation_helpers_draw() -> None:
 # ---------------------------------------------------------------------------------------------- tutorial
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ssseg_tutorial.ipynb"
-COMPAT_IMPORT = "from sam_core.ssseg_compat import"
+COMPAT_IMPORT = "from sam_core.compat.ssseg import"
 SSSEG_IMPORTS = """\
 from ssseg.modules.models.segmentors.sam import SAMAutomaticMaskGenerator, SAMPredictor
 from ssseg.modules.models.segmentors.sam.transforms import ResizeLongestSide

@@ -1,24 +1,5 @@
-"""sssegmentation 1.7.0's SAM API on sam_core: code written for ``ssseg.modules.models.segmentors.sam`` (and
-``samhq``, ``mobilesam``, ``samv2``) runs after changing its imports to this module.
-
-The classes take sssegmentation's constructor keywords (``sam_cfg`` / ``samv2_cfg`` dicts in its format,
-``ckptpath`` a file or URL, the ``use_default_*`` flags, ``device``, ``load_ckpt_strict``, every generator
-option) and have its methods (``setimage``, ``predict``, ``predicttorch``, ``generate``...), returning what
-it returns: the same types, shapes, dtypes and values on the same weights. Underneath are sam_core's
-``Predictor``, ``AutomaticMaskGenerator`` and ``VideoPredictor``.
-
-Where sam_core differs on purpose:
-
-- Bad input raises ``ValueError`` (sam_core's ``CheckpointError`` for weights) with the reason, where
-  sssegmentation asserts; a ``ckptpath`` that is neither a file nor a URL is an error, not random weights.
-- ``device="cuda"`` (the default) falls back to the CPU with a warning where there is no CUDA.
-- Downloads are cached in sam_core's cache (see ``sam_core.ssseg_compat_weights``).
-- The predictors are plain objects, not ``nn.Module``s; ``predictor.model`` is the model.
-
-Adding a model family (EdgeSAM): a predictor subclass of :class:`SamFamilyPredictor` naming its flags
-(``FLAGS``, ``flag_values``) and a generator subclass of :class:`SamFamilyMaskGenerator`, plus its backbone
-type in ``sam_core.ssseg_compat_config``.
-"""
+"""sssegmentation's SAM, SAM-HQ and MobileSAM predictors and generators on sam_core's (see the package
+docstring)."""
 
 from __future__ import annotations
 
@@ -27,22 +8,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sam_core import ssseg_compat_weights as weights
-from sam_core.config import SAM_CONFIGS
-from sam_core.mask_generator import AutomaticMaskGenerator
-from sam_core.mobile_sam.config import MobileSamConfig
-from sam_core.predictor import Predictor
-from sam_core.sam_hq.config import SAM_HQ_CONFIGS
-from sam_core.ssseg_compat_config import sam_config_from_ssseg
-from sam_core.ssseg_compat_sam2 import SAMV2AutomaticMaskGenerator, SAMV2ImagePredictor, SAMV2VideoPredictor
-from sam_core.ssseg_compat_viz import ResizeLongestSide, showanns, showbox, showmask, showpoints
+from sam_core.compat.ssseg import weights
+from sam_core.compat.ssseg.config import sam_config_from_ssseg
+from sam_core.compat.ssseg.viz import ResizeLongestSide
+from sam_core.models.mobile_sam.config import MobileSamConfig
+from sam_core.models.sam.config import SAM_CONFIGS
+from sam_core.models.sam_hq.config import SAM_HQ_CONFIGS
+from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
+from sam_core.pipelines.predictor import Predictor
 
-__all__ = [
-    "MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor", "ResizeLongestSide", "SAMAutomaticMaskGenerator",
-    "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor", "SAMV2AutomaticMaskGenerator",
-    "SAMV2ImagePredictor", "SAMV2VideoPredictor", "SamFamilyMaskGenerator", "SamFamilyPredictor", "showanns",
-    "showbox", "showmask", "showpoints",
-]
+__all__ = ["MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor", "SAMAutomaticMaskGenerator",
+           "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor", "SamFamilyMaskGenerator",
+           "SamFamilyPredictor"]
 
 
 def choose_weights(cfg: Any, flags: dict[str, bool], flag_configs: dict[str, Any], default: Any,
@@ -80,7 +57,7 @@ class SsssegSamModel:
 
     def inference(self, batched_input: list[dict[str, Any]], multimask_output: bool = False,
                   **options: Any) -> list[dict[str, torch.Tensor]]:
-        """Batched inference on already resized images (see ``sam_core.modeling.Sam.forward``); SAM-HQ also takes
+        """Batched inference on already resized images (see ``sam_core.models.sam.Sam.forward``); SAM-HQ also takes
         ``hq_token_only``."""
         return self.sam_core_model(batched_input, multimask_output, **options)
 
@@ -276,8 +253,8 @@ class _WithDecodeOptions:
 
 class SamFamilyMaskGenerator:
     """What sssegmentation's SAM, SAM-HQ and MobileSAM generators share: its options on sam_core's
-    :class:`~sam_core.mask_generator.AutomaticMaskGenerator`, which returns the same records (``segmentation``,
-    ``area``, ``bbox``, ``predicted_iou``, ``point_coords``, ``stability_score``, ``crop_box``)."""
+    :class:`~sam_core.pipelines.mask_generator.AutomaticMaskGenerator`, which returns the same records
+    (``segmentation``, ``area``, ``bbox``, ``predicted_iou``, ``point_coords``, ``stability_score``, ``crop_box``)."""
 
     def _setup(self, predictor: SamFamilyPredictor, options: dict[str, Any]) -> None:
         self.predictor = predictor

@@ -14,11 +14,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sam_core.config import SamConfig
-from sam_core.mobile_sam.config import MobileSamConfig
-from sam_core.sam2.config import Sam2Config
-from sam_core.sam_hq.config import SamHqConfig
-from sam_core.tiny_vit.config import TinyViTConfig
+from sam_core.models.mobile_sam.config import MobileSamConfig
+from sam_core.models.sam.config import SamConfig
+from sam_core.models.sam2.config import Sam2Config
+from sam_core.models.sam_hq.config import SamHqConfig
+from sam_core.models.tiny_vit.config import TinyViTConfig
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)

@@ -2,7 +2,7 @@
 once into sam_core's cache, ``ckptpath`` (a local file or a URL) read into a model, and the device.
 
 Downloads go to ``<cache>/<file name>.part`` and are renamed into place only once checked: against the sha256
-sam_core knows for Meta's SAM files (``sam_core.families.OFFICIAL_CHECKPOINTS``), otherwise by loading the
+sam_core knows for Meta's SAM files (``sam_core.registry.OFFICIAL_CHECKPOINTS``), otherwise by loading the
 file into the architecture it is meant for. An interrupted download resumes from its ``.part`` file (HTTP
 Range). The cache is ``$SAM_CORE_CACHE`` or ``~/.cache/sam_core``, as for ``sam_core.load_sam``'s downloads;
 ``SAM_CORE_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids downloading.
@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from sam_core.checkpoint import load_checkpoint
 from sam_core.errors import CheckpointError
-from sam_core.families import OFFICIAL_CHECKPOINTS, build_model
-from sam_core.sam2 import Sam2Config, Sam2Video, build_sam2_video
+from sam_core.io.checkpoints import load_checkpoint
+from sam_core.models.sam2 import Sam2Config, Sam2Video, build_sam2_video
+from sam_core.registry import OFFICIAL_CHECKPOINTS, build_model
 
 SSSEG_CHECKPOINT_URLS: dict[str, str] = {
     # The files sssegmentation 1.7.0's use_default_* flags load. Tests point entries at a local server.

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam_core import ssseg_compat_weights as weights
-from sam_core.compat import SAM2ImagePredictor
-from sam_core.mask_generator import AutomaticMaskGenerator
-from sam_core.sam2 import SAM2_CONFIGS, VideoPredictor
-from sam_core.ssseg_compat_config import Samv2Settings, sam2_config_from_ssseg
+from sam_core.compat.meta import SAM2ImagePredictor
+from sam_core.compat.ssseg import weights
+from sam_core.compat.ssseg.config import Samv2Settings, sam2_config_from_ssseg
+from sam_core.models.sam2 import SAM2_CONFIGS
+from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
+from sam_core.pipelines.video_predictor import VideoPredictor
 
 _FLAG_MODELS = {"use_default_samv2_t": "sam2_hiera_tiny", "use_default_samv2_s": "sam2_hiera_small",
                 "use_default_samv2_bplus": "sam2_hiera_base_plus", "use_default_samv2_l": "sam2_hiera_large"}
