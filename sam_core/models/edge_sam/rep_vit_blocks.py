@@ -1,0 +1,146 @@
+"""RepViT's building blocks: a RepVGG-style depthwise token mixer, squeeze-excite, and a residual channel mixer.
+
+Module and parameter names are EdgeSAM's (``token_mixer.0.conv.c``, ``channel_mixer.m.0.bn``...), so its
+checkpoints load as they are. In eval mode with the fast paths on (``sam_core.fast_paths``), every BatchNorm is
+folded into its convolution, and the RepVGG branches (3x3, 1x1 and identity) into one 3x3 convolution; the plain
+path runs the layers as written.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam_core.fast_paths import fast_paths_enabled
+from sam_core.models.edge_sam.weight_cache import DerivedWeights
+from sam_core.modeling.common import activate_in_place
+from sam_core.tiny_vit.conv_bn import ConvBN
+
+
+def squeeze_channels(channels: int) -> int:
+    """Hidden width of a block's squeeze-excite: a quarter of the channels rounded to a multiple of 8, at
+    least 8 (timm's ``make_divisible`` without its 90% floor, which RepViT's reference uses)."""
+    return max(8, int(channels / 4 + 4) // 8 * 8)
+
+
+def _fast(module: nn.Module) -> bool:
+    return fast_paths_enabled() and not module.training
+
+
+class SqueezeExcite(nn.Module):
+    """``x * sigmoid(fc2(relu(fc1(mean(x)))))``, a per-channel gate from the global average.
+
+    Args:
+        channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = squeeze_channels(channels)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _fast(self):
+            gate = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
+            return x * torch.sigmoid(gate)
+        # The 1x1 convolutions on a 1x1 map are matrix products on (B, C); the gate scales x in place when
+        # nothing records gradients (x is a fresh activation no one else reads).
+        pooled = x.mean((2, 3))
+        hidden = F.relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
+        gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))[:, :, None, None]
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x * gate
+        return x.mul_(gate)
+
+
+class RepVGGDW(nn.Module):
+    """``conv(x) + conv1(x) + x``: depthwise 3x3 and 1x1 convolutions, each with BatchNorm, and the identity.
+
+    Fast path: one depthwise 3x3 convolution whose kernel is the sum of the three branches' (BatchNorms folded,
+    the 1x1 kernel and the identity at the centre tap) and whose bias is the sum of the folded biases.
+
+    Args:
+        channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = ConvBN(channels, channels, 3, groups=channels)
+        self.conv1 = ConvBN(channels, channels, 1, groups=channels)
+        self._merged = DerivedWeights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _fast(self):
+            return self.conv(x) + self.conv1(x) + x
+        weight, bias = self.merged_weights()
+        return F.conv2d(x, weight, bias, padding=1, groups=weight.shape[0])
+
+    def merged_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel (C, 1, 3, 3) and bias (C,) of the single convolution equal to the three branches."""
+        def merge() -> tuple[torch.Tensor, torch.Tensor]:
+            weight3, bias3 = self.conv.folded_weights()
+            weight1, bias1 = self.conv1.folded_weights()
+            weight = weight3.clone()
+            weight[:, :, 1, 1] += weight1[:, :, 0, 0] + 1.0  # the 1x1 branch and the identity: centre taps
+            return weight, bias3 + bias1
+
+        sources = [t for branch in (self.conv, self.conv1) for t in (
+            branch.c.weight, branch.bn.weight, branch.bn.bias, branch.bn.running_mean, branch.bn.running_var)]
+        return self._merged.get(sources, merge)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        self._merged.clear()  # the cached tensors would stay on the old device / dtype
+        return super()._apply(fn, recurse)
+
+
+class ChannelMixer(nn.Module):
+    """``x + m(x)``, m = 1x1 conv-BN to ``hidden`` channels, GELU, 1x1 conv-BN back (an inverted bottleneck).
+
+    Args:
+        channels: input and output channels.
+        hidden: channels of the expansion (twice ``channels`` in RepViT).
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.m = nn.Sequential(ConvBN(channels, hidden), nn.GELU(), ConvBN(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _fast(self):
+            return x + self.m(x)
+        expand, act, project = self.m
+        out = project(activate_in_place(act, expand(x)))
+        if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+            return out + x
+        return out.add_(x)
+
+
+class RepViTBlock(nn.Module):
+    """One RepViT block: a token mixer (spatial, depthwise) then a residual channel mixer.
+
+    With ``in_chans == out_chans`` the token mixer is a RepVGG depthwise block at stride 1 (plus squeeze-excite);
+    otherwise the block downsamples: a depthwise 3x3 stride-2 conv-BN (plus squeeze-excite) and a 1x1 conv-BN
+    to ``out_chans``. The channel mixer expands to twice ``out_chans``.
+
+    Args:
+        in_chans: input channels.
+        out_chans: output channels.
+        use_se: whether the token mixer ends with squeeze-excite.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, use_se: bool) -> None:
+        super().__init__()
+        gate = SqueezeExcite(in_chans) if use_se else nn.Identity()
+        self.downsamples = in_chans != out_chans
+        if self.downsamples:
+            self.token_mixer = nn.Sequential(ConvBN(in_chans, in_chans, 3, stride=2, groups=in_chans), gate,
+                                             ConvBN(in_chans, out_chans))
+        else:
+            self.token_mixer = nn.Sequential(RepVGGDW(in_chans), gate)
+        self.channel_mixer = ChannelMixer(out_chans, 2 * out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_chans, H, W), or H/2 x W/2 when the block downsamples."""
+        return self.channel_mixer(self.token_mixer(x))
