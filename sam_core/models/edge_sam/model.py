@@ -12,12 +12,12 @@ import torch
 
 from sam_core.masks import calculate_stability_score
 from sam_core.model_interface import Prompts
-from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig
-from sam_core.models.edge_sam.prompt_encoder import EdgeSamPromptEncoder
-from sam_core.models.edge_sam.rep_vit import RepViT
 from sam_core.modeling.mask_decoder import DecodedTokens
 from sam_core.modeling.sam import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder
 from sam_core.modeling.transformer import ImageTokens
+from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig
+from sam_core.models.edge_sam.prompt_encoder import EdgeSamPromptEncoder
+from sam_core.models.edge_sam.rep_vit import RepViT
 
 # EdgeSAM's choices of decoder outputs: token 0 is the single-mask output, tokens 1-3 the multimask ones.
 OUTPUT_SLICES = {1: slice(0, 1), 3: slice(1, None), 4: slice(0, None)}

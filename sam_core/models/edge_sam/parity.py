@@ -65,7 +65,8 @@ def ssseg_sam_cfg(config: EdgeSamConfig, checkpoint: str | Path | None = None) -
     return sam_cfg
 
 
-def _ssseg_rep_vit(config: RepViTConfig) -> nn.Module:
+def make_ssseg_rep_vit(config: RepViTConfig) -> nn.Module:
+    """sssegmentation's EdgeSAMRepViT with ``config``'s block table (randomly initialised, training mode)."""
     from ssseg.modules.models.backbones.edgesamrepvit import EdgeSAMRepViT
 
     arch = rep_vit_arch(config)
@@ -90,7 +91,7 @@ def make_ssseg_edge_sam_predictor(config: EdgeSamConfig, checkpoint: str | Path 
         predictor = built.predictor
     model = predictor.model
     if rep_vit_arch(config.encoder) != rep_vit_arch(RepViTConfig()):
-        model.image_encoder = _ssseg_rep_vit(config.encoder)
+        model.image_encoder = make_ssseg_rep_vit(config.encoder)
     if checkpoint is not None:
         with open(checkpoint, "rb") as handle:
             model.load_state_dict(torch.load(handle, map_location="cpu"), strict=True)

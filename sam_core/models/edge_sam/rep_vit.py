@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
+from sam_core.modeling.common import LayerNorm2d, activate_in_place
 from sam_core.models.edge_sam.config import RepViTConfig
 from sam_core.models.edge_sam.rep_vit_blocks import RepViTBlock
 from sam_core.models.edge_sam.weight_cache import DerivedWeights
-from sam_core.modeling.common import LayerNorm2d, activate_in_place
 from sam_core.tiny_vit.conv_bn import ConvBN
 
 
@@ -36,9 +36,9 @@ class RepViT(nn.Module):
         x = fuse_stage2(stage2) + upsample_x2(fuse_stage3(stage3))     # both 1x1 convs to out_chans
         x = LN(conv3x3(LN(conv1x1(x))))                                 # neck.0 .. neck.3
 
-    Fast path (eval mode, ``sam_core.fast_paths`` on): BatchNorms folded into their convolutions, the RepVGG
-    branches merged, and the neck's first 1x1 convolution composed into both fuse projections (it is linear
-    and commutes with the per-channel upsampling), so the sum comes out already projected.
+    Fast path (eval mode, ``sam_core.fast_paths`` on): channels-last activations, BatchNorms folded into their
+    convolutions, the RepVGG branches merged, and the neck's first 1x1 convolution composed into both fuse
+    projections (it is linear and commutes with the per-channel upsampling), so the sum comes out projected.
 
     Args:
         config: the encoder's shapes.
@@ -71,6 +71,9 @@ class RepViT(nn.Module):
         fast = fast_paths_enabled() and not self.training
         stem = self.features[0]
         if fast:
+            # Channels-last: oneDNN's depthwise and 1x1 convolutions run several times faster on NHWC
+            # tensors on CPU, and every op of the encoder keeps the layout.
+            x = x.contiguous(memory_format=torch.channels_last)
             x = stem[2](activate_in_place(stem[1], stem[0](x)))
         else:
             x = stem(x)
@@ -93,7 +96,7 @@ class RepViT(nn.Module):
         x = self._upsample(F.conv2d(stage3, project3))
         x = x.add_(F.conv2d(stage2, project2))
         _, norm1, conv, norm2 = self.neck
-        return norm2(conv(norm1(x)))
+        return norm2(conv(norm1(x))).contiguous()  # callers get the usual NCHW layout
 
     def composed_projections(self) -> tuple[torch.Tensor, torch.Tensor]:
         """1x1 kernels of ``neck[0]`` applied after ``fuse_stage2`` and after ``fuse_stage3``'s projection."""
