@@ -10,7 +10,12 @@ from torch import nn
 from sam_core.fast_paths import fast_paths_enabled
 from sam_core.modeling.common import LayerNorm2d, activate_in_place
 from sam_core.models.edge_sam.config import RepViTConfig
-from sam_core.models.edge_sam.rep_vit_blocks import RepViTBlock
+from sam_core.models.edge_sam.rep_vit_blocks import (
+    RepViTBlock,
+    from_channels_last,
+    records_gradient,
+    to_channels_last,
+)
 from sam_core.models.edge_sam.weight_cache import DerivedWeights
 from sam_core.tiny_vit.conv_bn import ConvBN
 
@@ -68,22 +73,14 @@ class RepViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B, 3, S, S) -> embeddings (B, out_chans, S/16, S/16)."""
-        fast = fast_paths_enabled() and not self.training
-        stem = self.features[0]
-        if fast:
-            # Channels-last: oneDNN's depthwise and 1x1 convolutions run several times faster on NHWC
-            # tensors on CPU, and every op of the encoder keeps the layout.
-            x = x.contiguous(memory_format=torch.channels_last)
-            x = stem[2](activate_in_place(stem[1], stem[0](x)))
-        else:
-            x = stem(x)
+        if fast_paths_enabled() and not self.training:
+            return self._forward_fast(x)
+        x = self.features[0](x)
         stage2 = None
         for index in range(1, len(self.features)):
             x = self.features[index](x)
             if index == self.stage_ends[0]:
                 stage2 = x
-        if fast:
-            return self._neck_fast(stage2, x)
         fused = self.fuse_stage2(stage2) + self._upsample(self.fuse_stage3(x))
         return self.neck(fused)
 
@@ -91,20 +88,34 @@ class RepViT(nn.Module):
         return F.interpolate(x, scale_factor=2, mode=self.config.upsample_mode,
                              align_corners=False if self.config.upsample_mode != "nearest" else None)
 
-    def _neck_fast(self, stage2: torch.Tensor, stage3: torch.Tensor) -> torch.Tensor:
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The fast path: channels-last throughout (the stem's convolutions on the NCHW view, the blocks and the
+        neck's norms on (B, H, W, C) tensors), NCHW out."""
+        stem = self.features[0]
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = to_channels_last(stem[2](activate_in_place(stem[1], stem[0](x))))
+        stage2 = None
+        for index in range(1, len(self.features)):
+            x = self.features[index].forward_channels_last(x)
+            if index == self.stage_ends[0]:
+                stage2 = x
         project2, project3 = self.composed_projections()
-        x = self._upsample(F.conv2d(stage3, project3))
-        x = x.add_(F.conv2d(stage2, project2))
+        fused = to_channels_last(self._upsample(from_channels_last(F.linear(x, project3))))
+        projected2 = F.linear(stage2, project2)
+        fused = fused + projected2 if records_gradient(fused) else fused.add_(projected2)
         _, norm1, conv, norm2 = self.neck
-        return norm2(conv(norm1(x))).contiguous()  # callers get the usual NCHW layout
+        fused = F.layer_norm(fused, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps)
+        fused = to_channels_last(conv(from_channels_last(fused)))
+        fused = F.layer_norm(fused, norm2.normalized_shape, norm2.weight, norm2.bias, norm2.eps)
+        return from_channels_last(fused).contiguous()  # callers get the usual NCHW layout
 
     def composed_projections(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """1x1 kernels of ``neck[0]`` applied after ``fuse_stage2`` and after ``fuse_stage3``'s projection."""
+        """Matrices (out, in) of ``neck[0]`` applied after ``fuse_stage2`` and after ``fuse_stage3``'s projection."""
         neck = self.neck[0].weight.flatten(1)  # (out, out)
         fuse2, fuse3 = self.fuse_stage2.weight, self.fuse_stage3.op_list[0].weight
 
         def compose() -> tuple[torch.Tensor, torch.Tensor]:
-            return tuple((neck @ fuse.flatten(1))[:, :, None, None] for fuse in (fuse2, fuse3))
+            return tuple(neck @ fuse.flatten(1) for fuse in (fuse2, fuse3))
 
         return self._composed.get([self.neck[0].weight, fuse2, fuse3], compose)
 

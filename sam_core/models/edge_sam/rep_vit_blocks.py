@@ -2,8 +2,11 @@
 
 Module and parameter names are EdgeSAM's (``token_mixer.0.conv.c``, ``channel_mixer.m.0.bn``...), so its
 checkpoints load as they are. In eval mode with the fast paths on (``sam_core.fast_paths``), every BatchNorm is
-folded into its convolution, and the RepVGG branches (3x3, 1x1 and identity) into one 3x3 convolution; the plain
-path runs the layers as written.
+folded into its convolution, the RepVGG branches (3x3, 1x1 and identity) into one 3x3 convolution, and the
+blocks run on channels-last (B, H, W, C) tensors (``forward_channels_last``): 1x1 convolutions are then matrix
+products over the channels, and depthwise convolutions run on the same memory viewed as NCHW (oneDNN's
+channels-last kernels, several times faster than on NCHW tensors on CPU). The plain path runs the layers as
+written, on NCHW tensors.
 """
 
 from __future__ import annotations
@@ -28,6 +31,33 @@ def _fast(module: nn.Module) -> bool:
     return fast_paths_enabled() and not module.training
 
 
+def records_gradient(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def pointwise(x: torch.Tensor, conv: ConvBN) -> torch.Tensor:
+    """A 1x1 conv-BN (BatchNorm folded) on channels-last (B, H, W, C_in) -> (B, H, W, C_out): a matrix product."""
+    weight, bias = conv.folded_weights()
+    return F.linear(x, weight.flatten(1), bias)
+
+
+def depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """A 3x3 depthwise convolution of channels-last (B, H, W, C) -> (B, H', W', C), run on the NCHW view of the
+    same memory (oneDNN keeps the channels-last layout, so the result's NHWC view is contiguous)."""
+    out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=stride, padding=1, groups=weight.shape[0])
+    return out.permute(0, 2, 3, 1)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> contiguous (B, H, W, C) (no copy for a channels-last tensor)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def from_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, C, H, W) in the channels-last memory format (a view)."""
+    return x.permute(0, 3, 1, 2)
+
+
 class SqueezeExcite(nn.Module):
     """``x * sigmoid(fc2(relu(fc1(mean(x)))))``, a per-channel gate from the global average.
 
@@ -42,17 +72,19 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
         if not _fast(self):
             gate = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
             return x * torch.sigmoid(gate)
-        # The 1x1 convolutions on a 1x1 map are matrix products on (B, C); the gate scales x in place when
-        # nothing records gradients (x is a fresh activation no one else reads).
-        pooled = x.mean((2, 3))
+        return from_channels_last(self.forward_channels_last(to_channels_last(x)))
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path on (B, H, W, C). The 1x1 convolutions on a 1x1 map are matrix products on (B, C); the gate
+        scales ``x`` in place when nothing records gradients (the blocks pass fresh activations)."""
+        pooled = x.mean((1, 2))
         hidden = F.relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
-        gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))[:, :, None, None]
-        if torch.is_grad_enabled() and x.requires_grad:
-            return x * gate
-        return x.mul_(gate)
+        gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))[:, None, None, :]
+        return x * gate if records_gradient(x, gate) else x.mul_(gate)
 
 
 class RepVGGDW(nn.Module):
@@ -72,10 +104,15 @@ class RepVGGDW(nn.Module):
         self._merged = DerivedWeights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
         if not _fast(self):
             return self.conv(x) + self.conv1(x) + x
         weight, bias = self.merged_weights()
         return F.conv2d(x, weight, bias, padding=1, groups=weight.shape[0])
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path on (B, H, W, C)."""
+        return depthwise(x, *self.merged_weights())
 
     def merged_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel (C, 1, 3, 3) and bias (C,) of the single convolution equal to the three branches."""
@@ -108,13 +145,16 @@ class ChannelMixer(nn.Module):
         self.m = nn.Sequential(ConvBN(channels, hidden), nn.GELU(), ConvBN(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
         if not _fast(self):
             return x + self.m(x)
+        return from_channels_last(self.forward_channels_last(to_channels_last(x)))
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path on (B, H, W, C): two matrix products over the channels, GELU in place between them."""
         expand, act, project = self.m
-        out = project(activate_in_place(act, expand(x)))
-        if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
-            return out + x
-        return out.add_(x)
+        out = pointwise(activate_in_place(act, pointwise(x, expand)), project)
+        return out + x if records_gradient(x, out) else out.add_(x)
 
 
 class RepViTBlock(nn.Module):
@@ -143,4 +183,21 @@ class RepViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, out_chans, H, W), or H/2 x W/2 when the block downsamples."""
-        return self.channel_mixer(self.token_mixer(x))
+        if not _fast(self):
+            return self.channel_mixer(self.token_mixer(x))
+        return from_channels_last(self.forward_channels_last(to_channels_last(x)))
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path on channels-last tensors: (B, H, W, in_chans) -> (B, H', W', out_chans)."""
+        if self.downsamples:
+            spatial, gate, project = self.token_mixer
+            x = depthwise(x, *spatial.folded_weights(), stride=2)
+            if isinstance(gate, SqueezeExcite):
+                x = gate.forward_channels_last(x)
+            x = pointwise(x, project)
+        else:
+            repvgg, gate = self.token_mixer
+            x = repvgg.forward_channels_last(x)
+            if isinstance(gate, SqueezeExcite):
+                x = gate.forward_channels_last(x)
+        return self.channel_mixer.forward_channels_last(x)
