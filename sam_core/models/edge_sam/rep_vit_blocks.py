@@ -151,10 +151,19 @@ class ChannelMixer(nn.Module):
         return from_channels_last(self.forward_channels_last(to_channels_last(x)))
 
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """Fast path on (B, H, W, C): two matrix products over the channels, GELU in place between them."""
+        """Fast path on (B, H, W, C): two matrix products over the channels, GELU in place between them.
+
+        Without autograd, the second product accumulates straight into ``x`` (the token mixer's fresh output),
+        which saves the pass that copies the bias into a new output and the pass that adds the residual.
+        """
         expand, act, project = self.m
-        out = pointwise(activate_in_place(act, pointwise(x, expand)), project)
-        return out + x if records_gradient(x, out) else out.add_(x)
+        hidden = activate_in_place(act, pointwise(x, expand))
+        if records_gradient(x, hidden):
+            return pointwise(hidden, project) + x
+        weight, bias = project.folded_weights()
+        x = x.contiguous()  # a no-op for the blocks' own activations; the view below must alias x
+        x.view(-1, x.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), weight.flatten(1).t())
+        return x.add_(bias)
 
 
 class RepViTBlock(nn.Module):
