@@ -208,6 +208,20 @@ def test_fast_path_keeps_gradients(ours: EdgeSam) -> None:
     assert max_diff(*grads) <= 1e-5 * grads[1].abs().max().item()
 
 
+def test_fast_path_leaves_inputs_alone(ours: EdgeSam) -> None:
+    """The fast path works in place on its own activations only, whatever the caller's layout."""
+    block, downsample = ours.image_encoder.features[1], ours.image_encoder.features[3]
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(9))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        given = x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            for module in (block, block.token_mixer[0], block.token_mixer[1], block.channel_mixer, downsample):
+                fast = module(given)
+                with sam_core.fast_paths(False):
+                    plain = module(given)
+                assert torch.equal(given, x) and max_diff(fast, plain) <= TOL
+
+
 def _reference_decode(reference: Any, embedding: torch.Tensor, prompt: dict[str, Any], outputs: int,
                       stability: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """A reference's prompt encoder and decoder as its predictor runs them."""

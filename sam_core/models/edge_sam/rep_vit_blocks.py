@@ -53,6 +53,11 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
+def channels_last_copy(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> a new contiguous (B, H, W, C) tensor, for fast paths that work in place."""
+    return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
+
+
 def from_channels_last(x: torch.Tensor) -> torch.Tensor:
     """(B, H, W, C) -> (B, C, H, W) in the channels-last memory format (a view)."""
     return x.permute(0, 3, 1, 2)
@@ -76,7 +81,8 @@ class SqueezeExcite(nn.Module):
         if not _fast(self):
             gate = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
             return x * torch.sigmoid(gate)
-        return from_channels_last(self.forward_channels_last(to_channels_last(x)))
+        # A copy: the channels-last path works in place, and x belongs to the caller.
+        return from_channels_last(self.forward_channels_last(channels_last_copy(x)))
 
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path on (B, H, W, C). The 1x1 convolutions on a 1x1 map are matrix products on (B, C); the gate
@@ -148,7 +154,8 @@ class ChannelMixer(nn.Module):
         """(B, C, H, W) -> (B, C, H, W)."""
         if not _fast(self):
             return x + self.m(x)
-        return from_channels_last(self.forward_channels_last(to_channels_last(x)))
+        # A copy: the channels-last path accumulates into its input, and x belongs to the caller.
+        return from_channels_last(self.forward_channels_last(channels_last_copy(x)))
 
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path on (B, H, W, C): two matrix products over the channels, GELU in place between them.
@@ -197,7 +204,8 @@ class RepViTBlock(nn.Module):
         return from_channels_last(self.forward_channels_last(to_channels_last(x)))
 
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """Fast path on channels-last tensors: (B, H, W, in_chans) -> (B, H', W', out_chans)."""
+        """Fast path on channels-last tensors: (B, H, W, in_chans) -> (B, H', W', out_chans). ``x`` is left as it
+        is (the token mixer's first convolution makes a new tensor; the rest works in place on new tensors)."""
         if self.downsamples:
             spatial, gate, project = self.token_mixer
             x = depthwise(x, *spatial.folded_weights(), stride=2)
