@@ -12,7 +12,7 @@ import torch
 
 from sam_core.masks import calculate_stability_score
 from sam_core.model_interface import Prompts
-from sam_core.modeling.mask_decoder import DecodedTokens
+from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder
 from sam_core.modeling.sam import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder
 from sam_core.modeling.transformer import ImageTokens
 from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig
@@ -78,7 +78,7 @@ class EdgeSam(Sam):
     stability by default, so its ``predicted_iou`` are low-res stability scores. For a generator hook that
     passes them to ``score_prompts``; until one exists, ``decoding_options(**generator_decode_options)``."""
 
-    def __init__(self, image_encoder: RepViT, prompt_encoder: EdgeSamPromptEncoder, mask_decoder: Any,
+    def __init__(self, image_encoder: RepViT, prompt_encoder: EdgeSamPromptEncoder, mask_decoder: MaskDecoder,
                  config: EdgeSamConfig | None = None) -> None:
         """
         Args:
