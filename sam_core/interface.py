@@ -30,6 +30,9 @@ class GeneratorDefaults:
     stability_score_thresh: float
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    decode_options: Mapping[str, Any] = field(default_factory=dict)
+    """Options the generator passes to ``score_prompts`` (EdgeSAM: ``use_stability_score=True``, so that its
+    ``predicted_iou`` are stability scores, as EdgeSAM's generator has them)."""
     small_region_cleanup: str = "masks"
     """What the generator's ``min_mask_region_area`` cleans: ``"masks"`` (SAM's generator: holes and islands
     of the final masks, then NMS again) or ``"low_res"`` (SAM 2's: holes and sprinkles of up to that many

@@ -18,6 +18,7 @@ from torchvision.ops import box_area
 from sam_core.fast_paths import fast_paths_enabled
 from sam_core.interface import PreparedImage, PromptableSegmenter, Prompts
 from sam_core.io.checkpoints import load_sam
+from sam_core.layers.mask_stability import calculate_stability_score
 from sam_core.pipelines.masks import (
     Rle,
     area_from_rle,
@@ -25,7 +26,6 @@ from sam_core.pipelines.masks import (
     box_nms,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
-    calculate_stability_score,
     clean_low_res_logits,
     coco_encode_rle,
     generate_crop_boxes,
@@ -466,10 +466,11 @@ class AutomaticMaskGenerator:
         logits that upscaling reads are drawn (``draw_mask_corners``).
         """
         model = self.model
+        options = model.generator_defaults.decode_options
         low_res, iou_preds, kept_points = [], [], []
         for start in range(0, len(points), _DECODER_BATCH):
             part = slice(start, start + _DECODER_BATCH)
-            decoded = model.score_prompts(decoder_image, prompts.take(part), self.multimask_output)
+            decoded = model.score_prompts(decoder_image, prompts.take(part), self.multimask_output, **options)
             scores = decoded.iou_predictions.float()
             if self.pred_iou_thresh > 0.0:
                 keep = scores > self.pred_iou_thresh
@@ -493,11 +494,13 @@ class AutomaticMaskGenerator:
         as the family's predictor hands them back) as mask input, for one mask; the IoU filter then applies
         to the refined outputs, and only the kept ones are drawn."""
         model = self.model
+        options = model.generator_defaults.decode_options
         limit = model.low_res_logit_limit
         low_res, iou_preds, kept_points = [], [], []
         for start in range(0, len(points), _DECODER_BATCH):
             part = slice(start, start + _DECODER_BATCH)
-            first = model.draw_masks(model.score_prompts(decoder_image, prompts.take(part), self.multimask_output))
+            first = model.draw_masks(model.score_prompts(decoder_image, prompts.take(part), self.multimask_output,
+                                                         **options))
             if limit is not None:
                 first = first.clamp(-limit, limit)
             outputs = first.shape[1]
@@ -507,7 +510,7 @@ class AutomaticMaskGenerator:
             refine_points = points[part].repeat_interleave(outputs, dim=0)
             for sub in range(0, len(refine_points), _DECODER_BATCH):
                 rows = slice(sub, sub + _DECODER_BATCH)
-                scored = model.score_prompts(decoder_image, refine.take(rows), multimask_output=False)
+                scored = model.score_prompts(decoder_image, refine.take(rows), multimask_output=False, **options)
                 scores = scored.iou_predictions[:, 0].float()
                 keep = scores > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(
                     scores, dtype=torch.bool)

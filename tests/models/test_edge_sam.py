@@ -8,11 +8,12 @@ take RepViT's block table as data, so the small config keeps EdgeSAM's 256-chann
 short stages at 256 pixels; RepViT-M1's own table is checked at 256 pixels too. Tolerance 1e-4 throughout,
 including the fast path (folded BatchNorm, merged RepVGG branches, channels-last) against the plain one.
 
-The EdgeSAM family is registered for this module only (``sam_core.families`` gets it in a later change).
+The EdgeSAM family is registered for this module only (``sam_core.registry`` gets it in a later change).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,9 @@ import pytest
 import torch
 
 import sam_core
-from sam_core import families
-from sam_core.model_interface import Prompts
+from sam_core import registry as families
+from sam_core.interface import Prompts
+from sam_core.jobs.samples import draw_shapes_image
 from sam_core.models.edge_sam import EDGE_SAM_CONFIGS, TINY_EDGE_SAM, EdgeSam, EdgeSamConfig, RepViTConfig
 from sam_core.models.edge_sam.family import EDGE_SAM_FAMILY
 from sam_core.models.edge_sam.parity import (
@@ -34,8 +36,7 @@ from sam_core.models.edge_sam.parity import (
     make_visaion_edge_sam,
 )
 from sam_core.models.edge_sam.rep_vit import RepViT
-from sam_core.parity import randomize_every_tensor_
-from sam_core.samples import draw_shapes_image
+from sam_core.models.sam.parity import randomize_every_tensor_
 
 # The references' imports warn about timm's moved modules and deprecated torch calls.
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -70,14 +71,12 @@ def prompt_cases() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def registered() -> Iterator[None]:
-    """The EdgeSAM family in the registry, for load_sam / save_sam / infer_config; and one torch thread (the
-    small model's operations gain nothing from more, and on busy cores waiting threads slow them down)."""
+def one_thread() -> Iterator[None]:
+    """One torch thread: the small model's operations gain nothing from more, and on busy cores waiting threads
+    slow them down."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(families.FAMILIES, EDGE_SAM_FAMILY.name, EDGE_SAM_FAMILY)
-        yield
+    yield
     torch.set_num_threads(threads)
 
 
@@ -340,14 +339,14 @@ def test_batch_api_matches_ssseg(ssseg: Any, ours: EdgeSam) -> None:
     assert (mine["masks"] != theirs["masks"]).float().mean() <= 1e-4  # thresholded: a pixel may flip at 0
 
 
-def test_generator_gives_the_ssseg_generator_records(checkpoint: Path, ours: EdgeSam, image: np.ndarray) -> None:
+def test_generator_gives_the_ssseg_generator_records(checkpoint: Path, ours: EdgeSam, image: np.ndarray,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """EdgeSAM's generator scores masks by the stability of their low-res logits (its predictor's
-    ``predict_torch`` default); with that decoding option sam_core's generator gives the same records."""
+    ``predict_torch`` default), and so does sam_core's generator for an EdgeSAM model."""
     options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # masks survive
     generator = make_ssseg_edge_sam_predictor(TINY_EDGE_SAM, checkpoint, generator_options=options)
     theirs = generator.generate(image)
-    with ours.decoding_options(**EdgeSam.generator_decode_options):
-        records = sam_core.AutomaticMaskGenerator(ours, **options).generate(image)
+    records = sam_core.AutomaticMaskGenerator(ours, **options).generate(image)
     assert len(theirs) >= 3 and len(records) == len(theirs)
     for mine, expected in zip(records, theirs):
         assert mine.keys() == expected.keys()
@@ -356,6 +355,8 @@ def test_generator_gives_the_ssseg_generator_records(checkpoint: Path, ours: Edg
                 assert mine[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
             else:
                 np.testing.assert_equal(mine[key], value, err_msg=key)
-    # Without the option the generator scores by the IoU head: other predicted_iou values.
+    # Without the decoding option the IoU head scores the masks: other predicted_iou values.
+    monkeypatch.setattr(EdgeSam, "generator_defaults",
+                        dataclasses.replace(EdgeSam.generator_defaults, decode_options={}))
     plain = sam_core.AutomaticMaskGenerator(ours, **options).generate(image)
     assert [r["predicted_iou"] for r in plain] != [r["predicted_iou"] for r in records]

@@ -8,6 +8,7 @@ import torch
 from pycocotools import mask as mask_utils
 from segment_anything.utils import amg as reference
 
+from sam_core.layers import mask_stability
 from sam_core.pipelines import masks
 
 # pycocotools' decode trips a numpy 2 deprecation warning inside the library itself.
@@ -53,7 +54,7 @@ def test_crop_boxes_match_reference(im_size: tuple[int, int], n_layers: int, ove
 def test_count_true_counts_pixels(shape: tuple[int, ...]) -> None:
     pixels = torch.rand(shape, generator=torch.Generator().manual_seed(9)) > 0.3
     pixels[0] = True  # full blocks of 255 ones must not overflow the uint8 block sums
-    counted = masks.count_true(pixels)
+    counted = mask_stability.count_true(pixels)
     assert counted.dtype == torch.int32
     assert counted.tolist() == pixels.flatten(-2).sum(-1).tolist()
 
@@ -61,7 +62,7 @@ def test_count_true_counts_pixels(shape: tuple[int, ...]) -> None:
 def test_stability_score_matches_reference() -> None:
     logits = torch.randn((6, 37, 53), generator=torch.Generator().manual_seed(1)) * 3
     for threshold, offset in [(0.0, 1.0), (0.5, 0.25), (0.0, 10.0)]:
-        ours = masks.calculate_stability_score(logits, threshold, offset)
+        ours = mask_stability.calculate_stability_score(logits, threshold, offset)
         theirs = reference.calculate_stability_score(logits, threshold, offset)
         assert ours.dtype == theirs.dtype
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)

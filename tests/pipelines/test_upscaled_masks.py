@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sam_core.layers.mask_stability import count_true
 from sam_core.pipelines import upscaled_masks
-from sam_core.pipelines.masks import batched_mask_to_box, count_true
+from sam_core.pipelines.masks import batched_mask_to_box
 from sam_core.pipelines.upscaled_masks import UpscaledThresholds
 from sam_core.transforms import ImageTransform, ResizeLongestSide, StretchToSquare
 

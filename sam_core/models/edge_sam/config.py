@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from sam_core.config import infer_decoder_fields
 from sam_core.errors import CheckpointError
+from sam_core.models.sam.config import infer_decoder_fields
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 # RepViT-M1's blocks with squeeze-excite, numbered over all stages (EdgeSAM's released encoder).

@@ -1,11 +1,11 @@
-"""EdgeSAM's entry in the model family registry (``sam_core.families``)."""
+"""EdgeSAM's entry in the model family registry (``sam_core.registry``)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection
 
-from sam_core.model_interface import ModelFamily, OfficialCheckpoint, StateDict
+from sam_core.interface import ModelFamily, OfficialCheckpoint, StateDict
 from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig, infer_edge_sam_config
 from sam_core.models.edge_sam.model import build_edge_sam
 

