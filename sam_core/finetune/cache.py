@@ -29,7 +29,7 @@ Size = tuple[int, int]
 def _update_with_tensor(digest: hashlib._Hash, name: str, tensor: torch.Tensor) -> None:
     tensor = tensor.detach().cpu().contiguous()
     digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-    digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")
 
 
 def encoder_fingerprint(model: PromptableSegmenter) -> str:

@@ -298,8 +298,8 @@ def _as_model(model: Sam | Sam2 | str | os.PathLike) -> Sam | Sam2:
     family = getattr(model, "family", "?")
     if not isinstance(model, (Sam, Sam2)) or family == "sam_hq":
         # SAM-HQ's decoder also reads an early encoder feature, which Meta's inputs cannot carry either.
-        raise ValueError(f"ONNX export supports SAM (vit_*), MobileSAM, EfficientViT-SAM (decoder) and SAM 2 "
-                         f"models; got a {type(model).__name__} (family {family!r})")
+        raise ValueError(f"ONNX export supports SAM (vit_*), MobileSAM, EdgeSAM, EfficientViT-SAM (decoder) and "
+                         f"SAM 2 models; got a {type(model).__name__} (family {family!r})")
     return model.float().cpu().eval()
 
 

@@ -207,10 +207,14 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _encoder_blocks(model: PromptableSegmenter) -> list[torch.nn.Module]:
-    """The longest list of blocks in the model (the image encoder's transformer blocks): one step of progress
-    each while an image is encoded."""
+    """The longest list of blocks in the model (the image encoder's transformer blocks; for a convolutional
+    encoder without such a list, its longest sequence of stages, e.g. RepViT's ``features``): one step of
+    progress each while an image is encoded."""
     lists = [module for name, module in model.named_modules()
              if isinstance(module, torch.nn.ModuleList) and name.endswith("blocks")]
+    if not lists:
+        lists = [module for name, module in model.named_modules()
+                 if isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)) and name.startswith("image_encoder")]
     return list(max(lists, key=len)) if lists else []
 
 

@@ -19,8 +19,9 @@ from make_shapes_model import draw_shapes_image
 from pycocotools import mask as mask_utils
 from safetensors.torch import load_file
 
-from sam_core import AutomaticMaskGenerator, load_sam
+from sam_core import AutomaticMaskGenerator, build_sam, load_sam
 from sam_core.cli import amg_main
+from sam_core.models.edge_sam import TINY_EDGE_SAM
 
 # pycocotools' decode trips a numpy 2 deprecation warning inside the library itself.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -196,3 +197,27 @@ def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str], shape
     with pytest.raises(SystemExit):
         amg_main(["--input", str(tmp_path), "--output", str(tmp_path), "--checkpoint", str(shapes_pth)])
     assert "must differ" in capsys.readouterr().err
+
+
+def test_an_edge_sam_checkpoint(capsys: pytest.CaptureFixture[str], image_folder: Path, tmp_path: Path) -> None:
+    """An EdgeSAM file in its own layout (a flat state dict, recognised from its tensor names) through sam-amg:
+    the records of AutomaticMaskGenerator on the same model (random weights; filters off so masks survive)."""
+    model = build_sam(TINY_EDGE_SAM)
+    path = tmp_path / "edge_sam.pth"
+    torch.save(model.state_dict(), path)
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    flags = [item for name, value in options.items() for item in ("--" + name.replace("_", "-"), str(value))]
+    code, out, _ = run(capsys, "--input", image_folder, "--output", tmp_path / "out", "--checkpoint", path,
+                       "--output-format", "coco", *flags)
+    assert code == 0 and "2 processed" in out
+    loaded = load_sam(path)
+    assert loaded.family == "edge_sam"
+    for name in IMAGE_NAMES:
+        image = cv2.cvtColor(cv2.imread(str(image_folder / name)), cv2.COLOR_BGR2RGB)
+        records = AutomaticMaskGenerator(loaded, **options).generate(image)
+        written = json.loads((tmp_path / "out" / f"{Path(name).stem}.json").read_text())
+        assert len(written) == len(records) > 0
+        for entry, record in zip(written, records):
+            np.testing.assert_array_equal(mask_utils.decode(entry["segmentation"]).astype(bool),
+                                          record["segmentation"])
+            assert entry["predicted_iou"] == pytest.approx(record["predicted_iou"])

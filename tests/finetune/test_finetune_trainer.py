@@ -16,6 +16,7 @@ from sam_core.cli import convert_main
 from sam_core.finetune.config import FinetuneConfig
 from sam_core.finetune.trainer import BEST, CURVES, LAST, METRICS, STATE, validation_score
 from sam_core.jobs.samples import shapes_training_images
+from sam_core.models.edge_sam import TINY_EDGE_SAM
 from sam_core.models.sam.parity import make_reference_sam
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -168,3 +169,16 @@ def test_sam2_trains_its_decoder_and_keeps_its_image_encoding(tmp_path: Path, im
     assert changed and all(name.startswith("sam_mask_decoder.") for name in changed)
     assert not any(name.startswith(("sam_mask_decoder.conv_s", "image_encoder.", "no_mem_embed")) for name in changed)
     assert sam_core.load_sam(result.last_path).family == "sam2"
+
+
+def test_edge_sam_trains_its_decoder_and_keeps_its_encoder(tmp_path: Path, images) -> None:
+    model = sam_core.build_sam(TINY_EDGE_SAM)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = RECIPE.replace(steps=2, eval_every=2, train=("decoder",))
+    result = sam_core.finetune(model, images[:2], images[4:], tmp_path / "out", config,
+                               cache_dir=tmp_path / "cache", progress=False, compare=False)
+    after = load_file(result.last_path)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("mask_decoder.") for name in changed)
+    reloaded = sam_core.load_sam(result.last_path)
+    assert reloaded.family == "edge_sam" and reloaded.config == TINY_EDGE_SAM

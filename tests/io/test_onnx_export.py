@@ -13,6 +13,7 @@ import torch
 import sam_core
 from sam_core.cli import export_onnx_main
 from sam_core.io.onnx_export import DECODER_INPUTS, DECODER_OUTPUTS, decoder_inputs, export_onnx
+from sam_core.models.edge_sam import TINY_EDGE_SAM
 
 ort = pytest.importorskip("onnxruntime")  # the onnx extra, which CI installs
 
@@ -165,10 +166,16 @@ def test_mobile_sam_decoder_matches_predictor(tmp_path):
     _compare_with_predictor(sam, export_onnx(sam, tmp_path / "decoder.onnx").decoder, SIZES[1], seed=6)
 
 
+def test_edge_sam_decoder_matches_predictor(tmp_path):
+    sam = sam_core.build_sam(TINY_EDGE_SAM)
+    _randomise_(sam, seed=7)
+    _compare_with_predictor(sam, export_onnx(sam, tmp_path / "decoder.onnx").decoder, SIZES[0], seed=8)
+
+
 def test_cli_refuses_sam_hq_and_unsupported_encoders_with_one_clear_error(tmp_path, capsys):
     hq = sam_core.save_sam(sam_core.build_sam("sam_hq_vit_tiny"), tmp_path / "hq.safetensors")
     assert export_onnx_main(["--model", str(hq), "--output", str(tmp_path / "x.onnx")]) == 1
-    assert "sam-export-onnx: error: ONNX export supports SAM (vit_*), MobileSAM" in capsys.readouterr().err
+    assert "sam-export-onnx: error: ONNX export supports SAM (vit_*), MobileSAM, EdgeSAM" in capsys.readouterr().err
     mobile = sam_core.save_sam(sam_core.build_sam("vit_t"), tmp_path / "mobile.safetensors")
     assert export_onnx_main(["--model", str(mobile), "--output", str(tmp_path / "m.onnx"), "--encoder",
                              str(tmp_path / "e.onnx")]) == 1

@@ -13,6 +13,7 @@ from PIL import Image
 
 import sam_core
 from sam_core.jobs.samples import shapes_scenes
+from sam_core.models.edge_sam import TINY_EDGE_SAM
 
 pytest.importorskip("fastapi")  # the serve extra, which CI installs
 from fastapi.testclient import TestClient  # noqa: E402
@@ -23,6 +24,7 @@ from sam_core.serve.masks_io import mask_to_runs, runs_to_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+EVERY_MASK = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}  # random weights: keep masks
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -184,6 +186,26 @@ def test_a_sam2_model_is_served_with_the_librarys_masks(scene):
     _assert_predictions_are_the_librarys(client, image_id, predictor, prompts, scene.shape[:2])
     result = client.post(f"/api/images/{image_id}/everything").json()
     records = sorted(sam_core.AutomaticMaskGenerator(model, **GENERATOR).generate(scene), key=lambda r: -r["area"])
+    assert len(result["masks"]) == len(records) > 0
+    for got, record in zip(result["masks"], records):
+        assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), record["segmentation"])
+
+
+def test_an_edge_sam_model_is_served_with_the_librarys_masks(scene):
+    """EdgeSAM (random weights, small shapes) through the same app: a click and a box equal Predictor.predict's
+    masks, and segment everything equals AutomaticMaskGenerator's (stability-scored) records."""
+    model = sam_core.build_sam(TINY_EDGE_SAM)
+    client = TestClient(create_app(model, "edge_sam", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
+                                   EVERY_MASK))
+    status, events = _open(client, name="scene.png", data=_png(scene))
+    assert status == 200 and [event["progress"] for event in events if "progress" in event][-1] == 1.0
+    image_id = events[-1]["image"]["id"]
+    predictor = sam_core.Predictor(model)
+    predictor.set_image(scene)
+    prompts = [dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])]
+    _assert_predictions_are_the_librarys(client, image_id, predictor, prompts, scene.shape[:2])
+    result = client.post(f"/api/images/{image_id}/everything").json()
+    records = sorted(sam_core.AutomaticMaskGenerator(model, **EVERY_MASK).generate(scene), key=lambda r: -r["area"])
     assert len(result["masks"]) == len(records) > 0
     for got, record in zip(result["masks"], records):
         assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), record["segmentation"])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d, activate_in_place
+from sam_core.layers.common import LayerNorm2d
 from sam_core.models.edge_sam.config import RepViTConfig
 from sam_core.models.edge_sam.rep_vit_blocks import (
     RepViTBlock,
@@ -91,12 +91,11 @@ class RepViT(nn.Module):
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """The fast path: channels-last throughout (the stem's convolutions on the NCHW view, the blocks and the
         neck's norms on (B, H, W, C) tensors), NCHW out."""
-        stem = self.features[0]
         x = x.contiguous(memory_format=torch.channels_last)
-        x = to_channels_last(stem[2](activate_in_place(stem[1], stem[0](x))))
+        x = to_channels_last(self.features[0](x))  # as a module call, so that forward hooks see it
         stage2 = None
         for index in range(1, len(self.features)):
-            x = self.features[index].forward_channels_last(x)
+            x = self.features[index](x, channels_last=True)
             if index == self.stage_ends[0]:
                 stage2 = x
         project2, project3 = self.composed_projections()

@@ -197,8 +197,12 @@ class RepViTBlock(nn.Module):
             self.token_mixer = nn.Sequential(RepVGGDW(in_chans), gate)
         self.channel_mixer = ChannelMixer(out_chans, 2 * out_chans)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, out_chans, H, W), or H/2 x W/2 when the block downsamples."""
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_chans, H, W), or H/2 x W/2 when the block downsamples; with
+        ``channels_last`` (the encoder's fast path) (B, H, W, C) in and out. The encoder calls the block as a
+        module either way, so that forward hooks (sam-serve's progress) see every block."""
+        if channels_last:
+            return self.forward_channels_last(x)
         if not _fast(self):
             return self.channel_mixer(self.token_mixer(x))
         return from_channels_last(self.forward_channels_last(to_channels_last(x)))
