@@ -1,5 +1,5 @@
-"""Benchmark sam_core's MobileSAM (vit_t) and SAM-HQ (ViT-B) against their reference packages on identical
-random weights.
+"""Benchmark sam_core's MobileSAM (vit_t), SAM-HQ (ViT-B) and EdgeSAM against their reference packages on
+identical random weights.
 
     .venv/bin/python benchmarks/variants_bench.py --image ../shared/images/truck.jpg
 
@@ -8,8 +8,9 @@ pair in fresh subprocesses (peak RSS per pair), repeats interleaved across imple
 encoder and predict after one warm-up call; the AMG rows check that sam_core's mask set equals the
 reference's: ``amg16`` with the reference's default filters (random weights keep no mask there), ``amg16_all``
 with the quality filters off, so that masks survive and are post-processed and compared. References:
-``mobilesam-mirror`` (MobileSAM's package) and ``segment-anything-hq``, plus transformers' ``SamHQModel`` for
-the SAM-HQ encoder. ``sam_core`` runs as its entry points set the process up.
+``mobilesam-mirror`` (MobileSAM's package), ``segment-anything-hq``, plus transformers' ``SamHQModel`` for
+the SAM-HQ encoder, and sssegmentation's EdgeSAM (``EdgeSAMPredictor``, ``EdgeSAMAutomaticMaskGenerator``).
+``sam_core`` runs as its entry points set the process up.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench import (
 
 from sam_core.runtime import keep_freed_memory_by_default
 
-MODELS = {"mobile_sam": "vit_t", "sam_hq_b": "sam_hq_vit_b"}
+MODELS = {"mobile_sam": "vit_t", "sam_hq_b": "sam_hq_vit_b", "edge_sam": "edge_sam"}
 KINDS = ("encoder", "predict", "amg16", "amg16_all")
 TASKS = tuple(f"{model}_{kind}" for model in MODELS for kind in KINDS)
 IMPLEMENTATIONS = ("reference", "transformers", "sam_core")
@@ -52,6 +53,12 @@ def make_weights(model: str, directory: Path) -> Path:
     from sam_core.registry import lookup_model
 
     config = lookup_model(MODELS[model])[1]
+    if model == "edge_sam":
+        from sam_core.models.edge_sam.parity import make_ssseg_edge_sam
+
+        path = directory / "edge_sam.pth"  # EdgeSAM's flat state dict, as sssegmentation loads it
+        torch.save(make_ssseg_edge_sam(config).state_dict(), path)
+        return path
     if model == "mobile_sam":
         from sam_core.models.mobile_sam.parity import make_reference_mobile_sam
 
@@ -75,6 +82,10 @@ def build(model: str, implementation: str, weights: Path) -> Any:
         from transformers import SamHQModel
 
         return SamHQModel.from_pretrained(weights).eval()
+    if model == "edge_sam":
+        from sam_core.models.edge_sam.parity import make_ssseg_edge_sam_predictor
+
+        return make_ssseg_edge_sam_predictor(ours.config, weights)  # its predictor; the model is .model
     if model == "mobile_sam":
         from sam_core.models.mobile_sam.parity import make_reference_mobile_sam
 
@@ -99,24 +110,38 @@ def worker(task: str, implementation: str, weights: Path, image_path: str, runs:
         raise SystemExit("not measured")
     image = load_rgb(image_path)
     model = build(model_name, implementation, weights)
-    package = __import__("mobile_sam" if model_name == "mobile_sam" else "segment_anything_hq")
+    package = {"mobile_sam": "mobile_sam", "sam_hq_b": "segment_anything_hq", "edge_sam": None}[model_name]
+    package = package and __import__(package)
+    ssseg = model_name == "edge_sam" and implementation == "reference"  # sssegmentation's predictor, not a model
     point = np.array([[image.shape[1] * 0.45, image.shape[0] * 0.55]])
     label = np.array([1])
     masks = None
     if kind == "encoder":
         pixels = torch.as_tensor(sam_core.ResizeLongestSide(1024).apply_image(image)).permute(2, 0, 1)[None].float()
         prepared = sam_core.build_sam("vit_t").preprocess(pixels)  # every implementation's normalisation
-        encode = {"sam_core": getattr(model, "encode", None), "reference": getattr(model, "image_encoder", None),
+        reference_model = model.model if ssseg else model
+        encode = {"sam_core": getattr(model, "encode", None),
+                  "reference": getattr(reference_model, "image_encoder", None),
                   "transformers": getattr(model, "get_image_embeddings", None)}[implementation]
         times, _ = timed(lambda: encode(prepared), runs)
     elif kind == "predict":
-        predictor = sam_core.Predictor(model) if implementation == "sam_core" else package.SamPredictor(model)
-        predictor.set_image(image)
-        times, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+        if ssseg:
+            model.setimage(image)
+            times, _ = timed(lambda: model.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
+        else:
+            predictor = sam_core.Predictor(model) if implementation == "sam_core" else package.SamPredictor(model)
+            predictor.set_image(image)
+            times, _ = timed(lambda: predictor.predict(point_coords=point, point_labels=label), PREDICT_CALLS)
     else:
         options = amg_options(kind)
-        generator = (sam_core.AutomaticMaskGenerator(model, **options) if implementation == "sam_core"
-                     else package.SamAutomaticMaskGenerator(model, **options))
+        if ssseg:
+            from sam_core.models.edge_sam.parity import make_ssseg_edge_sam_predictor
+
+            generator = make_ssseg_edge_sam_predictor(sam_core.load_sam(weights).config, weights, options)
+        elif implementation == "sam_core":
+            generator = sam_core.AutomaticMaskGenerator(model, **options)
+        else:
+            generator = package.SamAutomaticMaskGenerator(model, **options)
         times, masks = time_generator(generator, image, runs)
     write_result(out, times, masks)
 
@@ -129,7 +154,8 @@ def main() -> None:
         worker(args.worker[0], args.worker[1], args.weights, args.image, args.runs, args.out)
         return
 
-    print_header("sam_core benchmark: MobileSAM vit_t and SAM-HQ ViT-B fp32, random weights", args.image, args.runs)
+    print_header("sam_core benchmark: MobileSAM vit_t, SAM-HQ ViT-B and EdgeSAM fp32, random weights", args.image,
+                 args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         weights: dict[str, Path] = {}
         for task in args.tasks:
