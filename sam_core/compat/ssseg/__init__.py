@@ -1,5 +1,5 @@
 """sssegmentation 1.7.0's SAM API on sam_core: code written for ``ssseg.modules.models.segmentors.sam`` (and
-``samhq``, ``mobilesam``, ``samv2``) runs after changing its imports to ``sam_core.compat.ssseg``.
+``samhq``, ``mobilesam``, ``edgesam``, ``samv2``) runs after changing its imports to ``sam_core.compat.ssseg``.
 
 The classes take sssegmentation's constructor keywords (``sam_cfg`` / ``samv2_cfg`` dicts in its format,
 ``ckptpath`` a file or URL, the ``use_default_*`` flags, ``device``, ``load_ckpt_strict``, every generator
@@ -15,12 +15,14 @@ Where sam_core differs on purpose:
 - Downloads are cached in sam_core's cache (see ``sam_core.compat.ssseg.weights``).
 - The predictors are plain objects, not ``nn.Module``s; ``predictor.model`` is the model.
 
-Adding a model family (EdgeSAM): a predictor subclass of :class:`SamFamilyPredictor` naming its flags
-(``FLAGS``, ``flag_values``) and a generator subclass of :class:`SamFamilyMaskGenerator`, plus its backbone
-type in ``sam_core.compat.ssseg.config``.
+Adding a model family (as EdgeSAM was): a predictor subclass of :class:`SamFamilyPredictor` naming its flags
+(``FLAGS``, their URLs in ``weights.SSSEG_CHECKPOINT_URLS``) and a generator subclass of
+:class:`SamFamilyMaskGenerator`, plus its backbone type in ``sam_core.compat.ssseg.config``.
 """
 
 from sam_core.compat.ssseg.predictors import (
+    EdgeSAMAutomaticMaskGenerator,
+    EdgeSAMPredictor,
     MobileSAMAutomaticMaskGenerator,
     MobileSAMPredictor,
     SAMAutomaticMaskGenerator,
@@ -34,8 +36,8 @@ from sam_core.compat.ssseg.sam2 import SAMV2AutomaticMaskGenerator, SAMV2ImagePr
 from sam_core.compat.ssseg.viz import ResizeLongestSide, showanns, showbox, showmask, showpoints
 
 __all__ = [
-    "MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor", "ResizeLongestSide", "SAMAutomaticMaskGenerator",
-    "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor", "SAMV2AutomaticMaskGenerator",
-    "SAMV2ImagePredictor", "SAMV2VideoPredictor", "SamFamilyMaskGenerator", "SamFamilyPredictor", "showanns",
-    "showbox", "showmask", "showpoints",
+    "EdgeSAMAutomaticMaskGenerator", "EdgeSAMPredictor", "MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor",
+    "ResizeLongestSide", "SAMAutomaticMaskGenerator", "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor",
+    "SAMV2AutomaticMaskGenerator", "SAMV2ImagePredictor", "SAMV2VideoPredictor", "SamFamilyMaskGenerator",
+    "SamFamilyPredictor", "showanns", "showbox", "showmask", "showpoints",
 ]

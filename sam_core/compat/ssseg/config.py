@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sam_core.models.edge_sam.config import M1_SE_BLOCKS, EdgeSamConfig, RepViTConfig
 from sam_core.models.mobile_sam.config import MobileSamConfig
 from sam_core.models.sam.config import SamConfig
 from sam_core.models.sam2.config import Sam2Config
@@ -72,8 +73,8 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
 
-def _top_level(cfg: Any, name: str) -> _Section:
-    top = _Section(cfg, name, _TOP_LEVEL)
+def _top_level(cfg: Any, name: str, extra: frozenset[str] = frozenset()) -> _Section:
+    top = _Section(cfg, name, _TOP_LEVEL | extra)
     top.expect("pixel_mean", list(SAM_PIXEL_MEAN))
     top.expect("pixel_std", list(SAM_PIXEL_STD))
     return top
@@ -100,20 +101,55 @@ _HEAD_KEYS = {"num_multimask_outputs", "transformer_cfg", "transformer_dim", "io
 _HEAD_DEFAULTS = {"num_multimask_outputs": 3, "iou_head_depth": 3, "iou_head_hidden_dim": 256}
 _TRANSFORMER_KEYS = {"depth", "embedding_dim", "num_heads", "mlp_dim", "act_cfg", "attention_downsample_rate"}
 TINY_VIT_OUT_CHANS = 256  # sssegmentation's MobileSAMTinyViT hard-wires its neck width
+_REPVIT_KEYS = {"type", "structure_type", "arch", "img_size", "upsample_mode", "pretrained", "pretrained_model_path"}
+_REPVIT_DEFAULTS = {"img_size": 1024, "upsample_mode": "bicubic"}
+REP_VIT_OUT_CHANS = 256  # sssegmentation's EdgeSAMRepViT hard-wires its neck width
+REP_VIT_ARCHS: dict[str, RepViTConfig] = {
+    # The block tables sssegmentation's EdgeSAMRepViT names (``arch``), as stage widths and depths and the
+    # blocks with squeeze-excite; the input size and the neck's interpolation come from the config.
+    "m1": RepViTConfig(embed_dims=(48, 96, 192, 384), depths=(3, 4, 16, 3), se_blocks=M1_SE_BLOCKS),
+    "m2": RepViTConfig(embed_dims=(64, 128, 256, 512), depths=(3, 4, 14, 3),
+                       se_blocks=(0, 4, 8, 10, 12, 14, 16, 18, 22)),
+    "m3": RepViTConfig(embed_dims=(64, 128, 256, 512), depths=(5, 6, 20, 3),
+                       se_blocks=(0, 2, 6, 8, 12, 14, 16, 18, 20, 22, 24, 26, 28, 32)),
+}
+# sssegmentation's neck upsamples with align_corners=False, which torch allows for these modes only.
+REP_VIT_UPSAMPLE_MODES = ("bicubic", "bilinear")
+EDGE_SAM_TOP_LEVEL = frozenset({"stability_score_offset"})  # read by sssegmentation's EdgeSAM predictor and model
+_BACKBONES = {"SAMViT": "SAM, SAM-HQ", "MobileSAMTinyViT": "MobileSAM, SAM-HQ tiny", "EdgeSAMRepViT": "EdgeSAM"}
 
 
-def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False,
-                          name: str = "sam_cfg") -> SamConfig | MobileSamConfig | SamHqConfig:
-    """The sam_core config of a ``sam_cfg`` dict of sssegmentation's SAM, MobileSAM or (``hq``) SAM-HQ.
+def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False, name: str = "sam_cfg", edge: bool = False,
+                          ) -> SamConfig | MobileSamConfig | SamHqConfig | EdgeSamConfig:
+    """The sam_core config of a ``sam_cfg`` dict of sssegmentation's SAM, MobileSAM, (``hq``) SAM-HQ or
+    (``edge``) EdgeSAM.
 
-    The backbone's ``type`` picks the encoder: ``"SAMViT"`` (SAM's ViT) or ``"MobileSAMTinyViT"``.
+    The backbone's ``type`` picks the encoder: ``"SAMViT"`` (SAM's ViT) or ``"MobileSAMTinyViT"``, and
+    ``"EdgeSAMRepViT"`` for EdgeSAM, which also takes a top-level ``stability_score_offset`` (read by its
+    predictor, not part of the config). An EdgeSAM has SAM's decoder with three multimask outputs (its
+    output choices 1, 3 and 4 need them) and a 256-channel embedding.
 
     Raises:
         ValueError: naming the first key sam_core cannot build as sssegmentation would.
     """
-    top = _top_level(sam_cfg, name)
-    backbone_type = top.section("backbone", {"type"} | _SAMVIT_KEYS | _TINYVIT_KEYS).values.get("type")
-    if backbone_type == "SAMViT":
+    top = _top_level(sam_cfg, name, EDGE_SAM_TOP_LEVEL if edge else frozenset())
+    backbone_type = top.section("backbone", {"type"} | _SAMVIT_KEYS | _TINYVIT_KEYS | _REPVIT_KEYS).values.get("type")
+    expected = ("EdgeSAMRepViT",) if edge else ("SAMViT", "MobileSAMTinyViT")
+    if backbone_type not in expected:
+        raise ValueError(f"{name}['backbone']['type'] = {backbone_type!r}: this class builds "
+                         + " or ".join(f"{kind!r} ({_BACKBONES[kind]})" for kind in expected) + " encoders"
+                         + ("" if backbone_type not in _BACKBONES else
+                            f"; {backbone_type!r} is {_BACKBONES[backbone_type]}'s"))
+    if edge:
+        top.values.setdefault("stability_score_offset", 1.0)
+        if isinstance(top.values["stability_score_offset"], bool) or \
+                not isinstance(top.values["stability_score_offset"], (int, float)):
+            raise ValueError(f"{name}['stability_score_offset'] must be a number, got "
+                             f"{top.values['stability_score_offset']!r}")
+    if backbone_type == "EdgeSAMRepViT":
+        rep_vit = _rep_vit(top.section("backbone", _REPVIT_KEYS, _REPVIT_DEFAULTS))
+        encoder, width, grid, image_size = {}, rep_vit.out_chans, rep_vit.image_size // 16, rep_vit.image_size
+    elif backbone_type == "SAMViT":
         backbone = top.section("backbone", _SAMVIT_KEYS, _SAMVIT_DEFAULTS)
         encoder: dict[str, Any] = _vit_fields(backbone)
         width, grid, image_size = backbone.get("out_chans"), encoder["image_size"] // encoder["patch_size"], \
@@ -122,9 +158,6 @@ def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False,
         backbone = top.section("backbone", _TINYVIT_KEYS, _TINYVIT_DEFAULTS)
         tiny_vit = _tiny_vit(backbone)
         encoder, width, grid, image_size = {}, TINY_VIT_OUT_CHANS, tiny_vit.image_size // 16, tiny_vit.image_size
-    else:
-        raise ValueError(f"{name}['backbone']['type'] = {backbone_type!r}: sam_core builds 'SAMViT' (SAM, SAM-HQ) "
-                         "and 'MobileSAMTinyViT' (MobileSAM, SAM-HQ tiny) encoders")
     prompt = top.section("prompt", _PROMPT_KEYS)
     prompt.expect("act_cfg", {"type": "GELU"})
     if prompt.get("embed_dim") != width:
@@ -134,6 +167,8 @@ def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False,
     prompt.expect("input_image_size", [image_size, image_size])
     head = top.section("head", _HEAD_KEYS | ({"vit_dim"} if hq else set()), _HEAD_DEFAULTS)
     head.expect("act_cfg", {"type": "GELU"})
+    if edge:
+        head.expect("num_multimask_outputs", 3)
     head.expect("transformer_dim", width)
     transformer = head.section("transformer_cfg", _TRANSFORMER_KEYS)
     transformer.expect("embedding_dim", width)
@@ -143,6 +178,8 @@ def sam_config_from_ssseg(sam_cfg: Any, hq: bool = False,
                    decoder_num_heads=transformer.get("num_heads"), decoder_mlp_dim=transformer.get("mlp_dim"),
                    num_multimask_outputs=head.get("num_multimask_outputs"), iou_head_depth=head.get("iou_head_depth"),
                    iou_head_hidden_dim=head.get("iou_head_hidden_dim"))
+    if backbone_type == "EdgeSAMRepViT":
+        return EdgeSamConfig(encoder=rep_vit, **decoder)
     base: SamConfig | MobileSamConfig
     if backbone_type == "SAMViT":
         base = SamConfig(**encoder, prompt_embed_dim=width, **decoder)
@@ -181,6 +218,26 @@ def _tiny_vit(backbone: _Section) -> TinyViTConfig:
         window_sizes=tuple(backbone.get("window_sizes")), mlp_ratio=float(backbone.get("mlp_ratio")),
         mbconv_expand_ratio=float(backbone.get("mbconv_expand_ratio")),
         local_conv_size=backbone.get("local_conv_size"), out_chans=TINY_VIT_OUT_CHANS)
+
+
+def _rep_vit(backbone: _Section) -> RepViTConfig:
+    arch = backbone.get("arch")
+    if arch not in REP_VIT_ARCHS:
+        raise ValueError(f"{backbone.path}['arch'] = {arch!r}: sssegmentation's EdgeSAMRepViT has the block tables "
+                         f"{sorted(REP_VIT_ARCHS)}")
+    if backbone.values.get("pretrained"):
+        raise ValueError(f"{backbone.path}['pretrained'] = True: sam_core does not load ImageNet RepViT weights "
+                         "into the encoder; give the model's weights with ckptpath")
+    image_size = backbone.get("img_size")
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % 32:
+        raise ValueError(f"{backbone.path}['img_size'] = {image_size!r}: RepViT needs a positive multiple of 32 "
+                         "(its last stage has stride 32)")
+    mode = backbone.get("upsample_mode")
+    if mode not in REP_VIT_UPSAMPLE_MODES:
+        raise ValueError(f"{backbone.path}['upsample_mode'] = {mode!r}: sssegmentation's neck interpolates with "
+                         f"align_corners=False, which torch allows for {list(REP_VIT_UPSAMPLE_MODES)} only")
+    return dataclasses.replace(REP_VIT_ARCHS[arch], image_size=image_size, upsample_mode=mode,
+                               out_chans=REP_VIT_OUT_CHANS)
 
 
 # ------------------------------------------------------------------------------------------------- SAM 2

@@ -1,5 +1,5 @@
-"""sssegmentation's SAM, SAM-HQ and MobileSAM predictors and generators on sam_core's (see the package
-docstring)."""
+"""sssegmentation's SAM, SAM-HQ, MobileSAM and EdgeSAM predictors and generators on sam_core's (see the
+package docstring)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import torch
 from sam_core.compat.ssseg import weights
 from sam_core.compat.ssseg.config import sam_config_from_ssseg
 from sam_core.compat.ssseg.viz import ResizeLongestSide
+from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS
 from sam_core.models.mobile_sam.config import MobileSamConfig
 from sam_core.models.sam.config import SAM_CONFIGS
 from sam_core.models.sam_hq.config import SAM_HQ_CONFIGS
 from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
 from sam_core.pipelines.predictor import Predictor
 
-__all__ = ["MobileSAMAutomaticMaskGenerator", "MobileSAMPredictor", "SAMAutomaticMaskGenerator",
-           "SAMHQAutomaticMaskGenerator", "SAMHQPredictor", "SAMPredictor", "SamFamilyMaskGenerator",
-           "SamFamilyPredictor"]
+__all__ = ["EdgeSAMAutomaticMaskGenerator", "EdgeSAMPredictor", "MobileSAMAutomaticMaskGenerator",
+           "MobileSAMPredictor", "SAMAutomaticMaskGenerator", "SAMHQAutomaticMaskGenerator", "SAMHQPredictor",
+           "SAMPredictor", "SamFamilyMaskGenerator", "SamFamilyPredictor"]
 
 
 def choose_weights(cfg: Any, flags: dict[str, bool], flag_configs: dict[str, Any], default: Any,
@@ -65,8 +66,24 @@ class SsssegSamModel:
         return self.sam_core_model.postprocess_masks(masks, tuple(input_size), tuple(original_size))
 
 
+class SsssegEdgeSamModel(SsssegSamModel):
+    """``predictor.model`` of an EdgeSAM predictor: ``inference`` takes EdgeSAM's options."""
+
+    def inference(self, batched_input: list[dict[str, Any]], num_multimask_outputs: int = 1,  # type: ignore[override]
+                  use_stability_score: bool = False) -> list[dict[str, torch.Tensor]]:
+        """Batched inference on already resized images (see ``sam_core.models.edge_sam.EdgeSam.forward``):
+        ``num_multimask_outputs`` 1, 3 or 4 masks per prompt set, scored by ``use_stability_score``."""
+        return self.sam_core_model(batched_input, num_multimask_outputs, use_stability_score)
+
+
 class SamFamilyPredictor:
-    """What sssegmentation's SAM, SAM-HQ and MobileSAM predictors share; subclasses name their flags.
+    """What sssegmentation's SAM, SAM-HQ, MobileSAM and EdgeSAM predictors share.
+
+    A subclass names its ``use_default_*`` flags in ``FLAGS`` (flag -> the sam_core config of its file, whose
+    URL is in ``weights.SSSEG_CHECKPOINT_URLS``), calls :meth:`_setup` from an ``__init__`` with
+    sssegmentation's keywords, and overrides :meth:`read_config` (how ``sam_cfg`` is read) and
+    ``MODEL_WRAPPER`` (``predictor.model``) where its family needs to. Methods whose arguments differ from
+    SAM's call :meth:`_predict` / :meth:`_predicttorch` with the model's decode options.
 
     Attributes: ``model`` (:class:`SsssegSamModel`), ``transform`` (:class:`ResizeLongestSide`),
     ``features``, ``original_size``, ``input_size``, ``is_image_set``, ``device``.
@@ -76,17 +93,23 @@ class SamFamilyPredictor:
     DEFAULT_CONFIG: ClassVar[Any] = None  # the model without sam_cfg and flags (None: an error)
     LENIENT_FLAGS: ClassVar[frozenset[str]] = frozenset()  # flags whose files sssegmentation loads non-strictly
     HQ: ClassVar[bool] = False
+    MODEL_WRAPPER: ClassVar[type[SsssegSamModel]] = SsssegSamModel
     decode_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def read_config(cls, sam_cfg: dict[str, Any]) -> Any:
+        """The sam_core config of a ``sam_cfg`` dict (``sam_config_from_ssseg``)."""
+        return sam_config_from_ssseg(sam_cfg, hq=cls.HQ)
 
     def _setup(self, sam_cfg: dict[str, Any] | None, flags: dict[str, bool], device: str | torch.device,
                load_ckpt_strict: bool) -> None:
-        config, ckptpath, flag = choose_weights(sam_cfg, flags, self.FLAGS, self.DEFAULT_CONFIG,
-                                                lambda cfg: sam_config_from_ssseg(cfg, hq=self.HQ), "sam_cfg")
+        config, ckptpath, flag = choose_weights(sam_cfg, flags, self.FLAGS, self.DEFAULT_CONFIG, self.read_config,
+                                                "sam_cfg")
         strict = load_ckpt_strict and flag not in self.LENIENT_FLAGS
         core = weights.load_model(config, ckptpath, strict, weights.resolve_device(device))
         # torch upscaling: the reference's interpolation, so that masks and logits are its own.
         self._predictor = Predictor(core, mask_upscaling="torch")
-        self.model = SsssegSamModel(core)
+        self.model = self.MODEL_WRAPPER(core)
         self.transform = ResizeLongestSide(core.image_encoder.img_size)
 
     @property
@@ -236,6 +259,61 @@ class MobileSAMPredictor(SamFamilyPredictor):
         self._setup(sam_cfg, {"use_default_sam_t_5m": use_default_sam_t_5m}, device, load_ckpt_strict)
 
 
+class EdgeSAMPredictor(SamFamilyPredictor):
+    """sssegmentation's ``EdgeSAMPredictor``: ``sam_cfg`` (an ``EdgeSAMRepViT`` backbone, ``arch`` m1, m2 or m3,
+    and an optional top-level ``stability_score_offset``), else EdgeSAM's RepViT-M1 model, with the weights of
+    sssegmentation's ``edge_sam.pth`` / ``edge_sam_3x.pth`` if ``use_default_edgesam`` /
+    ``use_default_edgesam_3x`` (random weights with neither, as there).
+
+    ``predict``, ``predicttorch`` and ``model.inference`` take EdgeSAM's ``num_multimask_outputs`` (1: the
+    single-mask output, 3: the multimask ones, 4: all) and ``use_stability_score`` (score masks by the
+    stability of their low-res logits instead of the IoU head), with sssegmentation's defaults, which differ:
+    ``predict`` 3 outputs and IoU-head scores, ``predicttorch`` 3 outputs and stability scores,
+    ``model.inference`` 1 output and IoU-head scores. Point label -2 (EdgeSAM's "ignore") is refused, as
+    sssegmentation's SAM prompt encoder reads it otherwise.
+
+    Attributes: those of :class:`SamFamilyPredictor`, and ``stability_score_offset`` (``sam_cfg``'s, else 1.0).
+    """
+
+    FLAGS = {"use_default_edgesam": EDGE_SAM_CONFIGS["edge_sam"],
+             "use_default_edgesam_3x": EDGE_SAM_CONFIGS["edge_sam_3x"]}
+    DEFAULT_CONFIG = EDGE_SAM_CONFIGS["edge_sam"]
+    MODEL_WRAPPER = SsssegEdgeSamModel
+
+    def __init__(self, sam_cfg: dict[str, Any] | None = None, use_default_edgesam: bool = False,
+                 use_default_edgesam_3x: bool = False, device: str = "cuda", load_ckpt_strict: bool = True) -> None:
+        self._setup(sam_cfg, {"use_default_edgesam": use_default_edgesam,
+                              "use_default_edgesam_3x": use_default_edgesam_3x}, device, load_ckpt_strict)
+        # Checked by read_config; EdgeSam scores stability with its own offset, as sssegmentation's model does.
+        self.stability_score_offset = float(sam_cfg.get("stability_score_offset", 1.0)) if sam_cfg else 1.0
+        self.model.sam_core_model.stability_score_offset = self.stability_score_offset
+
+    @classmethod
+    def read_config(cls, sam_cfg: dict[str, Any]) -> Any:
+        return sam_config_from_ssseg(sam_cfg, edge=True)
+
+    def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: np.ndarray | None = None, mask_input: np.ndarray | None = None, num_multimask_outputs: int = 3,
+                return_logits: bool = False, use_stability_score: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`SamFamilyPredictor.predict` with ``num_multimask_outputs`` (1, 3 or 4) masks, scored by the IoU
+        head, or by the stability of their low-res logits with ``use_stability_score``."""
+        with self.model.sam_core_model.decoding_options(num_multimask_outputs=num_multimask_outputs,
+                                                        use_stability_score=use_stability_score):
+            return self._predict(point_coords, point_labels, box, mask_input, True, return_logits)
+
+    def predicttorch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                     boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
+                     num_multimask_outputs: int = 3, return_logits: bool = False, use_stability_score: bool = True,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`SamFamilyPredictor.predicttorch` with ``num_multimask_outputs`` (1, 3 or 4) masks. Unlike
+        :meth:`predict`, ``use_stability_score`` defaults to True, as in sssegmentation (its generator relies on
+        it): the scores are then the stability of the low-res logits, not the IoU head's predictions."""
+        with self.model.sam_core_model.decoding_options(num_multimask_outputs=num_multimask_outputs,
+                                                        use_stability_score=use_stability_score):
+            return self._predicttorch(point_coords, point_labels, boxes, mask_input, True, return_logits)
+
+
 class _WithDecodeOptions:
     """A model whose ``score_prompts`` always gets ``options`` (the generator passes none): SAM-HQ's
     ``generate(image, hq_token_only=True)``."""
@@ -354,6 +432,28 @@ class MobileSAMAutomaticMaskGenerator(SamFamilyMaskGenerator):
                  output_mode: str = "binary_mask", sam_cfg: dict[str, Any] | None = None,
                  use_default_sam_t_5m: bool = False, load_ckpt_strict: bool = False) -> None:
         predictor = MobileSAMPredictor(sam_cfg, use_default_sam_t_5m, device, load_ckpt_strict)
+        self._setup(predictor, _generator_options(
+            points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset,
+            box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
+            point_grids, min_mask_region_area, output_mode))
+
+
+class EdgeSAMAutomaticMaskGenerator(SamFamilyMaskGenerator):
+    """sssegmentation's ``EdgeSAMAutomaticMaskGenerator``: masks from 3 outputs per point, their
+    ``predicted_iou`` the stability of their low-res logits (with ``sam_cfg``'s ``stability_score_offset``, the
+    predictor's), filtered by ``pred_iou_thresh`` like the IoU head's; ``stability_score`` is measured on the
+    upscaled logits with this generator's ``stability_score_offset``, as for SAM."""
+
+    def __init__(self, points_per_side: int | None = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0, device: str = "cuda",
+                 box_nms_thresh: float = 0.7, crop_n_layers: int = 0, crop_nms_thresh: float = 0.7,
+                 crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
+                 point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
+                 output_mode: str = "binary_mask", sam_cfg: dict[str, Any] | None = None,
+                 use_default_edgesam: bool = False, use_default_edgesam_3x: bool = False,
+                 load_ckpt_strict: bool = True) -> None:
+        predictor = EdgeSAMPredictor(sam_cfg, use_default_edgesam, use_default_edgesam_3x, device, load_ckpt_strict)
+        # sam_core's generator scores an EdgeSam's masks by stability (EdgeSam.generator_defaults), as here.
         self._setup(predictor, _generator_options(
             points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset,
             box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,

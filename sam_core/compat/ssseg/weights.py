@@ -41,6 +41,10 @@ SSSEG_CHECKPOINT_URLS: dict[str, str] = {
     "use_default_samv2_s": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_small.pt",
     "use_default_samv2_bplus": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_base_plus.pt",
     "use_default_samv2_l": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt",
+    "use_default_edgesam": "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_edgesam/"
+                           "edge_sam.pth",
+    "use_default_edgesam_3x": "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_edgesam/"
+                              "edge_sam_3x.pth",
 }
 _CHUNK = 1 << 20
 
@@ -142,9 +146,10 @@ def load_model(config: Any, ckptpath: str | None, strict: bool, device: torch.de
     """A sam_core model of ``config`` on ``device``, with the weights of ``ckptpath`` or random ones.
 
     Args:
-        config: a sam_core config (SamConfig, MobileSamConfig, SamHqConfig, Sam2Config).
+        config: a sam_core config (SamConfig, MobileSamConfig, SamHqConfig, EdgeSamConfig, Sam2Config).
         ckptpath: None, a local file, or an http(s) URL (fetched into the cache). sssegmentation's files are
-            Meta's layouts (SAM 2's hold ``{"model": state_dict}``), which sam_core reads as they are.
+            Meta's layouts (SAM 2's hold ``{"model": state_dict}``; EdgeSAM's are its flat state dict), which
+            sam_core reads as they are.
         strict: sssegmentation's ``load_ckpt_strict``: False leaves the tensors the file lacks at their
             random values and ignores the ones the model lacks.
         video: build SAM 2's video model (the image model plus its memory modules).
