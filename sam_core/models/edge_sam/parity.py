@@ -68,6 +68,7 @@ def ssseg_sam_cfg(config: EdgeSamConfig, checkpoint: str | Path | None = None) -
 
 def make_ssseg_rep_vit(config: RepViTConfig) -> nn.Module:
     """sssegmentation's EdgeSAMRepViT with ``config``'s block table (randomly initialised, training mode)."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
     from ssseg.modules.models.backbones.edgesamrepvit import EdgeSAMRepViT
 
     arch = rep_vit_arch(config)
@@ -82,6 +83,7 @@ def make_ssseg_edge_sam_predictor(config: EdgeSamConfig, checkpoint: str | Path 
     """sssegmentation's ``EdgeSAMPredictor`` (or, with ``generator_options``, its
     ``EdgeSAMAutomaticMaskGenerator``) on the CPU with ``config``'s shapes, loading EdgeSAM's flat state dict
     from ``checkpoint`` strictly, as sssegmentation loads its ``ckptpath``. Random weights without one."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
     from ssseg.modules.models.segmentors.edgesam import EdgeSAMAutomaticMaskGenerator, EdgeSAMPredictor
 
     sam_cfg = ssseg_sam_cfg(config)
