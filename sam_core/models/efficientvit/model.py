@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.interface import PromptableSegmenter
-from sam_core.models.efficientvit.config import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSamConfig
+from sam_core.models.efficientvit.config import EfficientViTSamConfig, get_efficientvit_sam_config
 from sam_core.models.efficientvit.image_encoder import EfficientViTSamImageEncoder
 from sam_core.models.efficientvit.transform import EncoderResizeLongestSide
 from sam_core.models.sam.mask_decoder import MaskDecoder
@@ -64,14 +64,7 @@ class EfficientViTSam(Sam):
 
 def build_efficientvit_sam(name_or_config: str | EfficientViTSamConfig = "efficientvit_sam_l0") -> EfficientViTSam:
     """A randomly initialised EfficientViT-SAM of a registry name or config (eval mode)."""
-    if isinstance(name_or_config, str):
-        try:
-            config = EFFICIENTVIT_SAM_CONFIGS[name_or_config]
-        except KeyError:
-            raise ValueError(f"unknown EfficientViT-SAM model {name_or_config!r}; "
-                             f"known: {sorted(EFFICIENTVIT_SAM_CONFIGS)}") from None
-    else:
-        config = name_or_config
+    config = get_efficientvit_sam_config(name_or_config)
     grid = config.embedding_size
     prompt_encoder = PromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
                                    input_image_size=(config.prompt_image_size, config.prompt_image_size),

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d, MLPBlock
+from sam_core.layers.mlp import MLPBlock
+from sam_core.layers.norms import LayerNorm2d
 
 
 class PatchEmbed(nn.Module):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):

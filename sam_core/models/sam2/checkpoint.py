@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.configs import shape_readers
 from sam_core.models.sam2.config import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config
 
 StateDict = dict[str, torch.Tensor]
@@ -57,11 +58,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state di
 
 def shape_signature(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, object]:
     """What the tensor shapes say about the image model."""
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin} is not a SAM 2 checkpoint: tensor {name!r} is missing")
-        return state_dict[name].shape
-
+    shape, _ = shape_readers(state_dict, origin, "a SAM 2")
     prefix = "image_encoder.trunk."
     depth = len({name.split(".")[3] for name in state_dict if name.startswith(prefix + "blocks.")})
     # A block with a shortcut projection widens the channels: it starts a stage.

@@ -11,7 +11,7 @@ from sam_core.models.mobile_sam.config import infer_mobile_sam_config
 from sam_core.models.mobile_sam.family import is_tiny_vit_checkpoint, split_classifier_head
 from sam_core.models.sam.config import infer_sam_config
 from sam_core.models.sam.model import HQ_TOKEN_NAMES
-from sam_core.models.sam_hq.config import SAM_HQ_CONFIGS, SamHqConfig
+from sam_core.models.sam_hq.config import SAM_HQ_CONFIGS, SamHQConfig
 from sam_core.models.sam_hq.hf_format import hf_to_sam_hq_state_dict, sam_hq_config_from_hf
 from sam_core.models.sam_hq.model import build_sam_hq
 
@@ -26,11 +26,11 @@ def _sam_hq_native_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
     return dict(tensors)
 
 
-def infer_sam_hq_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> SamHqConfig:
+def infer_sam_hq_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> SamHQConfig:
     """The base model's shapes, as SAM's or MobileSAM's loading reads them (the HQ layers follow)."""
     if is_tiny_vit_checkpoint(state_dict):
-        return SamHqConfig(infer_mobile_sam_config(state_dict, origin))
-    return SamHqConfig(infer_sam_config(state_dict, origin))
+        return SamHQConfig(infer_mobile_sam_config(state_dict, origin))
+    return SamHQConfig(infer_sam_config(state_dict, origin))
 
 
 # The sha256 values of the released files are not known from a verifiable source: they are never
@@ -39,7 +39,7 @@ _SAM_HQ_BASE_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 
 SAM_HQ_FAMILY = ModelFamily(
     name="sam_hq",
-    config_type=SamHqConfig,
+    config_type=SamHQConfig,
     configs=SAM_HQ_CONFIGS,
     build=build_sam_hq,
     owns_checkpoint=_is_sam_hq_checkpoint,

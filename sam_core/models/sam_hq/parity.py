@@ -1,4 +1,4 @@
-"""SAM-HQ's references built with the shapes of a SamHqConfig and random weights, for parity tests and
+"""SAM-HQ's references built with the shapes of a SamHQConfig and random weights, for parity tests and
 benchmarks: segment-anything-hq's Sam (``pip install segment-anything-hq==0.3 timm``, in the ``test`` extra)
 and transformers' SamHQModel."""
 
@@ -11,10 +11,10 @@ import torch
 from sam_core.models.mobile_sam.parity import reference_prompt_and_decoder, reference_tiny_vit
 from sam_core.models.sam.config import SamConfig
 from sam_core.models.sam.parity import randomize_every_tensor_
-from sam_core.models.sam_hq.config import SamHqConfig
+from sam_core.models.sam_hq.config import SamHQConfig
 
 
-def make_reference_sam_hq(config: SamHqConfig, seed: int = 0) -> torch.nn.Module:
+def make_reference_sam_hq(config: SamHQConfig, seed: int = 0) -> torch.nn.Module:
     """segment-anything-hq's Sam with the shapes of ``config`` and every tensor random (eval mode)."""
     # Imported here: reference code (test extra), imported only by the parity helpers' callers.
     from segment_anything_hq import modeling
@@ -39,9 +39,10 @@ def make_reference_sam_hq(config: SamHqConfig, seed: int = 0) -> torch.nn.Module
 def make_hf_sam_hq(base: SamConfig, seed: int = 0) -> torch.nn.Module:
     """transformers' SamHQModel with the shapes of a ViT SAM-HQ and every tensor random (eval mode)."""
     # Imported here: reference code (test extra), imported only by the parity helpers' callers.
-    from transformers import SamHQConfig, SamHQModel
+    from transformers import SamHQConfig as HFSamHQConfig
+    from transformers import SamHQModel
 
-    hf_config = SamHQConfig(
+    hf_config = HFSamHQConfig(
         vision_config=dict(
             hidden_size=base.encoder_embed_dim, output_channels=base.prompt_embed_dim,
             num_hidden_layers=base.encoder_depth, num_attention_heads=base.encoder_num_heads,

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.errors import CheckpointError
+from sam_core.layers.mlp import MLP
 from sam_core.models.sam2.config import Sam2Config, get_sam2_config
 from sam_core.models.sam2.image_encoder import ImageEncoder
 from sam_core.models.sam2.mask_decoder import Sam2MaskDecoder
-from sam_core.models.sam2.mlp import MLP
 from sam_core.models.sam2.model import Sam2, build_sam2
 from sam_core.models.sam2.prompt_encoder import Sam2PromptEncoder
 from sam_core.models.sam2.video.memory_attention import MemoryAttention
