@@ -19,9 +19,12 @@ and draws masks only for the prompts it keeps.
 
 How to add a family:
 
-1. Write its modules in a package of its own (``sam_core/<family>/``) with a frozen config dataclass that
-   has ``to_dict``, ``from_dict`` and ``summary`` (a one-line description), and a builder ``config -> model``.
-2. Subclass :class:`PromptableSegmenter`: set ``family``, ``embedding_key`` and ``generator_defaults``;
+1. Write its modules in a package of its own (``sam_core/models/<family>/``) with a frozen config dataclass
+   that has ``to_dict``, ``from_dict`` (``sam_core.models.configs.SerializableConfig`` gives both) and
+   ``summary`` (a one-line description), and a builder ``config -> model``.
+2. Subclass :class:`PromptableSegmenter` (``sam_core.models.base.NormalizingSegmenter`` adds the input's
+   normalisation statistics and the ``device`` and ``dtype`` they give): set ``family``, ``embedding_key`` and
+   ``generator_defaults``;
    give the model a ``transform`` (an :class:`~sam_core.transforms.ImageTransform`) and a ``config``;
    implement ``mask_input_size``, ``feature_shapes``, ``preprocess``, ``encode``, ``prepare_image``,
    ``score_prompts`` and ``draw_masks``. ``decode`` and ``postprocess_masks`` then work as they are.
@@ -243,10 +246,15 @@ class ModelFamily:
         configs: registry name -> config (``load_sam(name)``, ``build_sam(name)``).
         build: config -> randomly initialised model in eval mode.
         owns_checkpoint: whether a state dict with these tensor names (in any naming the family reads)
-            belongs to this family.
-        to_native_names: tensor names of a foreign format (Hugging Face) -> the family's own; the identity
-            for names that are already native. Raises ``CheckpointError`` on anything else.
+            belongs to this family (or to a family that ``specialises`` it).
         infer_config: (native state dict, origin) -> the config whose shapes it has.
+        to_native_names: tensor names of a foreign format (Hugging Face) -> the family's own; the identity
+            for names that are already native. Raises ``CheckpointError`` on anything else. By default a copy:
+            a family whose files all use its own names (``sam_core.models.hf_names.reading_hf_names`` makes
+            one for a family with a Hugging Face format).
+        specialises: the families whose checkpoints this family's are a special case of (SAM-HQ's files are
+            SAM's or MobileSAM's with an HQ token): where this family and one of those own a checkpoint, it is
+            this family's.
         config_from_hf: (Hugging Face ``config.json`` dict, origin) -> config, if the family has a
             Hugging Face format.
         official_checkpoints: registry name -> released file.
@@ -262,8 +270,9 @@ class ModelFamily:
     configs: Mapping[str, Any]
     build: Callable[[Any], PromptableSegmenter]
     owns_checkpoint: Callable[[Collection[str]], bool]
-    to_native_names: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
     infer_config: Callable[[Mapping[str, torch.Tensor], str], Any]
+    to_native_names: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] = dict
+    specialises: tuple[str, ...] = ()
     config_from_hf: Callable[[Mapping[str, Any], str], Any] | None = None
     official_checkpoints: Mapping[str, OfficialCheckpoint] = field(default_factory=dict)
     split_extras: Callable[[StateDict], tuple[StateDict, StateDict]] | None = None

@@ -37,8 +37,10 @@ def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict,
     return image, video
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> tuple[str, Sam2Config]:
-    """(registry name, config) of the official model whose shapes ``state_dict`` has.
+def recognise_official_model(state_dict: Mapping[str, torch.Tensor],
+                             origin: str = "state dict") -> tuple[str, Sam2Config]:
+    """(registry name, config) of the official model whose shapes ``state_dict`` has (``sam_core.infer_config``
+    reads any family's config, SAM 2's included).
 
     Shapes give the trunk's widths, stages and position embedding sizes, but not its heads, global blocks
     or windows, so only the official sizes are recognised; other models need an explicit config.

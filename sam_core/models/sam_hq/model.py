@@ -16,7 +16,7 @@ from sam_core.models.sam.model import (
     SamPreparedImage,
     build_mask_decoder,
     build_prompt_encoder,
-    build_sam,
+    build_sam1,
 )
 from sam_core.models.sam_hq.config import SamHQConfig, get_sam_hq_config
 from sam_core.models.sam_hq.mask_decoder import MaskDecoderHQ
@@ -124,6 +124,6 @@ def build_sam_hq(name_or_config: str | SamHQConfig = "sam_hq_vit_l") -> SamHQ:
     """A randomly initialised SamHQ of a registry name or config (eval mode)."""
     config = get_sam_hq_config(name_or_config)
     base = config.base
-    image_encoder = (build_mobile_sam(base) if config.uses_tiny_vit else build_sam(base)).image_encoder
+    image_encoder = (build_mobile_sam(base) if config.uses_tiny_vit else build_sam1(base)).image_encoder
     mask_decoder = build_mask_decoder(base, MaskDecoderHQ, vit_dim=config.vit_dim)
     return SamHQ(image_encoder, build_prompt_encoder(base), mask_decoder, config).eval()
