@@ -29,14 +29,17 @@ class MobileSamConfig(DecoderFields):
 
     @property
     def image_size(self) -> int:
+        """Side of the square model input: the encoder's."""
         return self.encoder.image_size
 
     @property
     def prompt_embed_dim(self) -> int:
+        """Width of the prompt and image tokens: the encoder's output channels."""
         return self.encoder.out_chans
 
     @property
     def embedding_size(self) -> int:
+        """Side of the image embedding grid (TinyViT's stride is 16)."""
         return self.encoder.image_size // 16
 
     def summary(self) -> str:
