@@ -203,10 +203,15 @@ class ModelFamily:
         configs: registry name -> config (``load_sam(name)``, ``build_sam(name)``).
         build: config -> randomly initialised model in eval mode.
         owns_checkpoint: whether a state dict with these tensor names (in any naming the family reads)
-            belongs to this family.
-        to_native_names: tensor names of a foreign format (Hugging Face) -> the family's own; the identity
-            for names that are already native. Raises ``CheckpointError`` on anything else.
+            belongs to this family (or to a family that ``specialises`` it).
         infer_config: (native state dict, origin) -> the config whose shapes it has.
+        to_native_names: tensor names of a foreign format (Hugging Face) -> the family's own; the identity
+            for names that are already native. Raises ``CheckpointError`` on anything else. By default a copy:
+            a family whose files all use its own names (``sam_core.models.hf_names.reading_hf_names`` makes
+            one for a family with a Hugging Face format).
+        specialises: the families whose checkpoints this family's are a special case of (SAM-HQ's files are
+            SAM's or MobileSAM's with an HQ token): where this family and one of those own a checkpoint, it is
+            this family's.
         config_from_hf: (Hugging Face ``config.json`` dict, origin) -> config, if the family has a
             Hugging Face format.
         official_checkpoints: registry name -> released file.
@@ -222,8 +227,9 @@ class ModelFamily:
     configs: Mapping[str, Any]
     build: Callable[[Any], PromptableSegmenter]
     owns_checkpoint: Callable[[Collection[str]], bool]
-    to_native_names: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
     infer_config: Callable[[Mapping[str, torch.Tensor], str], Any]
+    to_native_names: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] = dict
+    specialises: tuple[str, ...] = ()
     config_from_hf: Callable[[Mapping[str, Any], str], Any] | None = None
     official_checkpoints: Mapping[str, OfficialCheckpoint] = field(default_factory=dict)
     split_extras: Callable[[StateDict], tuple[StateDict, StateDict]] | None = None

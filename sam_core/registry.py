@@ -12,7 +12,7 @@ from sam_core.interface import ModelFamily, OfficialCheckpoint, PromptableSegmen
 from sam_core.models.edge_sam.family import EDGE_SAM_FAMILY
 from sam_core.models.efficientvit.family import EFFICIENTVIT_SAM_FAMILY
 from sam_core.models.mobile_sam.family import MOBILE_SAM_FAMILY
-from sam_core.models.sam.model import SAM_FAMILY
+from sam_core.models.sam.family import SAM_FAMILY
 from sam_core.models.sam2.family import SAM2_FAMILY
 from sam_core.models.sam_hq.family import SAM_HQ_FAMILY
 
@@ -62,6 +62,8 @@ def resolve_config(name_or_config: Any) -> tuple[ModelFamily, Any]:
 def family_of_checkpoint(names: Collection[str], origin: str) -> ModelFamily:
     """The family whose checkpoints have these tensor names (any naming the families read)."""
     owners = [family for family in FAMILIES.values() if family.owns_checkpoint(names)]
+    # A family whose checkpoints are a special case of another's (SAM-HQ's of SAM's) takes them from it.
+    owners = [family for family in owners if not any(family.name in other.specialises for other in owners)]
     if len(owners) == 1:
         return owners[0]
     shown = ", ".join(sorted(names)[:10]) or "none"

@@ -17,7 +17,7 @@ import torch
 from sam_core.errors import CheckpointError
 from sam_core.io.checkpoints import load_sam2
 from sam_core.models.sam2 import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, build_sam2
-from sam_core.models.sam2.checkpoint import VIDEO_MODULES, infer_config, split_state_dict
+from sam_core.models.sam2.checkpoint import VIDEO_MODULES, recognise_official_model, split_state_dict
 from sam_core.models.sam2.config import image_settings
 from sam_core.models.sam2.parity import (
     make_hf_sam2,
@@ -329,7 +329,7 @@ def test_official_sizes_are_recognised_from_shapes(name):
     state_dict["maskmem_tpos_enc"] = torch.empty(7, 1, 1, 64)
     if name.startswith("sam2.1"):
         state_dict.update(no_obj_embed_spatial=torch.empty(1, 64), **{"obj_ptr_tpos_proj.weight": torch.empty(1)})
-    found, config = infer_config(state_dict)
+    found, config = recognise_official_model(state_dict)
     assert config == SAM2_CONFIGS[name]
     assert found == name
 
@@ -338,7 +338,7 @@ def test_an_image_model_file_is_taken_for_sam2_1():
     """Without video tensors nothing tells the versions apart; the image models are the same."""
     with torch.device("meta"):
         state_dict = build_sam2("sam2_hiera_small").state_dict()
-    assert infer_config(state_dict)[0] == "sam2.1_hiera_small"
+    assert recognise_official_model(state_dict)[0] == "sam2.1_hiera_small"
 
 
 def test_checkpoint_errors_list_every_problem(tiny, tmp_path):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Collection, Mapping
 
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.configs import decoder_fields, shape_readers
 from sam_core.models.efficientvit.config import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSamConfig
-from sam_core.models.sam.config import decoder_fields
 
 BACKBONE = "image_encoder.backbone.stages."
 NECK = "image_encoder.neck."
@@ -31,14 +30,7 @@ def infer_efficientvit_sam_config(state_dict: Mapping[str, torch.Tensor],
     shapes are a released model's gets that model's values; otherwise 512 for five stages and 1024 for six
     (as the released L and XL models), eps 1e-6 and 8 heads.
     """
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin} is not an EfficientViT-SAM checkpoint: tensor {name!r} is missing")
-        return state_dict[name].shape
-
-    def count(prefix: str) -> int:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
+    shape, count = shape_readers(state_dict, origin, "an EfficientViT-SAM")
 
     def block_kind(prefix: str) -> str:
         for conv, kind in _FIRST_CONV.items():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from sam_core.models.configs import DecoderFields, config_named
 
 # Block kinds of a backbone stage: "res" (ResBlock), "fmb" (FusedMBConv), "mb" (MBConv), "att@K" (EfficientViT
 # blocks: LiteMLA with a KxK multi-scale aggregation, then an MBConv).
@@ -12,9 +12,9 @@ BLOCK_KINDS = ("res", "fmb", "mb")
 
 
 @dataclass(frozen=True)
-class EfficientViTSamConfig:
+class EfficientViTSamConfig(DecoderFields):
     """Shapes of an EfficientViT-SAM model: the EfficientViT ("large") backbone, the SAM neck, and SAM 1's prompt
-    encoder and mask decoder. Defaults are the released L0."""
+    encoder and mask decoder (:class:`~sam_core.models.configs.DecoderFields`). Defaults are the released L0."""
 
     encoder_image_size: int = 512
     """Side of the square encoder input (L models 512, XL models 1024); prompts and masks stay in the
@@ -34,13 +34,6 @@ class EfficientViTSamConfig:
     prompt_embed_dim: int = 256
     embedding_size: int = 64
     prompt_image_size: int = 1024
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_num_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
     norm_eps: float = 1e-6
     """eps of every normalisation layer of the encoder, BatchNorm included (the released models set 1e-6)."""
     decoder_layer_norm_eps: float = 1e-6
@@ -65,34 +58,16 @@ class EfficientViTSamConfig:
                                 f"{self.attention_head_dim}")
         if not self.neck_stages or any(not 0 <= s < stages for s in self.neck_stages):
             problems.append(f"neck_stages {self.neck_stages} must name stages 0..{stages - 1}")
-        if self.prompt_embed_dim % self.decoder_num_heads or self.prompt_embed_dim % 8:
-            problems.append(f"prompt_embed_dim {self.prompt_embed_dim} must be divisible by 8 and by "
-                            f"decoder_num_heads {self.decoder_num_heads}")
+        problems += self.decoder_width_problems(self.prompt_embed_dim, "prompt_embed_dim")
         if self.prompt_image_size != 16 * self.embedding_size:
             problems.append(f"prompt_image_size {self.prompt_image_size} must be 16 x embedding_size "
                             f"{self.embedding_size}")
         if problems:
             raise ValueError("invalid EfficientViTSamConfig: " + "; ".join(problems))
 
-    @property
-    def low_res_mask_size(self) -> int:
-        return 4 * self.embedding_size
-
     def summary(self) -> str:
         return (f"widths={list(self.widths)}, depths={list(self.depths)}, "
                 f"encoder_image_size={self.encoder_image_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {field.name: list(value) if isinstance(value := getattr(self, field.name), tuple) else value
-                for field in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EfficientViTSamConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown EfficientViTSamConfig fields: {unknown}")
-        return cls(**values)
 
 
 def _is_attention(kind: str) -> bool:
@@ -119,3 +94,8 @@ EFFICIENTVIT_SAM_CONFIGS: dict[str, EfficientViTSamConfig] = {
     "efficientvit_sam_xl0": EfficientViTSamConfig(**_XL_STAGES, depths=(0, 1, 1, 2, 3, 3), neck_depth=6),
     "efficientvit_sam_xl1": EfficientViTSamConfig(**_XL_STAGES, depths=(1, 2, 2, 4, 6, 6), neck_depth=12),
 }
+
+
+def get_efficientvit_sam_config(name_or_config: str | EfficientViTSamConfig) -> EfficientViTSamConfig:
+    """Return the config itself, or the registry entry of that name (``ValueError`` for an unknown name)."""
+    return config_named(name_or_config, EFFICIENTVIT_SAM_CONFIGS, EfficientViTSamConfig, "EfficientViT-SAM model")

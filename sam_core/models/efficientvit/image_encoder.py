@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.efficientvit.backbone import EfficientViTBackbone
 from sam_core.models.efficientvit.blocks import Chain, FusedMBConv, Residual
 from sam_core.models.efficientvit.config import EfficientViTSamConfig

@@ -7,14 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.interface import PromptableSegmenter
-from sam_core.models.efficientvit.config import EFFICIENTVIT_SAM_CONFIGS, EfficientViTSamConfig
+from sam_core.models.efficientvit.config import EfficientViTSamConfig, get_efficientvit_sam_config
 from sam_core.models.efficientvit.image_encoder import EfficientViTSamImageEncoder
 from sam_core.models.efficientvit.transform import EncoderResizeLongestSide
 from sam_core.models.sam.mask_decoder import MaskDecoder
-from sam_core.models.sam.model import PIXEL_MEAN, PIXEL_STD, Sam
+from sam_core.models.sam.model import PIXEL_MEAN, PIXEL_STD, Sam, build_mask_decoder, build_prompt_encoder
 from sam_core.models.sam.prompt_encoder import PromptEncoder
-from sam_core.models.sam.transformer import TwoWayTransformer
 
 # The reference normalises the 0-1 image with SAM's statistics divided by 255 (rounded once, to float32).
 _MEAN_01 = [value / 255 for value in PIXEL_MEAN]
@@ -37,16 +35,10 @@ class EfficientViTSam(Sam):
             mask_decoder: SAM's mask decoder.
             config: the shapes the modules were built with.
         """
-        PromptableSegmenter.__init__(self)
-        self.image_encoder = image_encoder
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-        self.config = config
-        self.transform = EncoderResizeLongestSide(image_encoder.img_size, prompt_encoder.input_image_size[0])
-        # Not persistent: the checkpoints do not store them. They give the model's device and dtype; the
-        # normalisation itself runs in float32 whatever the dtype (see ``preprocess``).
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+        transform = EncoderResizeLongestSide(image_encoder.img_size, prompt_encoder.input_image_size[0])
+        super().__init__(image_encoder, prompt_encoder, mask_decoder, config, transform)
+        # pixel_mean / pixel_std (Sam's buffers) give the model's device and dtype; the normalisation itself runs
+        # in float32 whatever the dtype (see ``preprocess``).
 
     @property
     def image_size(self) -> int:
@@ -64,24 +56,11 @@ class EfficientViTSam(Sam):
 
 def build_efficientvit_sam(name_or_config: str | EfficientViTSamConfig = "efficientvit_sam_l0") -> EfficientViTSam:
     """A randomly initialised EfficientViT-SAM of a registry name or config (eval mode)."""
-    if isinstance(name_or_config, str):
-        try:
-            config = EFFICIENTVIT_SAM_CONFIGS[name_or_config]
-        except KeyError:
-            raise ValueError(f"unknown EfficientViT-SAM model {name_or_config!r}; "
-                             f"known: {sorted(EFFICIENTVIT_SAM_CONFIGS)}") from None
-    else:
-        config = name_or_config
-    grid = config.embedding_size
-    prompt_encoder = PromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
-                                   input_image_size=(config.prompt_image_size, config.prompt_image_size),
-                                   mask_in_chans=config.mask_in_chans)
-    transformer = TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_embed_dim,
-                                    num_heads=config.decoder_num_heads, mlp_dim=config.decoder_mlp_dim)
-    for module in transformer.modules():
+    config = get_efficientvit_sam_config(name_or_config)
+    # Prompts and masks are in the prompt frame (1024), not the encoder's.
+    prompt_encoder = build_prompt_encoder(config, image_size=config.prompt_image_size)
+    mask_decoder = build_mask_decoder(config)
+    for module in mask_decoder.transformer.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = config.decoder_layer_norm_eps
-    mask_decoder = MaskDecoder(transformer_dim=config.prompt_embed_dim, transformer=transformer,
-                               num_multimask_outputs=config.num_multimask_outputs,
-                               iou_head_depth=config.iou_head_depth, iou_head_hidden_dim=config.iou_head_hidden_dim)
     return EfficientViTSam(EfficientViTSamImageEncoder(config), prompt_encoder, mask_decoder, config).eval()

@@ -8,7 +8,6 @@ from collections.abc import Collection
 from sam_core.interface import ModelFamily, OfficialCheckpoint, StateDict
 from sam_core.models.mobile_sam.config import MOBILE_SAM_CONFIGS, MobileSamConfig, infer_mobile_sam_config
 from sam_core.models.mobile_sam.model import build_mobile_sam
-from sam_core.models.sam.model import HQ_TOKEN_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +17,8 @@ CLASSIFIER_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
 
 
 def is_tiny_vit_checkpoint(names: Collection[str]) -> bool:
+    """A TinyViT image encoder under MobileSAM's names (SAM-HQ's TinyViT files have one too; SAM-HQ's entry
+    specialises this one, see ``ModelFamily.specialises``)."""
     return any(name.startswith(TINY_VIT_STEM) for name in names)
 
 
@@ -32,21 +33,13 @@ def split_classifier_head(state_dict: StateDict) -> tuple[StateDict, StateDict]:
     return {name: tensor for name, tensor in state_dict.items() if name not in unused}, unused
 
 
-def _is_mobile_sam_checkpoint(names: Collection[str]) -> bool:
-    return is_tiny_vit_checkpoint(names) and not any(name in HQ_TOKEN_NAMES for name in names)
+# The sha256 of mobile_sam.pt is not known from a verifiable source: it is never downloaded, and a copy placed in
+# the cache by hand is used as it is.
+MOBILE_SAM_OFFICIAL_CHECKPOINTS = {"vit_t": OfficialCheckpoint(
+    "mobile_sam.pt", None, None, "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/")}
 
-
-MOBILE_SAM_FAMILY = ModelFamily(
-    name="mobile_sam",
-    config_type=MobileSamConfig,
-    configs=MOBILE_SAM_CONFIGS,
-    build=build_mobile_sam,
-    owns_checkpoint=_is_mobile_sam_checkpoint,
-    to_native_names=dict,  # MobileSAM's file uses Meta's names
-    infer_config=infer_mobile_sam_config,
-    split_extras=split_classifier_head,
-    # The sha256 of mobile_sam.pt is not known from a verifiable source: it is never downloaded, and a copy
-    # placed in the cache by hand is used as it is.
-    official_checkpoints={"vit_t": OfficialCheckpoint(
-        "mobile_sam.pt", None, None, "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/")},
+MOBILE_SAM_FAMILY = ModelFamily(  # MobileSAM's file uses Meta's names: to_native_names is the default
+    name="mobile_sam", config_type=MobileSamConfig, configs=MOBILE_SAM_CONFIGS, build=build_mobile_sam,
+    infer_config=infer_mobile_sam_config, owns_checkpoint=is_tiny_vit_checkpoint,
+    official_checkpoints=MOBILE_SAM_OFFICIAL_CHECKPOINTS, split_extras=split_classifier_head,
 )

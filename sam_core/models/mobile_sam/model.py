@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sam_core.models.mobile_sam.config import MOBILE_SAM_CONFIGS, MobileSamConfig
+from sam_core.models.mobile_sam.config import MobileSamConfig, get_mobile_sam_config
 from sam_core.models.sam.model import Sam, build_mask_decoder, build_prompt_encoder
 from sam_core.models.tiny_vit.encoder import TinyViT
 
@@ -19,11 +19,5 @@ class MobileSam(Sam):
 
 def build_mobile_sam(name_or_config: str | MobileSamConfig = "vit_t") -> MobileSam:
     """A randomly initialised MobileSam of a registry name or config (eval mode)."""
-    if isinstance(name_or_config, str):
-        try:
-            name_or_config = MOBILE_SAM_CONFIGS[name_or_config]
-        except KeyError:
-            raise ValueError(f"unknown MobileSAM model {name_or_config!r}; "
-                             f"known: {sorted(MOBILE_SAM_CONFIGS)}") from None
-    config = name_or_config
+    config = get_mobile_sam_config(name_or_config)
     return MobileSam(TinyViT(config.encoder), build_prompt_encoder(config), build_mask_decoder(config), config).eval()

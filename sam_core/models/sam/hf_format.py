@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.hf_names import Rename, rename_tensors, split_mlp_renumbering
 from sam_core.models.sam.config import SamConfig
 
 # Hugging Face's SamModel names -> Meta's, applied in order to each name.
@@ -34,36 +34,28 @@ _HF_RENAMES: list[tuple[str, str]] = [
     (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
 ]
 # Hugging Face splits each decoder MLP into proj_in / layers.i / proj_out; Meta numbers them all layers.i.
-_HF_MLP = re.compile(r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\."
-                     r"(proj_in|proj_out|layers\.(\d+))\.")
+_HF_MLPS = r"mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+)"
 # SamModel ties the prompt encoder's copy of the positional matrix to the shared one.
 _HF_TIED_COPY = "prompt_encoder.shared_embedding.positional_embedding"
 _HF_SHARED = "shared_image_embedding.positional_embedding"
 
 
-def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a ``transformers`` SamModel state dict to Meta's names (the layouts are the same)."""
+def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor],
+                          family_renames: Sequence[Rename] = ()) -> dict[str, torch.Tensor]:
+    """Rename a ``transformers`` SamModel state dict to Meta's names (the layouts are the same).
+
+    Args:
+        tensors: the state dict, under Hugging Face's names.
+        family_renames: applied after SAM's renames, for a model built on SamModel (SamHQModel's HQ layers).
+
+    Returns:
+        The same tensors under Meta's names.
+    """
     tensors = dict(tensors)
     tied_copy = tensors.pop(_HF_TIED_COPY, None)
     if _HF_SHARED not in tensors and tied_copy is not None:
         tensors[_HF_SHARED] = tied_copy
-    hidden_layers: dict[str, int] = {}
-    for name in tensors:
-        if (match := _HF_MLP.match(name)) and match.group(3) is not None:
-            hidden_layers[match.group(1)] = max(hidden_layers.get(match.group(1), 0), int(match.group(3)) + 1)
-
-    def rename_mlp(match: re.Match[str]) -> str:
-        prefix, part, index = match.groups()
-        position = {"proj_in": 0, "proj_out": hidden_layers.get(prefix, 0) + 1}.get(part)
-        return f"{prefix}.layers.{position if index is None else int(index) + 1}."
-
-    renamed = {}
-    for name, tensor in tensors.items():
-        new_name = _HF_MLP.sub(rename_mlp, name)
-        for pattern, replacement in _HF_RENAMES:
-            new_name = re.sub(pattern, replacement, new_name)
-        renamed[new_name] = tensor
-    return renamed
+    return rename_tensors(tensors, [split_mlp_renumbering(tensors, _HF_MLPS), *_HF_RENAMES, *family_renames])
 
 
 # Defaults of transformers' SAM configs, for fields a config.json may leave out.

@@ -1,7 +1,7 @@
 """ViT image encoder: patch embedding, windowed/global attention with decomposed relative positions, neck.
 
 The attention has two implementations (see ``sam_core.fast_paths``): the plain one, written as in the papers
-(``Attention._attention_plain``, ``relative_position_bias``, ``window_partition``), and the default fast one
+(``Attention._attention_plain``, ``relative_position_bias``, ``partition_token_windows``), and the default fast one
 (``Attention._forward_fast``), which computes the same function without materialising the bias.
 """
 
@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d, MLPBlock
+from sam_core.layers.mlp import MLPBlock
+from sam_core.layers.norms import LayerNorm2d
 
 
 class PatchEmbed(nn.Module):
@@ -121,8 +122,8 @@ class Attention(nn.Module):
             return self._forward_fast(x)
         if self.window_size:
             height, width = x.shape[1:3]
-            windows = window_partition(x, self.window_size)  # (B * windows, window, window, C)
-            return window_unpartition(self._attention_plain(windows), self.window_size, (height, width))
+            windows = partition_token_windows(x, self.window_size)  # (B * windows, window, window, C)
+            return unpartition_token_windows(self._attention_plain(windows), self.window_size, (height, width))
         return self._attention_plain(x)
 
     def _attention_plain(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,9 +205,9 @@ def decomposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias
     return out
 
 
-def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B * windows, window, window, C), the grid zero-padded at the bottom and right up to
-    whole windows; windows are ordered row by row."""
+def partition_token_windows(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Plain path: (B, H, W, C) tokens -> (B * windows, window, window, C), the grid zero-padded at the bottom
+    and right up to whole windows; windows are ordered row by row (Meta's ``window_partition``)."""
     batch, height, width, channels = x.shape
     pad_h, pad_w = -height % window, -width % window
     x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
@@ -215,9 +216,9 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels)  # (B * down * across, w, w, C)
 
 
-def window_unpartition(windows: torch.Tensor, window: int, size: tuple[int, int]) -> torch.Tensor:
-    """Inverse of ``window_partition``: (B * windows, window, window, C) -> (B, H, W, C) for a grid of
-    ``size`` (H, W), dropping the padding."""
+def unpartition_token_windows(windows: torch.Tensor, window: int, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of ``partition_token_windows``: (B * windows, window, window, C) -> (B, H, W, C) for a grid of
+    ``size`` (H, W), dropping the padding (Meta's ``window_unpartition``)."""
     height, width = size
     # Ceiling division written with positive operands: ONNX's integer division truncates toward zero.
     down, across = (height + window - 1) // window, (width + window - 1) // window
@@ -225,6 +226,11 @@ def window_unpartition(windows: torch.Tensor, window: int, size: tuple[int, int]
     x = windows.view(-1, down, across, window, window, channels)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, down * window, across * window, channels)  # (B, Hp, Wp, C)
     return x[:, :height, :width]
+
+
+# Meta's names of the plain partition, kept for existing callers.
+window_partition = partition_token_windows
+window_unpartition = unpartition_token_windows
 
 
 def _window_pieces(size: int, window: int) -> list[tuple[slice, slice, slice]]:
@@ -243,7 +249,7 @@ def _window_pieces(size: int, window: int) -> list[tuple[slice, slice, slice]]:
 def partition_windows(qkv: torch.Tensor, window: int, pad: torch.Tensor | float) -> torch.Tensor:
     """Fast path: (B, H, W, 3, heads, hd) -> (3, B * windows * heads, window * window, hd): projected tokens
     grouped into window-major, head-split matrices in one copy, the grid padded up to whole windows with
-    ``pad``. ``window_partition`` followed by the projection and head split, with ``pad`` the projection of
+    ``pad``. ``partition_token_windows`` followed by the projection and head split, with ``pad`` the projection of
     a zero token.
 
     The destination seen as a grid, (B, windows down, row in window, windows across, column in window, ...),

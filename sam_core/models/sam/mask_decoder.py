@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d, activate_in_place
+from sam_core.layers.activations import activate_in_place
+from sam_core.layers.mlp import MLP
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.sam.transformer import ImageTokens
 
 
@@ -25,27 +27,6 @@ class DecodedTokens:
     def take(self, index: torch.Tensor) -> DecodedTokens:
         """The prompt sets selected by ``index`` (any index of the batch axis)."""
         return DecodedTokens(self.mask_tokens[index], self.image_tokens[index], self.iou_pred[index])
-
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (none after the last).
-
-    Args:
-        input_dim: input width.
-        hidden_dim: width of the hidden layers.
-        output_dim: output width.
-        num_layers: number of linear layers.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
 
 
 class MaskDecoder(nn.Module):

@@ -1,37 +1,33 @@
-"""Sam: the image encoder, prompt encoder and mask decoder wired together behind the model interface, and
-the SAM family's entry in the registry."""
+"""Sam: the image encoder, prompt encoder and mask decoder wired together behind the model interface, its
+builder, and the builders of SAM's prompt encoder and mask decoder that the families built on them share."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sam_core.interface import (
     GeneratorDefaults,
     ImageFeatures,
-    ModelFamily,
-    OfficialCheckpoint,
     PreparedImage,
-    PromptableSegmenter,
     Prompts,
 )
-from sam_core.models.sam.config import SAM_CONFIGS, SamConfig, get_config, infer_sam_config
-from sam_core.models.sam.hf_format import hf_to_meta_state_dict, sam_config_from_hf
+from sam_core.models.base import NormalizingSegmenter
+from sam_core.models.configs import DecoderFields
+from sam_core.models.sam.config import SamConfig, get_config
 from sam_core.models.sam.image_encoder import ImageEncoderViT
 from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
 from sam_core.models.sam.prompt_encoder import PromptEncoder
 from sam_core.models.sam.transformer import ImageTokens, TwoWayTransformer
-from sam_core.transforms import ResizeLongestSide
+from sam_core.transforms import ImageTransform, ResizeLongestSide
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 EMBEDDING_KEY = "image_embeddings"
-# SAM-HQ's output token, in its official files and in Hugging Face's: a SAM checkpoint with it is SAM-HQ's.
-HQ_TOKEN_NAMES = ("mask_decoder.hf_token.weight", "mask_decoder.hq_token.weight")
 
 
 @dataclass
@@ -59,7 +55,7 @@ class SamScoredPrompts:
         return SamScoredPrompts(self.decoded.take(index), self.outputs)
 
 
-class Sam(PromptableSegmenter):
+class Sam(NormalizingSegmenter):
     """Segment Anything: embed an image once, then decode masks for any number of prompts."""
 
     family = "sam"
@@ -70,32 +66,24 @@ class Sam(PromptableSegmenter):
     parameter_roles = {"image_encoder": ("image_encoder.",), "prompt_encoder": ("prompt_encoder.",),
                        "mask_decoder": ("mask_decoder.",)}
 
-    def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
-                 config: SamConfig | None = None) -> None:
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
+                 config: Any = None, transform: ImageTransform | None = None) -> None:
         """
         Args:
-            image_encoder: ViT backbone and neck, image -> (B, C, H, W) embedding.
+            image_encoder: the backbone and neck, image -> (B, C, H, W) embedding (SAM: ``ImageEncoderViT``;
+                MobileSAM, SAM-HQ and EfficientViT-SAM have their own).
             prompt_encoder: points, boxes and mask inputs -> sparse tokens and a dense map.
             mask_decoder: two-way transformer and heads -> low-res mask logits and IoU predictions.
-            config: the shapes the modules were built with (``build_sam`` sets it; checkpoints store it).
+            config: the shapes the modules were built with (the family's builder sets it; checkpoints store it).
+            transform: images and prompts into the model's input frame; by default SAM's resize of the long
+                side to the encoder's input size.
         """
-        super().__init__()
+        super().__init__(PIXEL_MEAN, PIXEL_STD)
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.config = config
-        self.transform = ResizeLongestSide(image_encoder.img_size)
-        # Not persistent: the official checkpoints do not store them.
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pixel_mean.dtype
+        self.transform = ResizeLongestSide(image_encoder.img_size) if transform is None else transform
 
     @property
     def mask_input_size(self) -> int:
@@ -160,8 +148,15 @@ class Sam(PromptableSegmenter):
         return outputs
 
 
-def build_sam(name_or_config: str | SamConfig = "vit_h") -> Sam:
-    """A randomly initialised Sam of the given registry name or config (eval mode)."""
+def build_sam1(name_or_config: str | SamConfig = "vit_h") -> Sam:
+    """A SAM 1 model (``sam_core.build_sam`` builds a model of any family).
+
+    Args:
+        name_or_config: a registry name of ``SAM_CONFIGS`` ("vit_b"...) or a SamConfig.
+
+    Returns:
+        The Sam, randomly initialised, in eval mode.
+    """
     config = get_config(name_or_config)
     image_encoder = ImageEncoderViT(
         img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_embed_dim,
@@ -172,57 +167,44 @@ def build_sam(name_or_config: str | SamConfig = "vit_h") -> Sam:
     return Sam(image_encoder, build_prompt_encoder(config), build_mask_decoder(config), config).eval()
 
 
-def build_prompt_encoder(config: Any) -> PromptEncoder:
-    """SAM's prompt encoder for a config with SamConfig's prompt fields (``image_size``, ``embedding_size``,
-    ``prompt_embed_dim``, ``mask_in_chans``): shared by the families with SAM's decoder."""
-    grid = config.embedding_size
-    return PromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
-                         input_image_size=(config.image_size, config.image_size), mask_in_chans=config.mask_in_chans)
+def build_prompt_encoder(config: DecoderFields, encoder_type: type[PromptEncoder] = PromptEncoder,
+                         width: int | None = None, image_size: int | None = None) -> PromptEncoder:
+    """SAM's prompt encoder, shared by the families built on SAM's decoder.
+
+    Args:
+        config: a config with the decoder fields and ``embedding_size`` (side of the embedding grid).
+        encoder_type: ``PromptEncoder`` or a subclass (SAM 2's).
+        width: the token width; by default ``config.prompt_embed_dim``.
+        image_size: side of the square frame prompts are given in; by default ``config.image_size``.
+
+    Returns:
+        The prompt encoder, randomly initialised.
+    """
+    grid = config.embedding_size  # type: ignore[attr-defined]
+    width = config.prompt_embed_dim if width is None else width  # type: ignore[attr-defined]
+    image_size = config.image_size if image_size is None else image_size  # type: ignore[attr-defined]
+    return encoder_type(embed_dim=width, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size),
+                        mask_in_chans=config.mask_in_chans)
 
 
-def build_mask_decoder(config: Any, decoder_type: type[MaskDecoder] = MaskDecoder, **extra: Any) -> MaskDecoder:
-    """SAM's mask decoder (or a subclass taking ``extra`` arguments) for a config with SamConfig's decoder
-    fields."""
-    transformer = TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_embed_dim,
-                                    num_heads=config.decoder_num_heads, mlp_dim=config.decoder_mlp_dim)
-    return decoder_type(transformer_dim=config.prompt_embed_dim, transformer=transformer,
+def build_mask_decoder(config: DecoderFields, decoder_type: type[MaskDecoder] = MaskDecoder,
+                       transformer_type: type[TwoWayTransformer] = TwoWayTransformer, width: int | None = None,
+                       **extra: Any) -> MaskDecoder:
+    """SAM's mask decoder and its two-way transformer, shared by the families built on SAM's decoder.
+
+    Args:
+        config: a config with the decoder fields.
+        decoder_type: ``MaskDecoder`` or a subclass (SAM-HQ's, SAM 2's), given ``extra`` as well.
+        transformer_type: ``TwoWayTransformer`` or a subclass (SAM 2's).
+        width: the token width; by default ``config.prompt_embed_dim``.
+        **extra: further arguments of ``decoder_type``.
+
+    Returns:
+        The mask decoder, randomly initialised.
+    """
+    width = config.prompt_embed_dim if width is None else width  # type: ignore[attr-defined]
+    transformer = transformer_type(depth=config.decoder_depth, embedding_dim=width, num_heads=config.decoder_num_heads,
+                                   mlp_dim=config.decoder_mlp_dim)
+    return decoder_type(transformer_dim=width, transformer=transformer,
                         num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
                         iou_head_hidden_dim=config.iou_head_hidden_dim, **extra)
-
-
-def _is_sam_checkpoint(names: Collection[str]) -> bool:
-    """Meta's names or Hugging Face SamModel's (a ViT with a plain patch embedding), without SAM-HQ's token."""
-    return (any(name.startswith(("image_encoder.patch_embed.proj.", "vision_encoder.patch_embed.")) for name in names)
-            and not any(name in HQ_TOKEN_NAMES for name in names))
-
-
-def _sam_native_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if any(name.startswith("vision_encoder.") for name in tensors):
-        return hf_to_meta_state_dict(tensors)
-    return dict(tensors)
-
-
-_SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-
-SAM_FAMILY = ModelFamily(
-    name="sam",
-    config_type=SamConfig,
-    configs=SAM_CONFIGS,
-    build=build_sam,
-    owns_checkpoint=_is_sam_checkpoint,
-    to_native_names=_sam_native_names,
-    infer_config=infer_sam_config,
-    config_from_hf=sam_config_from_hf,
-    to_meta_file=dict,  # segment_anything's .pth files are the plain state dict, under these names
-    official_checkpoints={
-        "vit_h": OfficialCheckpoint("sam_vit_h_4b8939.pth",
-                                    "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,
-                                    _SAM_BASE_URL),
-        "vit_l": OfficialCheckpoint("sam_vit_l_0b3195.pth",
-                                    "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607,
-                                    _SAM_BASE_URL),
-        "vit_b": OfficialCheckpoint("sam_vit_b_01ec64.pth",
-                                    "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383,
-                                    _SAM_BASE_URL),
-    },
-)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,15 +66,10 @@ def make_reference_sam_from(sam: torch.nn.Module) -> torch.nn.Module:
     return reference.to(sam.device, sam.dtype)
 
 
-def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
-    """transformers' SamModel with the shapes of ``config`` and random, non-degenerate weights (eval mode)."""
-    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
-    from transformers import SamConfig as HFSamConfig
-    from transformers import SamModel
-
-
-    config = get_config(config)
-    hf_config = HFSamConfig(
+def hf_config_parts(config: SamConfig) -> dict[str, dict[str, Any]]:
+    """The ``vision_config``, ``prompt_encoder_config`` and ``mask_decoder_config`` of transformers' SamConfig
+    (or SamHQConfig, which adds to them) with the shapes of ``config``."""
+    return dict(
         vision_config=dict(
             hidden_size=config.encoder_embed_dim, output_channels=config.prompt_embed_dim,
             num_hidden_layers=config.encoder_depth, num_attention_heads=config.encoder_num_heads,
@@ -87,6 +83,17 @@ def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
                                  num_multimask_outputs=config.num_multimask_outputs,
                                  iou_head_depth=config.iou_head_depth, iou_head_hidden_dim=config.iou_head_hidden_dim),
     )
+
+
+def make_hf_sam(config: SamConfig | str, seed: int = 0) -> torch.nn.Module:
+    """transformers' SamModel with the shapes of ``config`` and random, non-degenerate weights (eval mode)."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
+    from transformers import SamConfig as HFSamConfig
+    from transformers import SamModel
+
+
+    config = get_config(config)
+    hf_config = HFSamConfig(**hf_config_parts(config))
     torch.manual_seed(seed)
     model = SamModel(hf_config)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -53,6 +53,10 @@ class PromptEncoder(nn.Module):
         mask_in_chans: hidden channels of the mask downscaling convolutions.
     """
 
+    point_label_count = 2
+    """Point labels 0.. that clicks may carry (negative, positive), each with the offset ``point_embeddings[l]``;
+    -1 is padding. Boxes take offsets 2 and 3 through ``boxes``."""
+
     def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int],
                  input_image_size: tuple[int, int], mask_in_chans: int = 16) -> None:
         super().__init__()
@@ -85,9 +89,9 @@ class PromptEncoder(nn.Module):
             points = torch.cat([points, points.new_zeros((points.shape[0], 1, 2))], dim=1)
             labels = torch.cat([labels, -labels.new_ones((labels.shape[0], 1))], dim=1)
         encoded = self.pe_layer.forward_with_coords(points, self.input_image_size)
-        # Row 0: padding (-1), row 1: negative (0), row 2: positive (1).
-        offsets = torch.cat([self.not_a_point_embed.weight, self.point_embeddings[0].weight,
-                             self.point_embeddings[1].weight])
+        # Row l + 1 holds the offset of label l: padding (-1), negative (0), positive (1)[, the point labels beyond].
+        point_offsets = (embed.weight for embed in self.point_embeddings[:self.point_label_count])
+        offsets = torch.cat([self.not_a_point_embed.weight, *point_offsets])
         is_padding = (labels == -1).unsqueeze(-1)
         encoded = torch.where(is_padding, torch.zeros_like(encoded), encoded)
         return encoded + offsets[(labels + 1).long()]

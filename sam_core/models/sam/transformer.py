@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import MLPBlock
+from sam_core.layers.mlp import MLPBlock
 
 
 @dataclass

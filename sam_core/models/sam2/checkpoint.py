@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.configs import shape_readers
 from sam_core.models.sam2.config import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config
 
 StateDict = dict[str, torch.Tensor]
@@ -36,8 +37,10 @@ def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict,
     return image, video
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> tuple[str, Sam2Config]:
-    """(registry name, config) of the official model whose shapes ``state_dict`` has.
+def recognise_official_model(state_dict: Mapping[str, torch.Tensor],
+                             origin: str = "state dict") -> tuple[str, Sam2Config]:
+    """(registry name, config) of the official model whose shapes ``state_dict`` has (``sam_core.infer_config``
+    reads any family's config, SAM 2's included).
 
     Shapes give the trunk's widths, stages and position embedding sizes, but not its heads, global blocks
     or windows, so only the official sizes are recognised; other models need an explicit config.
@@ -57,11 +60,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state di
 
 def shape_signature(state_dict: Mapping[str, torch.Tensor], origin: str) -> dict[str, object]:
     """What the tensor shapes say about the image model."""
-    def shape(name: str) -> torch.Size:
-        if name not in state_dict:
-            raise CheckpointError(f"{origin} is not a SAM 2 checkpoint: tensor {name!r} is missing")
-        return state_dict[name].shape
-
+    shape, _ = shape_readers(state_dict, origin, "a SAM 2")
     prefix = "image_encoder.trunk."
     depth = len({name.split(".")[3] for name in state_dict if name.startswith(prefix + "blocks.")})
     # A block with a shortcut projection widens the channels: it starts a stage.

@@ -6,17 +6,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from sam_core.models.configs import DecoderFields, config_named
+
 # The mask decoder reads three feature levels: strides 4 and 8 (high-resolution skips) and 16 (the embedding).
 BACKBONE_STRIDE = 16
 PATCH_STRIDE = 4  # the Hiera patch embedding: a 7x7 convolution with stride 4
 
 
 @dataclass(frozen=True)
-class Sam2Config:
+class Sam2Config(DecoderFields):
     """Every shape and inference setting of a SAM 2 model. Defaults are the official SAM 2.1 Hiera-T.
 
     The image parts of SAM 2 and SAM 2.1 are identical in shape and behaviour; they differ in weights
-    and in the video modules only (the fields marked "2.1" below, off in SAM 2.0).
+    and in the video modules only (the fields marked "2.1" below, off in SAM 2.0). The prompt encoder's and
+    mask decoder's shapes are :class:`~sam_core.models.configs.DecoderFields`' (their width is ``d_model``).
     """
 
     image_size: int = 1024
@@ -36,14 +39,7 @@ class Sam2Config:
     scalp: int = 1
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
     fpn_interp_mode: str = "nearest"
-    # Prompt encoder and mask decoder.
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_num_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
+    # Prompt encoder and mask decoder, beyond DecoderFields.
     use_high_res_features: bool = True
     iou_prediction_use_sigmoid: bool = True
     pred_obj_scores: bool = True
@@ -186,27 +182,10 @@ class Sam2Config:
         """Side of the square image embedding grid (64 for the official models)."""
         return self.image_size // BACKBONE_STRIDE
 
-    @property
-    def low_res_mask_size(self) -> int:
-        """Side of the decoder's low-resolution masks (256 for the official models)."""
-        return 4 * self.embedding_size
-
     def summary(self) -> str:
         """A one-line description of the shapes."""
         return (f"SAM 2 Hiera embed_dim={self.embed_dim}, heads={self.num_heads}, stages={list(self.stages)}, "
                 f"d_model={self.d_model}, image_size={self.image_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {field.name: list(value) if isinstance(value, tuple) else value
-                for field, value in ((f, getattr(self, f.name)) for f in dataclasses.fields(self))}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Sam2Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown Sam2Config fields: {unknown}")
-        return cls(**values)
 
 
 _TINY = Sam2Config()
@@ -262,10 +241,5 @@ SAM2_CONFIGS: dict[str, Sam2Config] = {
 
 
 def get_sam2_config(name_or_config: str | Sam2Config) -> Sam2Config:
-    """Return the config itself, or the registry entry of that name."""
-    if isinstance(name_or_config, Sam2Config):
-        return name_or_config
-    try:
-        return SAM2_CONFIGS[name_or_config]
-    except KeyError:
-        raise ValueError(f"unknown SAM 2 model {name_or_config!r}; known: {sorted(SAM2_CONFIGS)}") from None
+    """Return the config itself, or the registry entry of that name (``ValueError`` for an unknown name)."""
+    return config_named(name_or_config, SAM2_CONFIGS, Sam2Config, "SAM 2 model")

@@ -9,10 +9,16 @@ import torch
 
 from sam_core.errors import CheckpointError
 from sam_core.interface import ModelFamily, OfficialCheckpoint
-from sam_core.models.sam2.checkpoint import config_signature, infer_config, shape_signature, split_state_dict
+from sam_core.models.hf_names import reading_hf_names
+from sam_core.models.sam2.checkpoint import (
+    config_signature,
+    recognise_official_model,
+    shape_signature,
+    split_state_dict,
+)
 from sam_core.models.sam2.config import SAM2_CONFIGS, Sam2Config
 from sam_core.models.sam2.hf_format import hf_to_meta_state_dict, sam2_config_from_hf
-from sam_core.models.sam2.model import build_sam2
+from sam_core.models.sam2.model import build_sam2_model
 
 _SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 _SAM2_1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -24,17 +30,10 @@ def _is_sam2_checkpoint(names: Collection[str]) -> bool:
     return any(name.startswith(("image_encoder.trunk.", "vision_encoder.backbone.")) for name in names)
 
 
-def _sam2_native_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's names (Hugging Face Sam2Model files hold the image model only, under names of their own)."""
-    if any(name.startswith("vision_encoder.") for name in tensors):
-        return hf_to_meta_state_dict(tensors)
-    return dict(tensors)
-
-
 def _infer_sam2_config(state_dict: Mapping[str, torch.Tensor], origin: str) -> Sam2Config:
     """The official config with these shapes, else another registry entry with them (the test model)."""
     try:
-        return infer_config(state_dict, origin)[1]
+        return recognise_official_model(state_dict, origin)[1]
     except CheckpointError:
         signature = shape_signature(state_dict, origin)
         for config in SAM2_CONFIGS.values():
@@ -53,15 +52,9 @@ SAM2_OFFICIAL_CHECKPOINTS = {
        for size in _SIZES},
 }
 
-SAM2_FAMILY = ModelFamily(
-    name="sam2",
-    config_type=Sam2Config,
-    configs=SAM2_CONFIGS,
-    build=build_sam2,
-    owns_checkpoint=_is_sam2_checkpoint,
-    to_native_names=_sam2_native_names,
-    infer_config=_infer_sam2_config,
-    config_from_hf=sam2_config_from_hf,
-    official_checkpoints=SAM2_OFFICIAL_CHECKPOINTS,
-    split_extras=split_state_dict,  # the video-only tensors of an official file
+SAM2_FAMILY = ModelFamily(  # Hugging Face Sam2Model files hold the image model only, under names of their own
+    name="sam2", config_type=Sam2Config, configs=SAM2_CONFIGS, build=build_sam2_model,
+    infer_config=_infer_sam2_config, owns_checkpoint=_is_sam2_checkpoint,
+    official_checkpoints=SAM2_OFFICIAL_CHECKPOINTS, split_extras=split_state_dict,  # video-only tensors, apart
+    to_native_names=reading_hf_names(hf_to_meta_state_dict), config_from_hf=sam2_config_from_hf,
 )

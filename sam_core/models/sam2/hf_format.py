@@ -3,13 +3,13 @@ Meta's terms, which are sam_core's."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.hf_names import rename_tensors, split_mlp_renumbering
 from sam_core.models.sam2.config import Sam2Config
 from sam_core.models.sam2.hf_video_format import hf_video_to_meta_names, video_settings_from_hf
 
@@ -40,36 +40,26 @@ _HF_RENAMES: list[tuple[str, str]] = [
 _HF_TIED_COPY = "prompt_encoder.shared_embedding.positional_embedding"
 _HF_SHARED = "shared_image_embedding.positional_embedding"
 _HF_POINT_EMBED = "prompt_encoder.point_embed.weight"  # (4, C): Meta has four (1, C) embeddings
-_MLP_PART = re.compile(r"^(proj_in|proj_out|layers\.(\d+))\.(.+)$")
 
 
 def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a Hugging Face Sam2Model (or Sam2VideoModel) state dict to Meta's SAM 2 names."""
-    # Hugging Face splits each MLP into proj_in / layers.i / proj_out; Meta numbers them all layers.i.
-    mlps = {name[: -len(".proj_in.weight")] for name in tensors if name.endswith(".proj_in.weight")}
-    hidden = {prefix: len({name for name in tensors if name.startswith(prefix + ".layers.")}) // 2
-              for prefix in mlps}
-    renamed: dict[str, torch.Tensor] = {}
+    # The two tensors whose layout differs too, first; then names only.
+    untied: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
         if name == _HF_TIED_COPY:
             if _HF_SHARED not in tensors:
-                name = _HF_SHARED  # only the copy was saved
-            elif torch.equal(tensor, tensors[_HF_SHARED]):
-                continue
-            else:  # Meta's model has one matrix for prompts and image positions alike
+                untied[_HF_SHARED] = tensor  # only the copy was saved
+            elif not torch.equal(tensor, tensors[_HF_SHARED]):
+                # Meta's model has one matrix for prompts and image positions alike.
                 raise CheckpointError(f"{_HF_TIED_COPY} differs from {_HF_SHARED}; they should be tied")
-        if name == _HF_POINT_EMBED:
+        elif name == _HF_POINT_EMBED:
             for index, row in enumerate(tensor):
-                renamed[f"sam_prompt_encoder.point_embeddings.{index}.weight"] = row[None].clone()
-            continue
-        prefix = next((mlp for mlp in mlps if name.startswith(mlp + ".")), None)
-        if prefix is not None and (match := _MLP_PART.match(name[len(prefix) + 1 :])):
-            part, hidden_index, param = match.groups()
-            index = 0 if part == "proj_in" else hidden[prefix] + 1 if part == "proj_out" else int(hidden_index) + 1
-            name = f"{prefix}.layers.{index}.{param}"
-        for pattern, replacement in _HF_RENAMES:
-            name = re.sub(pattern, replacement, name)
-        renamed[name] = tensor
+                untied[f"sam_prompt_encoder.point_embeddings.{index}.weight"] = row[None].clone()
+        else:
+            untied[name] = tensor
+    # Every MLP of Sam2Model is split (Hiera blocks, decoder transformer, heads).
+    renamed = rename_tensors(untied, [split_mlp_renumbering(untied), *_HF_RENAMES])
     return hf_video_to_meta_names(renamed)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from sam_core.models.hf_names import rename_tensors
+
 # Sam2VideoModel's names of the video modules -> Meta's, applied in order to each name.
 _HF_VIDEO_RENAMES: list[tuple[str, str]] = [
     (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
@@ -52,13 +54,7 @@ def hf_video_to_meta_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, tor
             return f"{_META_DOWNSAMPLER}{downsampler_layers * _MODULES_PER_LAYER}."
         return f"{_META_DOWNSAMPLER}{int(layer) * _MODULES_PER_LAYER + (part == 'layer_norm')}."
 
-    renamed = {}
-    for name, tensor in tensors.items():
-        new_name = _HF_DOWNSAMPLER.sub(rename_downsampler, name)
-        for pattern, replacement in _HF_VIDEO_RENAMES:
-            new_name = re.sub(pattern, replacement, new_name)
-        renamed[new_name] = tensor
-    return renamed
+    return rename_tensors(tensors, [(_HF_DOWNSAMPLER, rename_downsampler), *_HF_VIDEO_RENAMES])
 
 
 # Sam2VideoConfig's video settings -> Sam2Config's fields of the same meaning (defaults: SAM 2.1's, which are also

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
+from sam_core.layers.mlp import MLP
 from sam_core.models.sam.image_encoder import partition_windows, unpartition_windows
-from sam_core.models.sam2.mlp import MLP
 
 
 class PatchEmbed(nn.Module):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.layers.common import activate_in_place
+from sam_core.layers.activations import activate_in_place
+from sam_core.layers.mlp import MLP
 from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
 from sam_core.models.sam.transformer import ImageTokens
-from sam_core.models.sam2.mlp import MLP
 
 # Object score logit reported when the model has no object-score head: "present" (sigmoid(10) ~ 1).
 OBJECT_PRESENT_LOGIT = 10.0

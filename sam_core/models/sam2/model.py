@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sam_core.interface import GeneratorDefaults, ImageFeatures, PreparedImage, PromptableSegmenter, Prompts
+from sam_core.interface import GeneratorDefaults, ImageFeatures, PreparedImage, Prompts
+from sam_core.models.base import NormalizingSegmenter
+from sam_core.models.sam.model import build_mask_decoder, build_prompt_encoder
 from sam_core.models.sam.transformer import ImageTokens
 from sam_core.models.sam2.config import Sam2Config, get_sam2_config
 from sam_core.models.sam2.hiera import Hiera
@@ -31,6 +33,10 @@ PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
 EMBEDDING_KEY = "image_embed"
 HIGH_RES_KEYS = ("high_res_feats_0", "high_res_feats_1")  # strides 4 and 8, through conv_s0 / conv_s1
+# Sam2Config's fields that Sam2MaskDecoder takes beyond SAM's decoder's, under the same names.
+DECODER_SETTINGS = ("use_high_res_features", "iou_prediction_use_sigmoid", "pred_obj_scores", "pred_obj_scores_mlp",
+                    "use_multimask_token_for_obj_ptr", "dynamic_multimask_via_stability",
+                    "dynamic_multimask_stability_delta", "dynamic_multimask_stability_thresh")
 # SAM2ImagePredictor clamps the low-res logits it returns (the masks come from the unclamped ones).
 LOW_RES_LOGIT_LIMIT = 32.0
 
@@ -73,7 +79,7 @@ class Sam2ScoredPrompts:
                                  rows(self.chosen), rows(self.single_masks))
 
 
-class Sam2(PromptableSegmenter):
+class Sam2(NormalizingSegmenter):
     """SAM 2 for images: embed an image once, then decode masks for any number of prompts.
 
     Args:
@@ -99,7 +105,7 @@ class Sam2(PromptableSegmenter):
 
     def __init__(self, image_encoder: ImageEncoder, sam_prompt_encoder: Sam2PromptEncoder,
                  sam_mask_decoder: Sam2MaskDecoder, config: Sam2Config | None = None) -> None:
-        super().__init__()
+        super().__init__(PIXEL_MEAN, PIXEL_STD)
         self.image_encoder = image_encoder
         self.sam_prompt_encoder = sam_prompt_encoder
         self.sam_mask_decoder = sam_mask_decoder
@@ -109,17 +115,6 @@ class Sam2(PromptableSegmenter):
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden_dim))
         self.directly_add_no_mem_embed = config.directly_add_no_mem_embed if config else True
         self.transform = StretchToSquare(sam_prompt_encoder.input_image_size[0])
-        # Not persistent: checkpoints do not store them.
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.no_mem_embed.dtype
 
     @property
     def mask_input_size(self) -> int:
@@ -252,8 +247,16 @@ class Sam2(PromptableSegmenter):
         return masks, iou_pred, object_score_logits
 
 
-def build_sam2(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2:
-    """A randomly initialised Sam2 of the given registry name or config (eval mode)."""
+def build_sam2_model(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2:
+    """A SAM 2 image model from its config (``sam_core.compat.build_sam2`` is Meta's builder from a config file
+    and a checkpoint).
+
+    Args:
+        name_or_config: a registry name of ``SAM2_CONFIGS`` ("sam2.1_hiera_tiny"...) or a Sam2Config.
+
+    Returns:
+        The Sam2, randomly initialised, in eval mode.
+    """
     config = get_sam2_config(name_or_config)
     trunk = Hiera(embed_dim=config.embed_dim, num_heads=config.num_heads, stages=config.stages,
                   q_pool=config.q_pool, q_stride=config.q_stride, window_spec=config.window_spec,
@@ -262,22 +265,8 @@ def build_sam2(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2:
                   mlp_ratio=config.mlp_ratio)
     neck = FpnNeck(d_model=config.d_model, backbone_channel_list=config.backbone_channel_list,
                    fpn_top_down_levels=config.fpn_top_down_levels, fpn_interp_mode=config.fpn_interp_mode)
-    grid = config.embedding_size
-    prompt_encoder = Sam2PromptEncoder(embed_dim=config.d_model, image_embedding_size=(grid, grid),
-                                       input_image_size=(config.image_size, config.image_size),
-                                       mask_in_chans=config.mask_in_chans)
-    transformer = Sam2TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.d_model,
-                                        num_heads=config.decoder_num_heads, mlp_dim=config.decoder_mlp_dim)
-    mask_decoder = Sam2MaskDecoder(
-        transformer_dim=config.d_model, transformer=transformer, num_multimask_outputs=config.num_multimask_outputs,
-        iou_head_depth=config.iou_head_depth, iou_head_hidden_dim=config.iou_head_hidden_dim,
-        use_high_res_features=config.use_high_res_features,
-        iou_prediction_use_sigmoid=config.iou_prediction_use_sigmoid, pred_obj_scores=config.pred_obj_scores,
-        pred_obj_scores_mlp=config.pred_obj_scores_mlp,
-        use_multimask_token_for_obj_ptr=config.use_multimask_token_for_obj_ptr,
-        dynamic_multimask_via_stability=config.dynamic_multimask_via_stability,
-        dynamic_multimask_stability_delta=config.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=config.dynamic_multimask_stability_thresh,
-    )
+    prompt_encoder = build_prompt_encoder(config, Sam2PromptEncoder, width=config.d_model)
+    mask_decoder = build_mask_decoder(config, Sam2MaskDecoder, Sam2TwoWayTransformer, width=config.d_model,
+                                      **{name: getattr(config, name) for name in DECODER_SETTINGS})
     image_encoder = ImageEncoder(trunk, neck, scalp=config.scalp)
     return Sam2(image_encoder, prompt_encoder, mask_decoder, config).eval()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from sam_core.layers.mlp import MLP
 from sam_core.models.sam.transformer import TwoWayTransformer
-from sam_core.models.sam2.mlp import MLP
 
 
 class Sam2TwoWayTransformer(TwoWayTransformer):

@@ -1,4 +1,4 @@
-"""SamHqConfig: SAM-HQ is a SAM (ViT) or MobileSAM (TinyViT) model with an HQ mask decoder; its config is
+"""SamHQConfig: SAM-HQ is a SAM (ViT) or MobileSAM (TinyViT) model with an HQ mask decoder; its config is
 the base model's config."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sam_core.models.configs import config_named
 from sam_core.models.mobile_sam.config import MobileSamConfig
 from sam_core.models.sam.config import SAM_CONFIGS, SamConfig
 
@@ -14,7 +15,7 @@ EARLY_TINY_VIT_STAGE = 1  # TinyViT: the tokens after stage 1's patch merging (s
 
 
 @dataclass(frozen=True)
-class SamHqConfig:
+class SamHQConfig:
     """Every shape of a SAM-HQ model: those of its base model (a SamConfig for the ViT encoders, a
     MobileSamConfig for TinyViT). The HQ layers' shapes follow from them."""
 
@@ -22,7 +23,7 @@ class SamHqConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, SamConfig | MobileSamConfig):
-            raise ValueError(f"invalid SamHqConfig: base must be a SamConfig or MobileSamConfig, got "
+            raise ValueError(f"invalid SamHQConfig: base must be a SamConfig or MobileSamConfig, got "
                              f"{type(self.base).__name__}")
 
     @property
@@ -57,17 +58,25 @@ class SamHqConfig:
         return {"encoder": "tiny_vit" if self.uses_tiny_vit else "vit", "base": self.base.to_dict()}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> SamHqConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> SamHQConfig:
         unknown = sorted(set(values) - {"encoder", "base"})
         if unknown:
-            raise ValueError(f"unknown SamHqConfig fields: {unknown}")
+            raise ValueError(f"unknown SamHQConfig fields: {unknown}")
         base_type = {"vit": SamConfig, "tiny_vit": MobileSamConfig}.get(values.get("encoder", "vit"))
         if base_type is None:
-            raise ValueError(f"SamHqConfig encoder must be 'vit' or 'tiny_vit', got {values.get('encoder')!r}")
+            raise ValueError(f"SamHQConfig encoder must be 'vit' or 'tiny_vit', got {values.get('encoder')!r}")
         return cls(base_type.from_dict(values.get("base", {})))
 
 
-SAM_HQ_CONFIGS: dict[str, SamHqConfig] = {
-    **{f"sam_hq_{name}": SamHqConfig(SAM_CONFIGS[name]) for name in ("vit_b", "vit_l", "vit_h")},
-    "sam_hq_vit_tiny": SamHqConfig(MobileSamConfig()),
+SAM_HQ_CONFIGS: dict[str, SamHQConfig] = {
+    **{f"sam_hq_{name}": SamHQConfig(SAM_CONFIGS[name]) for name in ("vit_b", "vit_l", "vit_h")},
+    "sam_hq_vit_tiny": SamHQConfig(MobileSamConfig()),
 }
+
+SamHqConfig = SamHQConfig
+"""The old spelling of :class:`SamHQConfig`, kept for existing callers."""
+
+
+def get_sam_hq_config(name_or_config: str | SamHQConfig) -> SamHQConfig:
+    """Return the config itself, or the registry entry of that name (``ValueError`` for an unknown name)."""
+    return config_named(name_or_config, SAM_HQ_CONFIGS, SamHQConfig, "SAM-HQ model")

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d
-from sam_core.models.sam.mask_decoder import MLP, DecodedTokens, MaskDecoder
+from sam_core.layers.mlp import MLP
+from sam_core.layers.norms import LayerNorm2d
+from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
 
 
 def _upscaling(in_chans: int, mid_chans: int, out_chans: int) -> nn.Sequential:

@@ -16,9 +16,9 @@ from sam_core.models.sam.model import (
     SamPreparedImage,
     build_mask_decoder,
     build_prompt_encoder,
-    build_sam,
+    build_sam1,
 )
-from sam_core.models.sam_hq.config import SAM_HQ_CONFIGS, SamHqConfig
+from sam_core.models.sam_hq.config import SamHQConfig, get_sam_hq_config
 from sam_core.models.sam_hq.mask_decoder import MaskDecoderHQ
 
 EARLY_FEATURES_KEY = "early_features"
@@ -59,7 +59,7 @@ class SamHQ(Sam):
     decode_options = frozenset({"hq_token_only"})
 
     def __init__(self, image_encoder: torch.nn.Module, prompt_encoder: torch.nn.Module, mask_decoder: MaskDecoderHQ,
-                 config: SamHqConfig) -> None:
+                 config: SamHQConfig) -> None:
         """
         Args:
             image_encoder: ViT or TinyViT, with ``forward_with_intermediate`` giving the early feature.
@@ -120,15 +120,10 @@ class SamHQ(Sam):
         return outputs
 
 
-def build_sam_hq(name_or_config: str | SamHqConfig = "sam_hq_vit_l") -> SamHQ:
+def build_sam_hq(name_or_config: str | SamHQConfig = "sam_hq_vit_l") -> SamHQ:
     """A randomly initialised SamHQ of a registry name or config (eval mode)."""
-    if isinstance(name_or_config, str):
-        try:
-            name_or_config = SAM_HQ_CONFIGS[name_or_config]
-        except KeyError:
-            raise ValueError(f"unknown SAM-HQ model {name_or_config!r}; known: {sorted(SAM_HQ_CONFIGS)}") from None
-    config = name_or_config
+    config = get_sam_hq_config(name_or_config)
     base = config.base
-    image_encoder = (build_mobile_sam(base) if config.uses_tiny_vit else build_sam(base)).image_encoder
+    image_encoder = (build_mobile_sam(base) if config.uses_tiny_vit else build_sam1(base)).image_encoder
     mask_decoder = build_mask_decoder(base, MaskDecoderHQ, vit_dim=config.vit_dim)
     return SamHQ(image_encoder, build_prompt_encoder(base), mask_decoder, config).eval()

@@ -1,4 +1,4 @@
-"""SAM-HQ's references built with the shapes of a SamHqConfig and random weights, for parity tests and
+"""SAM-HQ's references built with the shapes of a SamHQConfig and random weights, for parity tests and
 benchmarks: segment-anything-hq's Sam (``pip install segment-anything-hq==0.3 timm``, in the ``test`` extra)
 and transformers' SamHQModel."""
 
@@ -10,11 +10,11 @@ import torch
 
 from sam_core.models.mobile_sam.parity import reference_prompt_and_decoder, reference_tiny_vit
 from sam_core.models.sam.config import SamConfig
-from sam_core.models.sam.parity import randomize_every_tensor_
-from sam_core.models.sam_hq.config import SamHqConfig
+from sam_core.models.sam.parity import hf_config_parts, randomize_every_tensor_
+from sam_core.models.sam_hq.config import SamHQConfig
 
 
-def make_reference_sam_hq(config: SamHqConfig, seed: int = 0) -> torch.nn.Module:
+def make_reference_sam_hq(config: SamHQConfig, seed: int = 0) -> torch.nn.Module:
     """segment-anything-hq's Sam with the shapes of ``config`` and every tensor random (eval mode)."""
     # Imported here: reference code (test extra), imported only by the parity helpers' callers.
     from segment_anything_hq import modeling
@@ -39,23 +39,15 @@ def make_reference_sam_hq(config: SamHqConfig, seed: int = 0) -> torch.nn.Module
 def make_hf_sam_hq(base: SamConfig, seed: int = 0) -> torch.nn.Module:
     """transformers' SamHQModel with the shapes of a ViT SAM-HQ and every tensor random (eval mode)."""
     # Imported here: reference code (test extra), imported only by the parity helpers' callers.
-    from transformers import SamHQConfig, SamHQModel
+    from transformers import SamHQConfig as HFSamHQConfig
+    from transformers import SamHQModel
 
-    hf_config = SamHQConfig(
-        vision_config=dict(
-            hidden_size=base.encoder_embed_dim, output_channels=base.prompt_embed_dim,
-            num_hidden_layers=base.encoder_depth, num_attention_heads=base.encoder_num_heads,
-            image_size=base.image_size, patch_size=base.patch_size, mlp_ratio=base.encoder_mlp_ratio,
-            mlp_dim=int(base.encoder_embed_dim * base.encoder_mlp_ratio),
-            window_size=base.window_size, global_attn_indexes=list(base.encoder_global_attn_indexes),
-            num_pos_feats=base.prompt_embed_dim // 2),
-        prompt_encoder_config=dict(hidden_size=base.prompt_embed_dim, image_size=base.image_size,
-                                   patch_size=base.patch_size, mask_input_channels=base.mask_in_chans),
-        mask_decoder_config=dict(hidden_size=base.prompt_embed_dim, mlp_dim=base.decoder_mlp_dim,
-                                 num_hidden_layers=base.decoder_depth, num_attention_heads=base.decoder_num_heads,
-                                 num_multimask_outputs=base.num_multimask_outputs, iou_head_depth=base.iou_head_depth,
-                                 iou_head_hidden_dim=base.iou_head_hidden_dim, vit_dim=base.encoder_embed_dim,
-                                 layer_norm_eps=1e-5),  # Meta's (torch's default) in the decoder's transformer
+    parts = hf_config_parts(base)
+    hf_config = HFSamHQConfig(
+        vision_config={**parts["vision_config"], "mlp_dim": int(base.encoder_embed_dim * base.encoder_mlp_ratio)},
+        prompt_encoder_config=parts["prompt_encoder_config"],
+        mask_decoder_config={**parts["mask_decoder_config"], "vit_dim": base.encoder_embed_dim,
+                             "layer_norm_eps": 1e-5},  # Meta's (torch's default) in the decoder's transformer
     )
     torch.manual_seed(seed)
     model = SamHQModel(hf_config)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from sam_core.errors import CheckpointError
+from sam_core.models.configs import SerializableConfig, shape_readers
 
 PATCH_STRIDE = 4  # the conv stem: two 3x3 stride-2 convolutions
 
 
 @dataclass(frozen=True)
-class TinyViTConfig:
+class TinyViTConfig(SerializableConfig):
     """Shapes of a TinyViT encoder. Defaults are MobileSAM's (TinyViT-5M at 1024 pixels).
 
     Stage 0 is a stack of MBConv blocks at stride 4; stages 1.. are TinyViT blocks (windowed attention, a
@@ -60,18 +58,6 @@ class TinyViTConfig:
     def summary(self) -> str:
         return f"tiny_vit embed_dims={list(self.embed_dims)}, depths={list(self.depths)}, image_size={self.image_size}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TinyViTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TinyViTConfig fields: {unknown}")
-        return cls(**values)
-
 
 def infer_tiny_vit_config(state_dict: Mapping[str, torch.Tensor], prefix: str, origin: str,
                           image_size: int = 1024) -> TinyViTConfig:
@@ -80,16 +66,8 @@ def infer_tiny_vit_config(state_dict: Mapping[str, torch.Tensor], prefix: str, o
     The input size is not stored in the weights (the attention-bias index tables are not saved); every
     released TinyViT-based SAM uses 1024, the default.
     """
-    def shape(name: str) -> torch.Size:
-        if prefix + name not in state_dict:
-            raise CheckpointError(f"{origin} is not a TinyViT checkpoint: tensor {prefix + name!r} is missing")
-        return state_dict[prefix + name].shape
-
-    def blocks(stage: int) -> int:
-        pattern = re.compile(re.escape(f"{prefix}layers.{stage}.blocks.") + r"(\d+)\.")
-        return len({m.group(1) for name in state_dict if (m := pattern.match(name))})
-
-    depths = tuple(blocks(stage) for stage in range(4))
+    shape, count = shape_readers(state_dict, origin, "a TinyViT", prefix)
+    depths = tuple(count(f"layers.{stage}.blocks.") for stage in range(4))
     if 0 in depths:
         raise CheckpointError(f"{origin}: TinyViT stages need at least one block each, found {list(depths)}")
     stem_dim = shape("patch_embed.seq.2.c.weight")[0]

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.tiny_vit.block import TinyViTBlock
 from sam_core.models.tiny_vit.config import TinyViTConfig
 from sam_core.models.tiny_vit.conv_blocks import ConvStem, MBConv, PatchMerging

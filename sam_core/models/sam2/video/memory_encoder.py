@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.sam2.position_encoding import PositionEmbeddingSine
 
 

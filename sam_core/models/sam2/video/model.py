@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.errors import CheckpointError
+from sam_core.layers.mlp import MLP
 from sam_core.models.sam2.config import Sam2Config, get_sam2_config
 from sam_core.models.sam2.image_encoder import ImageEncoder
 from sam_core.models.sam2.mask_decoder import Sam2MaskDecoder
-from sam_core.models.sam2.mlp import MLP
-from sam_core.models.sam2.model import Sam2, build_sam2
+from sam_core.models.sam2.model import Sam2, build_sam2_model
 from sam_core.models.sam2.prompt_encoder import Sam2PromptEncoder
 from sam_core.models.sam2.video.memory_attention import MemoryAttention
 from sam_core.models.sam2.video.memory_bank import closest_conditioning_frames, pointer_frames, recent_memory_frames
@@ -377,7 +377,7 @@ def keep_highest_object(mask_logits: torch.Tensor) -> torch.Tensor:
 def build_sam2_video(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2Video:
     """A randomly initialised Sam2Video of the given registry name or config (eval mode)."""
     config = get_sam2_config(name_or_config)
-    image = build_sam2(config)
+    image = build_sam2_model(config)
     video = Sam2Video(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, config)
     video.no_mem_embed = image.no_mem_embed
     return video.eval()
