@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import sam_core
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.sam.image_encoder import (
     Attention,
     Block,

@@ -16,7 +16,7 @@ import torch
 
 from sam_core.errors import CheckpointError
 from sam_core.io.checkpoints import load_sam2
-from sam_core.models.sam2 import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, build_sam2
+from sam_core.models.sam2 import OFFICIAL_SAM2_MODELS, SAM2_CONFIGS, Sam2Config, build_sam2_model
 from sam_core.models.sam2.checkpoint import VIDEO_MODULES, recognise_official_model, split_state_dict
 from sam_core.models.sam2.config import image_settings
 from sam_core.models.sam2.parity import (
@@ -297,7 +297,7 @@ def test_decoder_without_optional_heads_matches_reference():
 def test_reduced_precision_runs_end_to_end(tiny, tiny_features, dtype):
     _, ours, _ = tiny
     _, (embed32, high_res32) = tiny_features
-    model = build_sam2(TEST_CONFIG)
+    model = build_sam2_model(TEST_CONFIG)
     model.load_state_dict(ours.state_dict())
     model.to(dtype=dtype)
     embed, high_res = model.encode_image(random_images(256).to(dtype))
@@ -324,7 +324,7 @@ def test_checkpoint_keeps_video_weights_apart(tiny):
 @pytest.mark.parametrize("name", OFFICIAL_SAM2_MODELS)
 def test_official_sizes_are_recognised_from_shapes(name):
     with torch.device("meta"):
-        state_dict = build_sam2(name).state_dict()
+        state_dict = build_sam2_model(name).state_dict()
     # Official files hold the video model, whose 2.1-only tensors tell the versions apart.
     state_dict["maskmem_tpos_enc"] = torch.empty(7, 1, 1, 64)
     if name.startswith("sam2.1"):
@@ -337,7 +337,7 @@ def test_official_sizes_are_recognised_from_shapes(name):
 def test_an_image_model_file_is_taken_for_sam2_1():
     """Without video tensors nothing tells the versions apart; the image models are the same."""
     with torch.device("meta"):
-        state_dict = build_sam2("sam2_hiera_small").state_dict()
+        state_dict = build_sam2_model("sam2_hiera_small").state_dict()
     assert recognise_official_model(state_dict)[0] == "sam2.1_hiera_small"
 
 

@@ -6,7 +6,5 @@ from sam_core.models.sam.model import Sam, build_sam1
 from sam_core.models.sam.prompt_encoder import PromptEncoder
 from sam_core.models.sam.transformer import TwoWayTransformer
 
-build_sam = build_sam1
-"""The SAM 1 builder under its old name (``sam_core.build_sam`` builds a model of any family)."""
 
-__all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer", "build_sam", "build_sam1"]
+__all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer", "build_sam1"]
