@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
+from sam_core.layers.derived_weights import DerivedWeights, HoldsDerivedWeights
 
 
 def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,21 +23,24 @@ def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor
     return conv.weight * scale[:, None, None, None], shift
 
 
-class FoldsBatchNorm(nn.Module):
+class FoldsBatchNorm(HoldsDerivedWeights):
     """Base of a module that runs a ``Conv2d`` then a ``BatchNorm2d`` and, in eval mode on the fast paths,
     runs them as one convolution (:meth:`folded_conv`).
 
-    The folded weights are computed once and reused until any of the tensors they come from changes: an
-    in-place update (``load_state_dict`` copies into the tensors) bumps its version, a move or a cast makes a new
-    tensor, and ``.to()`` / ``.half()`` drop the cache so that it does not hold on to the old device's memory.
-    So loading a model folds it. When autograd records (a source requires grad), the folded weights are
-    computed afresh each call, differentiably. In training mode BatchNorm normalises with batch statistics,
-    so there is nothing to fold (:meth:`folds` is false).
+    The folded weights are computed once and reused until any of the tensors they come from changes
+    (:class:`~sam_core.layers.derived_weights.DerivedWeights`): an in-place update (``load_state_dict`` copies
+    into the tensors) bumps its version, a move or a cast makes a new tensor, and ``.to()`` / ``.half()`` drop
+    the cache so that it does not hold on to the old device's memory. So loading a model folds it. When autograd
+    records (a source requires grad), the folded weights are computed afresh each call, differentiably. In
+    training mode BatchNorm normalises with batch statistics, so there is nothing to fold (:meth:`folds` is
+    false).
 
-    Subclasses implement :meth:`conv_and_norm`.
+    Subclasses call ``super().__init__()`` and implement :meth:`conv_and_norm`.
     """
 
-    _folded: tuple[tuple[object, ...], torch.Tensor, torch.Tensor] | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self._folded = DerivedWeights()
 
     def conv_and_norm(self) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
         """The convolution and the BatchNorm that follows it."""
@@ -46,25 +50,19 @@ class FoldsBatchNorm(nn.Module):
         """Whether ``forward`` should run :meth:`folded_conv`: eval mode with the fast paths on."""
         return not self.training and fast_paths_enabled()
 
+    def fold_sources(self) -> list[torch.Tensor]:
+        """The tensors the folded weights are computed from (besides the BatchNorm's eps)."""
+        conv, norm = self.conv_and_norm()
+        return [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+                if t is not None]
+
     def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the single convolution equal to the convolution then the BatchNorm."""
         conv, norm = self.conv_and_norm()
-        sources = [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-                   if t is not None]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
-            return fold_batch_norm(conv, norm)  # differentiable, so not cached
-        key = tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype) for t in sources) + (norm.eps,)
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, *fold_batch_norm(conv, norm))
-        return self._folded[1], self._folded[2]
+        return self._folded.get(self.fold_sources(), lambda: fold_batch_norm(conv, norm), constants=(norm.eps,))
 
     def folded_conv(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution and the BatchNorm applied to ``x`` as one convolution."""
         conv, _ = self.conv_and_norm()
         weight, bias = self.folded_weights()
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
-        self._folded = None  # the cached tensors would stay on the old device / dtype
-        return super()._apply(fn, recurse)

@@ -26,10 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import ssseg.modules.models.segmentors.sam as ssseg_sam
 import torch
-
-ssseg_sam = pytest.importorskip("ssseg.modules.models.segmentors.sam")
-
 from ssseg.modules.models.backbones.edgesamrepvit import EdgeSAMRepViT  # noqa: E402
 from ssseg.modules.models.segmentors.edgesam import EdgeSAMAutomaticMaskGenerator as RefEdgeSAMGenerator  # noqa: E402
 from ssseg.modules.models.segmentors.edgesam import EdgeSAMPredictor as RefEdgeSAMPredictor  # noqa: E402
@@ -674,8 +672,8 @@ def test_bad_configs_raise_value_errors() -> None:
         compat.SAMV2ImagePredictor(bad, device="cpu")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
-def test_cuda_default_falls_back_to_cpu_with_a_warning() -> None:
+def test_cuda_default_falls_back_to_cpu_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, wherever this runs
     with pytest.warns(UserWarning, match="CUDA is not available"):
         predictor = compat.SAMPredictor(sam_cfg())
     assert predictor.device.type == "cpu"
@@ -765,7 +763,7 @@ def test_default_flag_downloads_once_resumes_and_reports(sam_pair: tuple[Any, An
 
 
 def test_visualisation_helpers_draw() -> None:
-    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -793,8 +791,10 @@ from ssseg.modules.models.segmentors.sam.visualization import showanns, showbox,
 
 def run_tutorial(import_cell: str | None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The notebook's code cells in one namespace, with its import cell replaced by ``import_cell``."""
-    nbformat = pytest.importorskip("nbformat")
-    pytest.importorskip("matplotlib").use("Agg")
+    import matplotlib
+    import nbformat
+
+    matplotlib.use("Agg")
     monkeypatch.chdir(NOTEBOOK.parent)
     namespace: dict[str, Any] = {}
     for cell in nbformat.read(NOTEBOOK, as_version=4).cells:

@@ -3,16 +3,14 @@ read back from a checkpoint's tensor shapes."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from sam_core.errors import CheckpointError
-from sam_core.models.sam.config import infer_decoder_fields
+from sam_core.models.configs import DecoderFields, SerializableConfig, config_named, infer_decoder_fields, shape_readers
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 # RepViT-M1's blocks with squeeze-excite, numbered over all stages (EdgeSAM's released encoder).
@@ -20,7 +18,7 @@ M1_SE_BLOCKS = (0, 4, 8, 10, 12, 14, 16, 18, 20, 24)
 
 
 @dataclass(frozen=True)
-class RepViTConfig:
+class RepViTConfig(SerializableConfig):
     """Shapes of EdgeSAM's RepViT image encoder. Defaults are RepViT-M1 at 1024 pixels, EdgeSAM's encoder.
 
     A stride-4 convolutional stem, then four stages of RepViT blocks; the first block of stages 1-3 halves the
@@ -77,65 +75,39 @@ class RepViTConfig:
     def summary(self) -> str:
         return f"rep_vit embed_dims={list(self.embed_dims)}, depths={list(self.depths)}, image_size={self.image_size}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RepViTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown RepViTConfig fields: {unknown}")
-        return cls(**values)
-
 
 @dataclass(frozen=True)
-class EdgeSamConfig:
+class EdgeSamConfig(DecoderFields):
     """Every shape of an EdgeSAM model. Defaults are the released ``edge_sam`` (RepViT-M1). The decoder fields
-    mean what SamConfig's do; the prompt embedding width is the encoder's ``out_chans``."""
+    (:class:`~sam_core.models.configs.DecoderFields`) mean what SamConfig's do; the prompt embedding width is
+    the encoder's ``out_chans``."""
+
+    nested_configs = {"encoder": RepViTConfig}
 
     encoder: RepViTConfig = field(default_factory=RepViTConfig)
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_num_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
 
     def __post_init__(self) -> None:
-        if self.prompt_embed_dim % self.decoder_num_heads or self.prompt_embed_dim % 8:
-            raise ValueError(f"invalid EdgeSamConfig: the embedding width {self.prompt_embed_dim} must be "
-                             f"divisible by 8 and by decoder_num_heads {self.decoder_num_heads}")
+        problems = self.decoder_width_problems(self.prompt_embed_dim, "the embedding width")
+        if problems:
+            raise ValueError("invalid EdgeSamConfig: " + "; ".join(problems))
 
     @property
     def image_size(self) -> int:
+        """Side of the square model input: the encoder's."""
         return self.encoder.image_size
 
     @property
     def prompt_embed_dim(self) -> int:
+        """Width of the prompt and image tokens: the encoder's output channels."""
         return self.encoder.out_chans
 
     @property
     def embedding_size(self) -> int:
+        """Side of the image embedding grid (the neck's output is at stride 16)."""
         return self.encoder.image_size // 16
 
     def summary(self) -> str:
         return self.encoder.summary()
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**values, "encoder": self.encoder.to_dict()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> EdgeSamConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown EdgeSamConfig fields: {unknown}")
-        encoder = values.get("encoder", {})
-        return cls(**{**values, "encoder": RepViTConfig.from_dict(encoder)})
 
 
 # edge_sam_3x is the same network trained three times longer: another file, the same shapes.
@@ -148,6 +120,11 @@ TINY_EDGE_SAM = EdgeSamConfig(
 stride-1 and stride-2 blocks, a 16x16 embedding of SAM's 256 channels (which the references' neck fixes)."""
 
 
+def get_edge_sam_config(name_or_config: str | EdgeSamConfig) -> EdgeSamConfig:
+    """Return the config itself, or the registry entry of that name (``ValueError`` for an unknown name)."""
+    return config_named(name_or_config, EDGE_SAM_CONFIGS, EdgeSamConfig, "EdgeSAM model")
+
+
 def infer_rep_vit_config(state_dict: Mapping[str, torch.Tensor], prefix: str, origin: str,
                          image_size: int = 1024) -> RepViTConfig:
     """The RepViTConfig whose shapes produce the tensors under ``prefix`` (e.g. ``"image_encoder."``).
@@ -155,11 +132,7 @@ def infer_rep_vit_config(state_dict: Mapping[str, torch.Tensor], prefix: str, or
     The input size and the neck's interpolation are not stored in the weights; every released EdgeSAM uses
     1024 pixels and bicubic upsampling, the defaults.
     """
-    def shape(name: str) -> torch.Size:
-        if prefix + name not in state_dict:
-            raise CheckpointError(f"{origin} is not an EdgeSAM checkpoint: tensor {prefix + name!r} is missing")
-        return state_dict[prefix + name].shape
-
+    shape, _ = shape_readers(state_dict, origin, "an EdgeSAM", prefix)
     pattern = re.compile(re.escape(f"{prefix}features.") + r"(\d+)\.")
     numbers = sorted({int(m.group(1)) for name in state_dict if (m := pattern.match(name))})
     if numbers != list(range(len(numbers))) or len(numbers) < 2:

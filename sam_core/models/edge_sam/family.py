@@ -36,18 +36,14 @@ def split_detector_heads(state_dict: StateDict) -> tuple[StateDict, StateDict]:
     return {name: tensor for name, tensor in state_dict.items() if name not in extras}, extras
 
 
-EDGE_SAM_FAMILY = ModelFamily(
-    name="edge_sam",
-    config_type=EdgeSamConfig,
-    configs=EDGE_SAM_CONFIGS,
-    build=build_edge_sam,
-    owns_checkpoint=is_edge_sam_checkpoint,
-    to_native_names=dict,  # EdgeSAM's files use sam_core's names (Meta's, and RepViT's own for the encoder)
-    infer_config=infer_edge_sam_config,
-    split_extras=split_detector_heads,
+# The sha256 values and sizes of the released files are not known from a verifiable source: these entries name
+# the files and are never downloaded; a file placed in the cache by hand is used as it is.
+EDGE_SAM_OFFICIAL_CHECKPOINTS = {name: OfficialCheckpoint(f"{name}.pth", None, None, EDGE_SAM_BASE_URL)
+                                 for name in EDGE_SAM_CONFIGS}
+
+EDGE_SAM_FAMILY = ModelFamily(  # EdgeSAM's files use sam_core's names: to_native_names is the default
+    name="edge_sam", config_type=EdgeSamConfig, configs=EDGE_SAM_CONFIGS, build=build_edge_sam,
+    infer_config=infer_edge_sam_config, owns_checkpoint=is_edge_sam_checkpoint,
+    official_checkpoints=EDGE_SAM_OFFICIAL_CHECKPOINTS, split_extras=split_detector_heads,
     to_meta_file=dict,  # edge_sam.pth is the plain state dict under these names
-    # The sha256 values and sizes of the released files are not known from a verifiable source: these entries
-    # name the files and are never downloaded; a file placed in the cache by hand is used as it is.
-    official_checkpoints={name: OfficialCheckpoint(f"{name}.pth", None, None, EDGE_SAM_BASE_URL)
-                          for name in EDGE_SAM_CONFIGS},
 )

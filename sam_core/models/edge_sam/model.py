@@ -12,12 +12,11 @@ import torch
 
 from sam_core.interface import GeneratorDefaults, Prompts
 from sam_core.layers.mask_stability import calculate_stability_score
-from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS, EdgeSamConfig
+from sam_core.models.edge_sam.config import EdgeSamConfig, get_edge_sam_config
 from sam_core.models.edge_sam.prompt_encoder import EdgeSamPromptEncoder
 from sam_core.models.edge_sam.rep_vit import RepViT
 from sam_core.models.sam.mask_decoder import DecodedTokens, MaskDecoder
-from sam_core.models.sam.model import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder
-from sam_core.models.sam.transformer import ImageTokens
+from sam_core.models.sam.model import EMBEDDING_KEY, Sam, SamPreparedImage, build_mask_decoder, build_prompt_encoder
 
 # EdgeSAM's choices of decoder outputs: token 0 is the single-mask output, tokens 1-3 the multimask ones.
 OUTPUT_SLICES = {1: slice(0, 1), 3: slice(1, None), 4: slice(0, None)}
@@ -122,13 +121,7 @@ class EdgeSam(Sam):
         outputs = self.output_slice(multimask_output, num_multimask_outputs)
         if use_stability_score is None:
             use_stability_score = self.decoding.use_stability_score
-        points = None if prompts.point_coords is None else (prompts.point_coords, prompts.point_labels)
-        sparse, dense = self.prompt_encoder(points=points, boxes=prompts.boxes, masks=prompts.mask_input)
-        if prompts.mask_input is None:
-            decoder_input = image.no_mask_input
-        else:
-            decoder_input = ImageTokens.from_maps(image.features[EMBEDDING_KEY] + dense, image.dense_pe)
-        decoded = self.mask_decoder.decode_tokens(decoder_input, sparse)
+        decoded = super().score_prompts(image, prompts, multimask_output).decoded  # SAM's transformer
         if not use_stability_score:
             return EdgeSamScoredPrompts(decoded, outputs, decoded.iou_pred[:, outputs])
         masks = self.mask_decoder.masks_from_tokens(decoded, outputs)
@@ -177,20 +170,8 @@ class EdgeSam(Sam):
         return outputs
 
 
-def build_prompt_encoder(config: EdgeSamConfig) -> EdgeSamPromptEncoder:
-    """EdgeSAM's prompt encoder for ``config``'s shapes."""
-    grid = config.embedding_size
-    return EdgeSamPromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
-                                input_image_size=(config.image_size, config.image_size),
-                                mask_in_chans=config.mask_in_chans)
-
-
 def build_edge_sam(name_or_config: str | EdgeSamConfig = "edge_sam") -> EdgeSam:
     """A randomly initialised EdgeSam of a registry name (``edge_sam``, ``edge_sam_3x``) or config (eval mode)."""
-    if isinstance(name_or_config, str):
-        try:
-            name_or_config = EDGE_SAM_CONFIGS[name_or_config]
-        except KeyError:
-            raise ValueError(f"unknown EdgeSAM model {name_or_config!r}; known: {sorted(EDGE_SAM_CONFIGS)}") from None
-    config = name_or_config
-    return EdgeSam(RepViT(config.encoder), build_prompt_encoder(config), build_mask_decoder(config), config).eval()
+    config = get_edge_sam_config(name_or_config)
+    return EdgeSam(RepViT(config.encoder), build_prompt_encoder(config, EdgeSamPromptEncoder),
+                   build_mask_decoder(config), config).eval()

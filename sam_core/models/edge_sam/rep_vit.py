@@ -8,15 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import LayerNorm2d
+from sam_core.layers.derived_weights import DerivedWeights, HoldsDerivedWeights, records_gradient
+from sam_core.layers.norms import LayerNorm2d
 from sam_core.models.edge_sam.config import RepViTConfig
-from sam_core.models.edge_sam.rep_vit_blocks import (
-    RepViTBlock,
-    from_channels_last,
-    records_gradient,
-    to_channels_last,
-)
-from sam_core.models.edge_sam.weight_cache import DerivedWeights
+from sam_core.models.edge_sam.rep_vit_blocks import RepViTBlock, from_channels_last, to_channels_last
 from sam_core.models.tiny_vit.conv_bn import ConvBN
 
 
@@ -32,7 +27,7 @@ class Stage3Projection(nn.Module):
         return self.op_list(x)
 
 
-class RepViT(nn.Module):
+class RepViT(HoldsDerivedWeights):
     """EdgeSAM's RepViT encoder (RepViT-M1 with the released config).
 
     ``features[0]`` is the stem (two 3x3 stride-2 conv-BNs with a GELU between), ``features[1:]`` the blocks of
@@ -117,7 +112,3 @@ class RepViT(nn.Module):
             return tuple(neck @ fuse.flatten(1) for fuse in (fuse2, fuse3))
 
         return self._composed.get([self.neck[0].weight, fuse2, fuse3], compose)
-
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
-        self._composed.clear()  # the cached tensors would stay on the old device / dtype
-        return super()._apply(fn, recurse)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_core.fast_paths import fast_paths_enabled
-from sam_core.layers.common import activate_in_place
-from sam_core.models.edge_sam.weight_cache import DerivedWeights
+from sam_core.layers.activations import activate_in_place
+from sam_core.layers.derived_weights import DerivedWeights, HoldsDerivedWeights, records_gradient
 from sam_core.models.tiny_vit.conv_bn import ConvBN
 
 
@@ -29,10 +29,6 @@ def squeeze_channels(channels: int) -> int:
 
 def _fast(module: nn.Module) -> bool:
     return fast_paths_enabled() and not module.training
-
-
-def records_gradient(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def pointwise(x: torch.Tensor, conv: ConvBN) -> torch.Tensor:
@@ -93,7 +89,7 @@ class SqueezeExcite(nn.Module):
         return x * gate if records_gradient(x, gate) else x.mul_(gate)
 
 
-class RepVGGDW(nn.Module):
+class RepVGGDW(HoldsDerivedWeights):
     """``conv(x) + conv1(x) + x``: depthwise 3x3 and 1x1 convolutions, each with BatchNorm, and the identity.
 
     Fast path: one depthwise 3x3 convolution whose kernel is the sum of the three branches' (BatchNorms folded,
@@ -129,13 +125,8 @@ class RepVGGDW(nn.Module):
             weight[:, :, 1, 1] += weight1[:, :, 0, 0] + 1.0  # the 1x1 branch and the identity: centre taps
             return weight, bias3 + bias1
 
-        sources = [t for branch in (self.conv, self.conv1) for t in (
-            branch.c.weight, branch.bn.weight, branch.bn.bias, branch.bn.running_mean, branch.bn.running_var)]
-        return self._merged.get(sources, merge)
-
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
-        self._merged.clear()  # the cached tensors would stay on the old device / dtype
-        return super()._apply(fn, recurse)
+        return self._merged.get([*self.conv.fold_sources(), *self.conv1.fold_sources()], merge,
+                                constants=(self.conv.bn.eps, self.conv1.bn.eps))
 
 
 class ChannelMixer(nn.Module):

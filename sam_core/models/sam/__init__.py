@@ -6,5 +6,4 @@ from sam_core.models.sam.model import Sam, build_sam1
 from sam_core.models.sam.prompt_encoder import PromptEncoder
 from sam_core.models.sam.transformer import TwoWayTransformer
 
-
 __all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer", "build_sam1"]
