@@ -11,7 +11,9 @@ faster than float32 (its quantisation steps run unfused), so it is not used.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import sys
 
 import torch
@@ -23,6 +25,19 @@ from torch import nn
 _ROUNDING_OFFSET = 1.5 * 2**23
 # Activation steps below this would overflow their float32 reciprocal; inputs that small are zeros to int8.
 _SMALLEST_SCALE = 1e-30
+# oneDNN ISA limits under which its int8 kernel cannot use VNNI (``ONEDNN_MAX_CPU_ISA``).
+_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+
+
+@functools.cache
+def activation_steps() -> int:
+    """Quantisation steps of the activations: 254 (uint8) where oneDNN's int8 kernel accumulates in int32
+    (VNNI), 126 (7 bits) elsewhere. Without VNNI the kernel adds pairs of uint8 x int8 products in saturating
+    int16 (``vpmaddubsw``), and two products of up to 255 x 127 overflow it; with activations below 128 the pair
+    stays below 32767. Read once per process, as oneDNN reads ``ONEDNN_MAX_CPU_ISA`` once."""
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
+    limited = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISAS_WITHOUT_VNNI
+    return 254 if vnni and not limited else 126
 
 
 def int8_available() -> bool:
@@ -67,12 +82,12 @@ class Int8Linear(nn.Module):
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError("Int8Linear got NaN or infinite activations")
         low, high = min(low, 0.0), max(high, 0.0)  # zero must be exactly representable
-        # 254 steps and a zero point rounded up: low maps into [0, 1) and high into [254, 255), so no value
-        # rounds outside 0..255, where the low byte would wrap around.
-        scale = max((high - low) / 254, _SMALLEST_SCALE)
+        # ``steps`` steps and a zero point rounded up: low maps into [0, 1) and high into [steps, steps + 1), so
+        # no value rounds outside 0..steps + 1 (at most 255, where the low byte would wrap around).
+        scale = max((high - low) / activation_steps(), _SMALLEST_SCALE)
         zero_point = math.ceil(-low / scale)
         offset = torch.tensor(_ROUNDING_OFFSET + zero_point, dtype=torch.float32)
-        shifted = torch.add(offset, x, alpha=1 / scale)  # x / scale + zero_point + offset, in [offset, offset+255]
+        shifted = torch.add(offset, x, alpha=1 / scale)  # x / scale + zero_point + offset, in [offset, offset + steps + 1]
         quantized = shifted.view(torch.int32).view(torch.uint8)[..., ::4].contiguous()  # low bytes (little-endian)
         return torch.ops.onednn.qlinear_pointwise(
             quantized, scale, zero_point, self.packed_weight, self.weight_scale, self.weight_zero_point, self.bias,

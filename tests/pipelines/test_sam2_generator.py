@@ -86,7 +86,9 @@ def assert_same_records(ours: list[dict], theirs: list[dict]) -> None:
         assert mine["point_coords"] == expected["point_coords"]
         assert abs(mine["area"] - expected["area"]) <= mine["segmentation"].size * (1 - MASK_AGREEMENT)
         assert abs(mine["predicted_iou"] - expected["predicted_iou"]) <= TOL
-        assert abs(mine["stability_score"] - expected["stability_score"]) <= TOL
+        # A pixel whose logit sits within float error of the threshold +- offset may fall on the other side (the
+        # summation order differs with the CPU's vector width): that moves the score by about 1 / area.
+        assert abs(mine["stability_score"] - expected["stability_score"]) <= max(TOL, 2 / max(expected["area"], 1))
 
 
 @pytest.mark.parametrize("use_m2m", [False, True], ids=["plain", "m2m"])
