@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sam_core.compat.forwarding import forwarded
 from sam_core.interface import PromptableSegmenter, Prompts
 from sam_core.io.checkpoints import load_checkpoint, load_sam
 from sam_core.models.sam2.config import SAM2_CONFIGS, Sam2Config
@@ -118,13 +119,8 @@ class SAM2ImagePredictor:
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2ImagePredictor:
         return cls(build_sam2_hf(model_id, **kwargs), **kwargs)
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def _is_image_set(self) -> bool:
-        return self.predictor.is_image_set
+    device = forwarded("model", "device")
+    _is_image_set = forwarded("predictor", "is_image_set")
 
     @property
     def _orig_hw(self) -> list[tuple[int, int]] | None:

@@ -109,18 +109,7 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
     """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``).
 
     Args:
-        source (str, PathLike or Mapping[str, torch.Tensor]): Where the weights are: a Meta ``.pth`` (SAM,
-            MobileSAM, SAM-HQ, EfficientViT-SAM) or ``.pt`` (SAM 2 / 2.1, ``{"model": state_dict}``) file, a
-            sam_core ``.safetensors`` file (``save_sam``), a Hugging Face ``save_pretrained`` folder or hub
-            id (``"facebook/sam-vit-base"``), a registry name (``"vit_b"``, ``"sam2.1_hiera_tiny"``...:
-            the official file, downloaded once into the cache and sha256-checked), or a state dict in
-            memory in any of these namings. See docs/checkpoints.md.
-        config (str, config object or None): Forces the model's shapes: a registry name or a family's config
-            (``SamConfig``, ``Sam2Config``...). None (default): the config stored with the checkpoint
-            (sam_core metadata, Hugging Face ``config.json``), else the one inferred from the tensor shapes.
-        device (str, torch.device or None): Where the model goes; None (default): the CPU.
-        dtype (torch.dtype or None): The model's floating dtype; None (default): the checkpoint's own
-            floating dtype if all its floating tensors share one, else float32.
+        source, config, device, dtype: as for :func:`load_sam`.
 
     Returns:
         (LoadedCheckpoint): ``model``, as :func:`load_sam` returns it, and ``extras``: a dict of the file's
@@ -128,10 +117,7 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
             the video-only modules; MobileSAM and SAM-HQ tiny: TinyViT's classifier head; otherwise empty).
 
     Raises:
-        CheckpointError: If the source is not found or cannot be downloaded, is unreadable, truncated or
-            damaged (CRC-32), holds pickled code, is not a state dict of a known model family, has a stored
-            config of another format version or family, was asked for a config of another family, or does
-            not fit the model (the message lists every missing, unexpected and mis-shaped tensor).
+        CheckpointError: as :func:`load_sam` does.
     """
     state_dict, stored_config, origin, family = _read_source(source)
     extras: StateDict = {}

@@ -96,6 +96,36 @@ class DecoderFields(SerializableConfig):
         return []
 
 
+@dataclass(frozen=True, kw_only=True)
+class EncoderDecoderConfig(DecoderFields):
+    """The decoder fields of a model whose encoder config (the subclass's ``encoder`` field: ``image_size``,
+    ``out_chans``, ``summary()``) sets the input size and the token width, with an embedding at stride 16
+    (MobileSAM's TinyViT, EdgeSAM's RepViT)."""
+
+    def __post_init__(self) -> None:
+        problems = self.decoder_width_problems(self.prompt_embed_dim, "the embedding width")
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input: the encoder's."""
+        return self.encoder.image_size  # type: ignore[attr-defined]
+
+    @property
+    def prompt_embed_dim(self) -> int:
+        """Width of the prompt and image tokens: the encoder's output channels."""
+        return self.encoder.out_chans  # type: ignore[attr-defined]
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (the encoder's stride is 16)."""
+        return self.encoder.image_size // 16  # type: ignore[attr-defined]
+
+    def summary(self) -> str:
+        return self.encoder.summary()  # type: ignore[attr-defined]
+
+
 ShapeReader = Callable[[str], torch.Size]
 Counter = Callable[[str], int]
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from sam_core.compat.forwarding import forwarded
 from sam_core.compat.ssseg import weights
 from sam_core.compat.ssseg.config import sam_config_from_ssseg
 from sam_core.compat.ssseg.viz import ResizeLongestSide
@@ -30,15 +31,11 @@ def choose_weights(cfg: Any, flags: dict[str, bool], flag_configs: dict[str, Any
     ``default``: the config used when neither is given (None: sssegmentation's default config is incomplete
     there, so that is an error). ``read_cfg``: reads ``cfg`` into a sam_core config.
     """
-    chosen = [name for name, on in flags.items() if on]
-    if len(chosen) > 1:
-        raise ValueError(f"set at most one of {list(flags)}; got {chosen}")
+    flag = weights.chosen_flag(cfg, flags, cfg_name)
     if cfg is not None:
-        if chosen:
-            raise ValueError(f"give either {cfg_name} or {chosen[0]}=True, not both")
         return read_cfg(cfg), cfg.get("ckptpath"), None
-    if chosen:
-        return flag_configs[chosen[0]], weights.SSSEG_CHECKPOINT_URLS[chosen[0]], chosen[0]
+    if flag is not None:
+        return flag_configs[flag], weights.SSSEG_CHECKPOINT_URLS[flag], flag
     if default is None:
         raise ValueError(f"give {cfg_name} or set one of {list(flags)}: sssegmentation's default {cfg_name} leaves "
                          "the encoder's depth and width unset")
@@ -112,25 +109,11 @@ class SamFamilyPredictor:
         self.model = self.MODEL_WRAPPER(core)
         self.transform = ResizeLongestSide(core.image_encoder.img_size)
 
-    @property
-    def device(self) -> torch.device:
-        return self._predictor.device
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._predictor.is_image_set
-
-    @property
-    def features(self) -> torch.Tensor | None:
-        return self._predictor.features
-
-    @property
-    def original_size(self) -> tuple[int, int] | None:
-        return self._predictor.original_size
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self._predictor.input_size
+    device = forwarded("_predictor", "device")
+    is_image_set = forwarded("_predictor", "is_image_set")
+    features = forwarded("_predictor", "features")
+    original_size = forwarded("_predictor", "original_size")
+    input_size = forwarded("_predictor", "input_size")
 
     def setimage(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image in ``image_format`` ("RGB" or "BGR")."""

@@ -28,17 +28,13 @@ _POSTPROCESSING_HOLE_AREA = 8
 
 def _settings(samv2_cfg: dict[str, Any] | None, flags: dict[str, bool]) -> tuple[Samv2Settings, str | None]:
     """The model settings and ckptpath of ``samv2_cfg`` or one flag; neither: the large model, random weights."""
-    chosen = [name for name, on in flags.items() if on]
-    if len(chosen) > 1:
-        raise ValueError(f"set at most one of {list(flags)}; got {chosen}")
+    flag = weights.chosen_flag(samv2_cfg, flags, "samv2_cfg")
     if samv2_cfg is not None:
-        if chosen:
-            raise ValueError(f"give either samv2_cfg or {chosen[0]}=True, not both")
         return sam2_config_from_ssseg(samv2_cfg), samv2_cfg.get("ckptpath")
-    name = _FLAG_MODELS[chosen[0] if chosen else "use_default_samv2_l"]
+    name = _FLAG_MODELS[flag or "use_default_samv2_l"]
     # sssegmentation's default config has no decoder extras (no dynamic multimask) and does not binarise.
     config = dataclasses.replace(SAM2_CONFIGS[name], dynamic_multimask_via_stability=False)
-    return Samv2Settings(config, False, False), weights.SSSEG_CHECKPOINT_URLS[chosen[0]] if chosen else None
+    return Samv2Settings(config, False, False), weights.SSSEG_CHECKPOINT_URLS[flag] if flag else None
 
 
 class SAMV2ImagePredictor:

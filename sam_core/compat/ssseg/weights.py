@@ -49,6 +49,16 @@ SSSEG_CHECKPOINT_URLS: dict[str, str] = {
 _CHUNK = 1 << 20
 
 
+def chosen_flag(cfg: dict[str, Any] | None, flags: dict[str, bool], cfg_name: str) -> str | None:
+    """The one ``use_default_*`` flag set, or None; ``ValueError`` for several flags, or a flag and ``cfg``."""
+    chosen = [name for name, on in flags.items() if on]
+    if len(chosen) > 1:
+        raise ValueError(f"set at most one of {list(flags)}; got {chosen}")
+    if cfg is not None and chosen:
+        raise ValueError(f"give either {cfg_name} or {chosen[0]}=True, not both")
+    return chosen[0] if chosen else None
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device``, except that CUDA falls back to the CPU (with a warning) where there is none: sssegmentation
     defaults to ``"cuda"``, and code written for it should still run on a laptop."""

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 import torch
 
 from sam_core.errors import CheckpointError
-from sam_core.models.configs import DecoderFields, SerializableConfig, config_named, infer_decoder_fields, shape_readers
+from sam_core.models.configs import (
+    EncoderDecoderConfig,
+    SerializableConfig,
+    config_named,
+    infer_decoder_fields,
+    shape_readers,
+)
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 # RepViT-M1's blocks with squeeze-excite, numbered over all stages (EdgeSAM's released encoder).
@@ -77,7 +83,7 @@ class RepViTConfig(SerializableConfig):
 
 
 @dataclass(frozen=True)
-class EdgeSamConfig(DecoderFields):
+class EdgeSamConfig(EncoderDecoderConfig):
     """Every shape of an EdgeSAM model. Defaults are the released ``edge_sam`` (RepViT-M1). The decoder fields
     (:class:`~sam_core.models.configs.DecoderFields`) mean what SamConfig's do; the prompt embedding width is
     the encoder's ``out_chans``."""
@@ -85,29 +91,6 @@ class EdgeSamConfig(DecoderFields):
     nested_configs = {"encoder": RepViTConfig}
 
     encoder: RepViTConfig = field(default_factory=RepViTConfig)
-
-    def __post_init__(self) -> None:
-        problems = self.decoder_width_problems(self.prompt_embed_dim, "the embedding width")
-        if problems:
-            raise ValueError("invalid EdgeSamConfig: " + "; ".join(problems))
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input: the encoder's."""
-        return self.encoder.image_size
-
-    @property
-    def prompt_embed_dim(self) -> int:
-        """Width of the prompt and image tokens: the encoder's output channels."""
-        return self.encoder.out_chans
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the image embedding grid (the neck's output is at stride 16)."""
-        return self.encoder.image_size // 16
-
-    def summary(self) -> str:
-        return self.encoder.summary()
 
 
 # edge_sam_3x is the same network trained three times longer: another file, the same shapes.

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 from sam_core.errors import CheckpointError
-from sam_core.models.configs import DecoderFields, config_named, infer_decoder_fields
+from sam_core.models.configs import EncoderDecoderConfig, config_named, infer_decoder_fields
 from sam_core.models.tiny_vit.config import TinyViTConfig, infer_tiny_vit_config
 
 
 @dataclass(frozen=True)
-class MobileSamConfig(DecoderFields):
+class MobileSamConfig(EncoderDecoderConfig):
     """Every shape of a MobileSAM model. Defaults are the released ``vit_t``. The decoder fields
     (:class:`~sam_core.models.configs.DecoderFields`) mean what SamConfig's do; the prompt embedding width is
     the encoder's ``out_chans``."""
@@ -21,29 +21,6 @@ class MobileSamConfig(DecoderFields):
     nested_configs = {"encoder": TinyViTConfig}
 
     encoder: TinyViTConfig = field(default_factory=TinyViTConfig)
-
-    def __post_init__(self) -> None:
-        problems = self.decoder_width_problems(self.prompt_embed_dim, "the embedding width")
-        if problems:
-            raise ValueError("invalid MobileSamConfig: " + "; ".join(problems))
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input: the encoder's."""
-        return self.encoder.image_size
-
-    @property
-    def prompt_embed_dim(self) -> int:
-        """Width of the prompt and image tokens: the encoder's output channels."""
-        return self.encoder.out_chans
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the image embedding grid (TinyViT's stride is 16)."""
-        return self.encoder.image_size // 16
-
-    def summary(self) -> str:
-        return self.encoder.summary()
 
 
 MOBILE_SAM_CONFIGS: dict[str, MobileSamConfig] = {"vit_t": MobileSamConfig()}
