@@ -87,7 +87,7 @@ class Int8Linear(nn.Module):
         scale = max((high - low) / activation_steps(), _SMALLEST_SCALE)
         zero_point = math.ceil(-low / scale)
         offset = torch.tensor(_ROUNDING_OFFSET + zero_point, dtype=torch.float32)
-        shifted = torch.add(offset, x, alpha=1 / scale)  # x / scale + zero_point + offset, in [offset, offset + steps + 1]
+        shifted = torch.add(offset, x, alpha=1 / scale)  # x / scale + zero_point + offset: offset + [0, steps + 1]
         quantized = shifted.view(torch.int32).view(torch.uint8)[..., ::4].contiguous()  # low bytes (little-endian)
         return torch.ops.onednn.qlinear_pointwise(
             quantized, scale, zero_point, self.packed_weight, self.weight_scale, self.weight_zero_point, self.bias,
