@@ -158,27 +158,29 @@ def test_guards(tmp_path: Path, images) -> None:
         FinetuneConfig(train=("encoder",))
 
 
-def test_sam2_trains_its_decoder_and_keeps_its_image_encoding(tmp_path: Path, images) -> None:
-    model = sam_core.load_sam(SAM2_WEIGHTS, dtype=torch.float32)  # the file holds float16
+def sam2_shapes_model() -> sam_core.PromptableSegmenter:
+    return sam_core.load_sam(SAM2_WEIGHTS, dtype=torch.float32)  # the file holds float16
+
+
+def edge_sam_model() -> sam_core.PromptableSegmenter:
+    return sam_core.build_sam(TINY_EDGE_SAM)
+
+
+@pytest.mark.parametrize(("make_model", "decoder", "frozen"), [
+    (sam2_shapes_model, "sam_mask_decoder.", ("sam_mask_decoder.conv_s", "image_encoder.", "no_mem_embed")),
+    (edge_sam_model, "mask_decoder.", ("image_encoder.",)),
+], ids=["sam2", "edge_sam"])
+def test_another_family_trains_its_decoder_and_keeps_its_image_encoding(tmp_path: Path, images, make_model,
+                                                                        decoder, frozen) -> None:
+    model = make_model()
+    family, config = model.family, model.config
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = RECIPE.replace(steps=2, eval_every=2, train=("decoder",))
-    result = sam_core.finetune(model, images[:2], images[4:], tmp_path / "out", config,
+    recipe = RECIPE.replace(steps=2, eval_every=2, train=("decoder",))
+    result = sam_core.finetune(model, images[:2], images[4:], tmp_path / "out", recipe,
                                cache_dir=tmp_path / "cache", progress=False, compare=False)
     after = load_file(result.last_path)
     changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed and all(name.startswith("sam_mask_decoder.") for name in changed)
-    assert not any(name.startswith(("sam_mask_decoder.conv_s", "image_encoder.", "no_mem_embed")) for name in changed)
-    assert sam_core.load_sam(result.last_path).family == "sam2"
-
-
-def test_edge_sam_trains_its_decoder_and_keeps_its_encoder(tmp_path: Path, images) -> None:
-    model = sam_core.build_sam(TINY_EDGE_SAM)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = RECIPE.replace(steps=2, eval_every=2, train=("decoder",))
-    result = sam_core.finetune(model, images[:2], images[4:], tmp_path / "out", config,
-                               cache_dir=tmp_path / "cache", progress=False, compare=False)
-    after = load_file(result.last_path)
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed and all(name.startswith("mask_decoder.") for name in changed)
+    assert changed and all(name.startswith(decoder) for name in changed)
+    assert not any(name.startswith(frozen) for name in changed)
     reloaded = sam_core.load_sam(result.last_path)
-    assert reloaded.family == "edge_sam" and reloaded.config == TINY_EDGE_SAM
+    assert reloaded.family == family and reloaded.config == config

@@ -171,12 +171,22 @@ def test_bad_prompts_and_unknown_images_are_errors(served, scene):
                        json={"masks": [{"runs": [scene.shape[0] * scene.shape[1]]}]}).status_code == 400
 
 
-def test_a_sam2_model_is_served_with_the_librarys_masks(scene):
-    """SAM 2 through the same app: progress, a click and a box equal Predictor.predict's masks, and
-    segment everything equals AutomaticMaskGenerator's."""
-    model = sam_core.load_sam(ROOT / "weights" / "sam2_hiera_test_shapes.safetensors")
-    client = TestClient(create_app(model, "sam2 shapes", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
-                                   GENERATOR))
+def sam2_shapes_model() -> sam_core.PromptableSegmenter:
+    return sam_core.load_sam(ROOT / "weights" / "sam2_hiera_test_shapes.safetensors")
+
+
+def edge_sam_model() -> sam_core.PromptableSegmenter:
+    return sam_core.build_sam(TINY_EDGE_SAM)  # random weights: EVERY_MASK keeps masks; stability-scored records
+
+
+@pytest.mark.parametrize(("make_model", "options"), [(sam2_shapes_model, GENERATOR), (edge_sam_model, EVERY_MASK)],
+                         ids=["sam2", "edge_sam"])
+def test_another_family_is_served_with_the_librarys_masks(scene, make_model, options):
+    """SAM 2 and EdgeSAM through the same app: progress, a click and a box equal Predictor.predict's masks, and
+    segment everything equals AutomaticMaskGenerator's records."""
+    model = make_model()
+    client = TestClient(create_app(model, "model", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
+                                   options))
     status, events = _open(client, name="scene.png", data=_png(scene))
     assert status == 200 and [event["progress"] for event in events if "progress" in event][-1] == 1.0
     image_id = events[-1]["image"]["id"]
@@ -185,27 +195,7 @@ def test_a_sam2_model_is_served_with_the_librarys_masks(scene):
     prompts = [dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])]
     _assert_predictions_are_the_librarys(client, image_id, predictor, prompts, scene.shape[:2])
     result = client.post(f"/api/images/{image_id}/everything").json()
-    records = sorted(sam_core.AutomaticMaskGenerator(model, **GENERATOR).generate(scene), key=lambda r: -r["area"])
-    assert len(result["masks"]) == len(records) > 0
-    for got, record in zip(result["masks"], records):
-        assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), record["segmentation"])
-
-
-def test_an_edge_sam_model_is_served_with_the_librarys_masks(scene):
-    """EdgeSAM (random weights, small shapes) through the same app: a click and a box equal Predictor.predict's
-    masks, and segment everything equals AutomaticMaskGenerator's (stability-scored) records."""
-    model = sam_core.build_sam(TINY_EDGE_SAM)
-    client = TestClient(create_app(model, "edge_sam", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
-                                   EVERY_MASK))
-    status, events = _open(client, name="scene.png", data=_png(scene))
-    assert status == 200 and [event["progress"] for event in events if "progress" in event][-1] == 1.0
-    image_id = events[-1]["image"]["id"]
-    predictor = sam_core.Predictor(model)
-    predictor.set_image(scene)
-    prompts = [dict(points=[[60.5, 70.25]], labels=[1]), dict(box=[20, 30, 150, 160])]
-    _assert_predictions_are_the_librarys(client, image_id, predictor, prompts, scene.shape[:2])
-    result = client.post(f"/api/images/{image_id}/everything").json()
-    records = sorted(sam_core.AutomaticMaskGenerator(model, **EVERY_MASK).generate(scene), key=lambda r: -r["area"])
+    records = sorted(sam_core.AutomaticMaskGenerator(model, **options).generate(scene), key=lambda r: -r["area"])
     assert len(result["masks"]) == len(records) > 0
     for got, record in zip(result["masks"], records):
         assert np.array_equal(runs_to_mask(got["runs"], *scene.shape[:2]), record["segmentation"])
