@@ -1,6 +1,6 @@
 """Benchmark sam_core against Meta's reference and transformers' SamModel on identical weights.
 
-    .venv/bin/python benchmarks/bench.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/bench.py [--image photo.jpg]
 
 One run of this script builds one set of random vit_b weights (in the Hugging Face format, loaded by
 sam_core, whose state dict then loads into the reference), then measures every (task, implementation) pair in
@@ -41,6 +41,25 @@ TASK_MODELS = {"sam2_tiny": "sam2.1_hiera_tiny", "sam2_small": "sam2.1_hiera_sma
 ALLOCATOR_OFF = "sam_core, allocator setting off"
 IMPLEMENTATIONS = ("reference", "transformers", "sam_core", ALLOCATOR_OFF)
 PREDICT_CALLS = 20
+
+
+DEFAULT_IMAGE = "chelsea"
+"""``--image``'s default: scikit-image's ``chelsea`` photo at truck.jpg's size (1800x1200), so that every benchmark
+runs on any clone (scikit-image comes with the test extra). The README's tables name the image they measured."""
+
+
+def image_path(value: str) -> str:
+    """``--image``'s type: a file path as given; ``DEFAULT_IMAGE``: that photo, written once to the temporary
+    folder."""
+    if value != DEFAULT_IMAGE:
+        return value
+    path = Path(tempfile.gettempdir()) / "sam_core_bench_chelsea_1800x1200.png"
+    if not path.is_file():
+        from skimage import data
+
+        photo = cv2.resize(data.chelsea(), (1800, 1200), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    return str(path)
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -103,7 +122,8 @@ def write_result(out: Path, times: list[float], masks: list | None = None) -> No
 def worker_parser(description: str, worker_fields: tuple[str, ...]) -> argparse.ArgumentParser:
     """The options every benchmark script takes: the image, the runs, and the hidden ones of its workers."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--image", default=DEFAULT_IMAGE, type=image_path,
+                        help="the photo (default: scikit-image's chelsea at 1800x1200)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--worker", nargs=len(worker_fields), metavar=worker_fields, help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Benchmark sam_core's EfficientViT-SAM against mit-han-lab's reference (``efficientsam==1.0.0``) on identical
 random weights.
 
-    .venv/bin/python benchmarks/bench_efficientvit.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/bench_efficientvit.py [--image photo.jpg]
 
 As ``bench.py``: one set of random weights per model (the reference's, every tensor randomised, saved as its
 released .pt files are and loaded by ``load_sam``), every (task, implementation) pair in fresh subprocesses,

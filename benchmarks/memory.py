@@ -1,6 +1,6 @@
 """Peak memory (RSS) of sam_core on a huge photo: Predictor, and AutomaticMaskGenerator with crops.
 
-    .venv/bin/python benchmarks/memory.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/memory.py [--image photo.jpg]
 
 The photo is resized to 8000x6000 (48 Mpx). Each case runs in a fresh process and reports its peak RSS
 (``ru_maxrss``) next to its RSS once the libraries, the model and the image are loaded, so that the
@@ -28,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from bench import DEFAULT_IMAGE, image_path
 
 SIZE = (6000, 8000)  # H, W
 TINY_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "sam_vit_tiny_shapes.safetensors"
@@ -87,7 +88,8 @@ def worker(case: str, model_name: str, image_path: str, weights_dir: Path) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--image", default=DEFAULT_IMAGE, type=image_path,
+                        help="the photo (default: scikit-image's chelsea at 1800x1200)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=list(CASES))
     parser.add_argument("--weights-dir", type=Path, default=Path("/tmp/sam_core_memory_bench"),

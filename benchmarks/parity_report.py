@@ -1,6 +1,6 @@
 """Measure how far sam_core's outputs are from Meta's reference on identical vit_b weights (README's Parity).
 
-    .venv/bin/python benchmarks/parity_report.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/parity_report.py [--image photo.jpg]
 
 The reference gets random vit_b weights (``sam_core.models.sam.parity.make_reference_sam``); sam_core loads them from a
 Meta-format ``.pth``. Both predictors embed the same image, then decode the same prompts: points, a negative
@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from bench import DEFAULT_IMAGE, image_path
 from segment_anything import SamPredictor
 
 import sam_core
@@ -39,7 +40,8 @@ def prompts(width: int, height: int) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--image", default=DEFAULT_IMAGE, type=image_path,
+                        help="the photo (default: scikit-image's chelsea at 1800x1200)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     image = cv2.cvtColor(cv2.imread(args.image, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -25,13 +25,16 @@ from pathlib import Path
 
 import torch
 
+from sam_core.jobs.samples import write_samples
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "images",
-                        help="folder of photos, copied round-robin into the input (default: %(default)s)")
+    parser.add_argument("--photos", type=Path,
+                        help="folder of photos, copied round-robin into the input (default: scikit-image's "
+                             "astronaut, chelsea and coffee, as sam-samples --photos writes them)")
     parser.add_argument("--images", type=int, default=8, help="images in the input (default: %(default)s)")
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--model", default="sam2.1_hiera_tiny", help="registry name, built with random weights")
@@ -41,7 +44,10 @@ def main() -> None:
         work = Path(scratch)
         weights = work / "model.safetensors"
         _random_weights(args.model, weights)
-        inputs = _input_folder(args.photos, args.images, work / "images")
+        photos = args.photos or Path(scratch) / "photos"
+        if args.photos is None:
+            write_samples(photos, photos=True)
+        inputs = _input_folder(photos, args.images, work / "images")
         common = ["--input", str(inputs), "--checkpoint", str(weights), "--points-per-side",
                   str(args.points_per_side), "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
         configurations = [

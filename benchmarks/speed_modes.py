@@ -1,6 +1,6 @@
 """Opt-in speed modes against sam_core's exact path: encoder speed-up and mask agreement.
 
-    .venv/bin/python benchmarks/speed_modes.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/speed_modes.py [--image photo.jpg]
 
 Modes: int8 dynamic quantisation of the encoder's linear layers (``sam_core.quantize_encoder_int8``), and the
 whole model in bfloat16 (``load_sam(..., dtype=torch.bfloat16)``).
@@ -27,7 +27,7 @@ from sam_core.models.sam.parity import make_hf_sam
 from sam_core.runtime import keep_freed_memory_by_default
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench import load_rgb  # noqa: E402
+from bench import DEFAULT_IMAGE, image_path, load_rgb  # noqa: E402
 from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS  # noqa: E402
 from make_shapes_model import draw_shapes_image  # noqa: E402
 
@@ -68,7 +68,8 @@ MODES: list[tuple[str, Callable[[str | Path], sam_core.Sam]]] = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/images/truck.jpg"))
+    parser.add_argument("--image", default=DEFAULT_IMAGE, type=image_path,
+                        help="the photo (default: scikit-image's chelsea at 1800x1200)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     torch.set_grad_enabled(False)

@@ -1,7 +1,7 @@
 """Benchmark sam_core's MobileSAM (vit_t), SAM-HQ (ViT-B) and EdgeSAM against their reference packages on
 identical random weights.
 
-    .venv/bin/python benchmarks/variants_bench.py --image ../shared/images/truck.jpg
+    .venv/bin/python benchmarks/variants_bench.py [--image photo.jpg]
 
 As ``bench.py``: one set of random weights per model (every tensor random), each (task, implementation)
 pair in fresh subprocesses (peak RSS per pair), repeats interleaved across implementations, medians printed;

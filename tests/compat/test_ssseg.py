@@ -37,8 +37,8 @@ from ssseg.modules.models.segmentors.samhq import SAMHQPredictor as RefSAMHQPred
 from ssseg.modules.models.segmentors.samv2 import misc as ref_samv2_misc  # noqa: E402
 from ssseg.modules.models.segmentors.samv2 import samv2 as ref_samv2  # noqa: E402
 
+import sam_core.compat.ssseg.weights as weights  # noqa: E402
 from sam_core.compat import ssseg as compat  # noqa: E402
-from sam_core.compat.ssseg import weights  # noqa: E402
 from sam_core.compat.ssseg.config import REP_VIT_ARCHS  # noqa: E402
 from sam_core.errors import CheckpointError  # noqa: E402
 from sam_core.models.edge_sam import EDGE_SAM_CONFIGS  # noqa: E402

@@ -21,14 +21,15 @@ def module_files() -> dict[str, Path]:
 
 
 def imported_modules(path: Path, modules: dict[str, Path]) -> dict[str, list[ast.AST]]:
-    """sam_core modules that ``path`` imports -> the import statements (module level or nested)."""
+    """sam_core modules that ``path`` names in its import statements (module level or nested) -> the statements.
+    ``from package import name`` names the package (its ``__init__`` runs) and, where ``name`` is a submodule,
+    that submodule too."""
     found: dict[str, list[ast.AST]] = {}
     for node in ast.walk(ast.parse(path.read_text())):
         targets = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                targets.append(submodule if submodule in modules else node.module)
+            targets.append(node.module)
+            targets += [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         for target in targets:
@@ -39,15 +40,19 @@ def imported_modules(path: Path, modules: dict[str, Path]) -> dict[str, list[ast
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the sam_core modules it imports. Importing ``a.b.c`` also runs ``a.b``'s ``__init__``, so each
-    import counts for the module's parent packages too."""
+    import counts for the module's parent packages too, except the packages the importing module sits in (they
+    are initialised before it); a package the statement names itself always counts. The top package
+    ``sam_core`` (the public API, which imports everything) is left out."""
     modules = module_files()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
         for target in imported_modules(path, modules):
             parts = target.split(".")
-            targets.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
-        graph[name] = {target for target in targets if target != name and not name.startswith(target + ".")}
+            parents = {".".join(parts[:i]) for i in range(2, len(parts))}
+            targets.update(parent for parent in parents if not name.startswith(parent + "."))
+            targets.add(target)
+        graph[name] = {target for target in targets if target != name and target != "sam_core"}
     return graph
 
 

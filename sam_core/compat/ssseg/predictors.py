@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from sam_core.compat.forwarding import forwarded
-from sam_core.compat.ssseg import weights
 from sam_core.compat.ssseg.config import sam_config_from_ssseg
 from sam_core.compat.ssseg.viz import ResizeLongestSide
+from sam_core.compat.ssseg.weights import SSSEG_CHECKPOINT_URLS, chosen_flag, load_model, resolve_device
 from sam_core.models.edge_sam.config import EDGE_SAM_CONFIGS
 from sam_core.models.mobile_sam.config import MobileSamConfig
 from sam_core.models.sam.config import SAM_CONFIGS
@@ -31,11 +31,11 @@ def choose_weights(cfg: Any, flags: dict[str, bool], flag_configs: dict[str, Any
     ``default``: the config used when neither is given (None: sssegmentation's default config is incomplete
     there, so that is an error). ``read_cfg``: reads ``cfg`` into a sam_core config.
     """
-    flag = weights.chosen_flag(cfg, flags, cfg_name)
+    flag = chosen_flag(cfg, flags, cfg_name)
     if cfg is not None:
         return read_cfg(cfg), cfg.get("ckptpath"), None
     if flag is not None:
-        return flag_configs[flag], weights.SSSEG_CHECKPOINT_URLS[flag], flag
+        return flag_configs[flag], SSSEG_CHECKPOINT_URLS[flag], flag
     if default is None:
         raise ValueError(f"give {cfg_name} or set one of {list(flags)}: sssegmentation's default {cfg_name} leaves "
                          "the encoder's depth and width unset")
@@ -77,7 +77,7 @@ class SamFamilyPredictor:
     """What sssegmentation's SAM, SAM-HQ, MobileSAM and EdgeSAM predictors share.
 
     A subclass names its ``use_default_*`` flags in ``FLAGS`` (flag -> the sam_core config of its file, whose
-    URL is in ``weights.SSSEG_CHECKPOINT_URLS``), calls :meth:`_setup` from an ``__init__`` with
+    URL is in ``SSSEG_CHECKPOINT_URLS``), calls :meth:`_setup` from an ``__init__`` with
     sssegmentation's keywords, and overrides :meth:`read_config` (how ``sam_cfg`` is read) and
     ``MODEL_WRAPPER`` (``predictor.model``) where its family needs to. Methods whose arguments differ from
     SAM's call :meth:`_predict` / :meth:`_predicttorch` with the model's decode options.
@@ -103,7 +103,7 @@ class SamFamilyPredictor:
         config, ckptpath, flag = choose_weights(sam_cfg, flags, self.FLAGS, self.DEFAULT_CONFIG, self.read_config,
                                                 "sam_cfg")
         strict = load_ckpt_strict and flag not in self.LENIENT_FLAGS
-        core = weights.load_model(config, ckptpath, strict, weights.resolve_device(device))
+        core = load_model(config, ckptpath, strict, resolve_device(device))
         # torch upscaling: the reference's interpolation, so that masks and logits are its own.
         self._predictor = Predictor(core, mask_upscaling="torch")
         self.model = self.MODEL_WRAPPER(core)

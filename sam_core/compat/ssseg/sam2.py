@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from sam_core.compat.meta import SAM2ImagePredictor
-from sam_core.compat.ssseg import weights
 from sam_core.compat.ssseg.config import Samv2Settings, sam2_config_from_ssseg
+from sam_core.compat.ssseg.weights import SSSEG_CHECKPOINT_URLS, chosen_flag, load_model, resolve_device
 from sam_core.models.sam2 import SAM2_CONFIGS
 from sam_core.pipelines.mask_generator import AutomaticMaskGenerator
 from sam_core.pipelines.video_predictor import VideoPredictor
@@ -28,13 +28,13 @@ _POSTPROCESSING_HOLE_AREA = 8
 
 def _settings(samv2_cfg: dict[str, Any] | None, flags: dict[str, bool]) -> tuple[Samv2Settings, str | None]:
     """The model settings and ckptpath of ``samv2_cfg`` or one flag; neither: the large model, random weights."""
-    flag = weights.chosen_flag(samv2_cfg, flags, "samv2_cfg")
+    flag = chosen_flag(samv2_cfg, flags, "samv2_cfg")
     if samv2_cfg is not None:
         return sam2_config_from_ssseg(samv2_cfg), samv2_cfg.get("ckptpath")
     name = _FLAG_MODELS[flag or "use_default_samv2_l"]
     # sssegmentation's default config has no decoder extras (no dynamic multimask) and does not binarise.
     config = dataclasses.replace(SAM2_CONFIGS[name], dynamic_multimask_via_stability=False)
-    return Samv2Settings(config, False, False), weights.SSSEG_CHECKPOINT_URLS[flag] if flag else None
+    return Samv2Settings(config, False, False), SSSEG_CHECKPOINT_URLS[flag] if flag else None
 
 
 class SAMV2ImagePredictor:
@@ -63,7 +63,7 @@ class SAMV2ImagePredictor:
                                          dynamic_multimask_stability_thresh=0.98)
         self.settings = dataclasses.replace(settings, config=config)
         self.apply_postprocessing = apply_postprocessing
-        self.model = weights.load_model(config, ckptpath, load_ckpt_strict, weights.resolve_device(device),
+        self.model = load_model(config, ckptpath, load_ckpt_strict, resolve_device(device),
                                         video=self._video)
         self.mask_threshold = mask_threshold
         self._image_predictor = SAM2ImagePredictor(self.model, mask_threshold=mask_threshold,
