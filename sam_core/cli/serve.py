@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='"segment everything" filter (default: the model family\'s)')
     parser.add_argument("--stability-score-thresh", type=float, default=None,
                         help='"segment everything" filter (default: the model family\'s)')
-    parser.add_argument("--kept-images", type=int, default=4, help="encoded images kept for prompting "
+    parser.add_argument("--kept-images", type=int, default=8, help="encoded images kept for prompting "
                         "(each holds its features and file: docs/serve.md gives the MB per family)")
     parser.add_argument("--max-encodes", type=int, default=2,
                         help="images being opened at once (one encodes, the others wait); more get 503")

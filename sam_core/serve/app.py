@@ -55,7 +55,7 @@ class ServeLimits:
         transfers: pixel and download requests at once (one runs).
     """
 
-    kept_images: int = 4
+    kept_images: int = 8
     encodes: int = 2
     everything: int = 2
     predicts: int = 32
