@@ -30,7 +30,6 @@ import os
 import random
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -331,7 +330,8 @@ def main() -> None:
           f"{'click p95':>9} {'peak RSS':>8}")
     for s in summaries:
         print(f"{s['clients']:>7} {s['served_total']:>7} {s['refused_total']:>7} {s['errors_total']:>6} "
-              f"{s['wrong_masks']:>5} {s['click_latency']['all']['p50_ms']:>7}ms {s['click_latency']['all']['p95_ms']:>7}ms "
+              f"{s['wrong_masks']:>5} {s['click_latency']['all']['p50_ms']:>7}ms "
+              f"{s['click_latency']['all']['p95_ms']:>7}ms "
               f"{s['peak_rss_gb']:>6.2f}GB")
     if args.output:
         Path(args.output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
