@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from sam_core.io.checkpoints import CheckpointError, load_sam, model_type_name
 from sam_core.serve.images import ImageFolder, ImageLimits
+from sam_core.serve.security import ALL_INTERFACES, LOCAL_NAMES, Access, new_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: the serve extra: only sam-serve needs it.
     import uvicorn
 
-    # Imported here: they import fastapi, the serve extra: only sam-serve needs it.
-    from sam_core.serve.app import ServeLimits, create_app, new_token
-    from sam_core.serve.security import ALL_INTERFACES, LOCAL_NAMES, Access
+    # Imported here: it imports fastapi, the serve extra: only sam-serve needs it.
+    from sam_core.serve.app import ServeLimits, create_app
 
     try:
         model = load_sam(args.model, device=args.device)

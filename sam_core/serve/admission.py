@@ -58,7 +58,17 @@ class WorkQueue:
         self.admitted += 1
         return Ticket(self)
 
-    def _finished(self, held_turn: bool, seconds: float) -> None:
+    def running_full(self) -> bool:
+        """Whether ``at_once`` requests are running, so that the next one waits."""
+        return self._turns.locked()
+
+    async def take_turn(self) -> None:
+        """Wait until one of the ``at_once`` turns is free, and take it (a ticket does this)."""
+        await self._turns.acquire()
+
+    def finished(self, held_turn: bool, seconds: float) -> None:
+        """One admitted request ended (a ticket calls this once): its admission, and its turn if it held one
+        for ``seconds``, are free again."""
         self.admitted -= 1
         if held_turn:
             self._seconds = 0.8 * self._seconds + 0.2 * seconds
@@ -81,17 +91,17 @@ class Ticket:
 
     def must_wait(self) -> bool:
         """Whether ``turn()`` would wait for other requests first."""
-        return self.queue._turns.locked()
+        return self.queue.running_full()
 
     async def turn(self) -> None:
         """Wait until this request may run."""
-        await self.queue._turns.acquire()
+        await self.queue.take_turn()
         self.has_turn, self._started = True, time.monotonic()
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.queue._finished(self.has_turn, time.monotonic() - self._started)
+            self.queue.finished(self.has_turn, time.monotonic() - self._started)
 
     async def __aenter__(self) -> Ticket:
         return self

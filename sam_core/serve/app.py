@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import threading
 import uuid
 from collections import OrderedDict
@@ -35,7 +34,7 @@ from sam_core.serve.admission import ServerBusy, WorkQueue
 from sam_core.serve.encoding import EncoderProgress, EncodeStream, Report
 from sam_core.serve.images import ImageFolder, ImageLimits, ImageRejected, decode_image, inspect_image
 from sam_core.serve.masks_io import mask_to_runs, masks_coco_json, masks_png, runs_to_mask
-from sam_core.serve.security import Access, AccessGuard
+from sam_core.serve.security import Access, AccessGuard, new_token
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 TOKEN_PLACEHOLDER = "{{sam_serve_token}}"
@@ -218,11 +217,6 @@ def create_app(model: PromptableSegmenter, model_name: str = "", folder: ImageFo
                         headers={"Content-Disposition": f'attachment; filename="{stem}_masks.{suffix}"'})
 
     return app
-
-
-def new_token() -> str:
-    """A fresh random token for one server (URL-safe, 256 bits)."""
-    return secrets.token_urlsafe(32)
 
 
 def _mask_file(image: OpenImage, body: Any, format: str) -> bytes:

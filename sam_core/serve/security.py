@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import re
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -78,6 +79,11 @@ class Access:
 
     def token_matches(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def new_token() -> str:
+    """A fresh random token for one server (URL-safe, 256 bits)."""
+    return secrets.token_urlsafe(32)
 
 
 def page_token(html: str) -> str:
