@@ -311,3 +311,23 @@ def test_two_segment_everything_requests_at_once_return_the_generators_records(l
         for got, record in zip(masks, records):
             assert np.array_equal(runs_to_mask(got["runs"], *scenes[0].shape[:2]), record["segmentation"])
             assert got["score"] == pytest.approx(record["predicted_iou"])
+
+
+def test_the_cli_warns_when_bound_to_the_network_without_a_token(monkeypatch, capsys):
+    from sam_core.cli.serve import main
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.append((app, options)))
+    assert main(["--model", str(MODEL), "--host", "0.0.0.0", "--max-encodes", "1"]) == 0
+    warning = capsys.readouterr().err
+    assert "warning" in warning and "no login" in warning and "--token" in warning
+    assert main(["--model", str(MODEL), "--host", "0.0.0.0", "--token", "s3cret", "--allow-host", "box.lan"]) == 0
+    printed = capsys.readouterr().err
+    assert "warning" not in printed and "/?token=s3cret" in printed
+    app, options = started[-1]
+    assert options["host"] == "0.0.0.0"
+    client = _client(app, "http://box.lan:8000")
+    assert client.get("/").status_code == 403
+    assert page_token(client.get("/", params={"token": "s3cret"}).text) == "s3cret"
+    assert client.get("/api/info", headers={TOKEN_HEADER: "s3cret"}).json()["queues"]["encodes"]["size"] == 2
+    assert _client(app, "http://other.lan:8000").get("/", params={"token": "s3cret"}).status_code == 403
