@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import sam_core.serve.app as serve_app  # noqa: E402
 from sam_core.serve import ImageLimits, create_app  # noqa: E402
 from sam_core.serve.app import ServeLimits  # noqa: E402
+from sam_core.serve.encoding import EncodeStream  # noqa: E402
 from sam_core.serve.masks_io import runs_to_mask  # noqa: E402
 from sam_core.serve.security import TOKEN_HEADER, Access, page_token  # noqa: E402
 
@@ -227,7 +228,7 @@ def test_uploads_over_the_bound_get_503_before_decoding_and_a_click_after_the_st
         assert live.gate.waiting.wait(60)
         second = pool.submit(live.open, scenes[1])  # admitted: waits for its turn
         deadline = time.monotonic() + 30
-        while live.queue("encodes")["admitted"] < 2:
+        while live.queue("encodes")["admitted"] < 2 or live.calls["inspect"] < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         calls = dict(live.calls)
@@ -249,7 +250,10 @@ def test_uploads_over_the_bound_get_503_before_decoding_and_a_click_after_the_st
     assert live.queue("encodes") == {"size": 2, "admitted": 0, "refused": 8}
 
 
-def test_a_client_that_goes_away_mid_encode_frees_its_slot(live, scenes):
+def test_a_client_that_goes_away_mid_encode_frees_its_slot(live, scenes, monkeypatch):
+    closed = threading.Event()
+    close = EncodeStream.close
+    monkeypatch.setattr(EncodeStream, "close", lambda stream: (close(stream), closed.set()))
     live.gate.opened.clear()
     live.gate.waiting.clear()
     with live.client() as client:
@@ -257,6 +261,7 @@ def test_a_client_that_goes_away_mid_encode_frees_its_slot(live, scenes):
             assert response.status_code == 200
             assert live.gate.waiting.wait(60)  # encoding, at the first block
         # The connection is closed with the encode under way; its slot is held until the encode has stopped.
+    assert closed.wait(30)  # the server saw the client go
     assert live.queue("encodes")["admitted"] == 1
     runs_before = len(live.last_block_runs)
     live.gate.opened.set()
