@@ -157,44 +157,40 @@ class Client(threading.Thread):
         with self.tally.lock:
             self.tally.served["upload " + slot] += 1
 
+    def _masks_digest(self, kind: str, url: str, **body: Any) -> str | None:
+        """POST ``url``; the digest of the answer's masks, or None (refused or failed, and counted)."""
+        try:
+            answer = self.http.post(url, **body)
+        except httpx.HTTPError as error:
+            self.tally.error(kind, repr(error))
+            return None
+        if answer.status_code != 200:
+            if not self._refused(kind, answer):
+                self.tally.error(kind, f"{answer.status_code} {answer.text[:200]}")
+            return None
+        return _digest([mask["runs"] for mask in answer.json()["masks"]])
+
     def click(self, slot: str) -> None:
         name, image_id = self.open[slot]
         index = self.rng.randrange(len(POINTS))
         width, height = self.sizes[name]
         point = [POINTS[index][0] * width, POINTS[index][1] * height]
         started = time.perf_counter()
-        try:
-            answer = self.http.post(f"/api/images/{image_id}/predict",
+        digest = self._masks_digest("click", f"/api/images/{image_id}/predict",
                                     json={"points": [point], "labels": [1], "multimask": True})
-        except httpx.HTTPError as error:
-            self.tally.error("click", repr(error))
-            return
-        elapsed = (time.perf_counter() - started) * 1000
-        if answer.status_code != 200:
-            if not self._refused("click", answer):
-                self.tally.error("click", f"{answer.status_code} {answer.text[:200]}")
-            return
-        digest = _digest([mask["runs"] for mask in answer.json()["masks"]])
-        with self.tally.lock:
-            self.tally.served["click " + slot] += 1
-            self.tally.click_ms[slot].append(elapsed)
-            self.tally.clicks[name, index][digest] += 1
+        if digest is not None:
+            with self.tally.lock:
+                self.tally.served["click " + slot] += 1
+                self.tally.click_ms[slot].append((time.perf_counter() - started) * 1000)
+                self.tally.clicks[name, index][digest] += 1
 
     def segment_everything(self) -> None:
         name, image_id = self.open["medium"]
-        try:
-            answer = self.http.post(f"/api/images/{image_id}/everything")
-        except httpx.HTTPError as error:
-            self.tally.error("everything", repr(error))
-            return
-        if answer.status_code != 200:
-            if not self._refused("everything", answer):
-                self.tally.error("everything", f"{answer.status_code} {answer.text[:200]}")
-            return
-        digest = _digest([mask["runs"] for mask in answer.json()["masks"]])
-        with self.tally.lock:
-            self.tally.served["everything"] += 1
-            self.tally.everything[name][digest] += 1
+        digest = self._masks_digest("everything", f"/api/images/{image_id}/everything")
+        if digest is not None:
+            with self.tally.lock:
+                self.tally.served["everything"] += 1
+                self.tally.everything[name][digest] += 1
 
 
 def _free_port() -> int:

@@ -6,7 +6,6 @@ Security checks go through FastAPI's TestClient; load checks through a real uvic
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import threading
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import sam_core
+from sam_core.io.files import png_bytes
 from sam_core.jobs.samples import shapes_scenes
 
 pytest.importorskip("fastapi")  # the serve extra, which CI installs
@@ -40,9 +39,7 @@ LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=300_000)
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV's channel order
 
 
 @pytest.fixture(scope="module")
