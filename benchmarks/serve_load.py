@@ -157,36 +157,38 @@ class Client(threading.Thread):
         with self.tally.lock:
             self.tally.served["upload " + slot] += 1
 
-    def _masks_digest(self, kind: str, url: str, **body: Any) -> str | None:
-        """POST ``url``; the digest of the answer's masks, or None (refused or failed, and counted)."""
+    def _masks_digest(self, kind: str, url: str, **body: Any) -> tuple[str | None, float]:
+        """POST ``url``: (the digest of the answer's masks, or None when refused or failed (counted), and the
+        milliseconds from the request to the whole answer)."""
+        started = time.perf_counter()
         try:
             answer = self.http.post(url, **body)
         except httpx.HTTPError as error:
             self.tally.error(kind, repr(error))
-            return None
+            return None, 0.0
+        elapsed = (time.perf_counter() - started) * 1000
         if answer.status_code != 200:
             if not self._refused(kind, answer):
                 self.tally.error(kind, f"{answer.status_code} {answer.text[:200]}")
-            return None
-        return _digest([mask["runs"] for mask in answer.json()["masks"]])
+            return None, elapsed
+        return _digest([mask["runs"] for mask in answer.json()["masks"]]), elapsed
 
     def click(self, slot: str) -> None:
         name, image_id = self.open[slot]
         index = self.rng.randrange(len(POINTS))
         width, height = self.sizes[name]
         point = [POINTS[index][0] * width, POINTS[index][1] * height]
-        started = time.perf_counter()
-        digest = self._masks_digest("click", f"/api/images/{image_id}/predict",
+        digest, elapsed = self._masks_digest("click", f"/api/images/{image_id}/predict",
                                     json={"points": [point], "labels": [1], "multimask": True})
         if digest is not None:
             with self.tally.lock:
                 self.tally.served["click " + slot] += 1
-                self.tally.click_ms[slot].append((time.perf_counter() - started) * 1000)
+                self.tally.click_ms[slot].append(elapsed)
                 self.tally.clicks[name, index][digest] += 1
 
     def segment_everything(self) -> None:
         name, image_id = self.open["medium"]
-        digest = self._masks_digest("everything", f"/api/images/{image_id}/everything")
+        digest, _ = self._masks_digest("everything", f"/api/images/{image_id}/everything")
         if digest is not None:
             with self.tally.lock:
                 self.tally.served["everything"] += 1
