@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-everything", type=int, default=2,
                         help='"segment everything" requests at once (one runs, the others wait); more get 503')
     parser.add_argument("--max-predicts", type=int, default=32,
-                        help="clicks at once (two decode, the others wait); more get 503")
+                        help="clicks at once (one decodes, the others wait); more get 503")
     args = parser.parse_args(argv)
     for option in ("kept_images", "max_encodes", "max_everything", "max_predicts"):
         if getattr(args, option) < 1:

@@ -50,7 +50,8 @@ class ServeLimits:
         encodes: images being opened at once (one is encoded, the others wait with their file bytes).
         everything: "segment everything" requests at once (one runs, the others wait).
         predicts: clicks at once (``predicts_at_once`` run, the others wait).
-        predicts_at_once: clicks decoded at the same time (on different images; one image's take turns).
+        predicts_at_once: clicks decoded at the same time (on different images; one image's take turns). Each
+            holds its masks and their float logits at the image's full size (0.5 GB at 35 megapixels).
         transfers: pixel and download requests at once (one runs).
     """
 
@@ -58,7 +59,7 @@ class ServeLimits:
     encodes: int = 2
     everything: int = 2
     predicts: int = 32
-    predicts_at_once: int = 2
+    predicts_at_once: int = 1
     transfers: int = 4
 
 
