@@ -12,7 +12,8 @@ reads the page's token as a browser does (``<meta name="sam-serve-token">``) and
   photo, 65 % clicks (one of six fixed points), on its 35-megapixel image when it has one open (30 %) or its
   1200x800 photo. A refused request (503) waits a quarter second before the client goes on.
 
-It reports requests served, refused with 503/429, errors (any other status, or a failed connection), p50/p95
+It reports requests served, refused with 503/429, expired (404 for an image dropped by ``--kept-images``; the
+client opens it again), errors (any other status, or a failed connection), p50/p95
 click latency (request to answer, on each image size), the server's peak RSS (``VmHWM`` of its process, and
 the largest RSS sampled every 50 ms) and wrong masks: each distinct answer is compared with
 ``Predictor.predict`` (clicks) or ``AutomaticMaskGenerator.generate`` (segment everything) on the same model,
@@ -84,6 +85,7 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
     served: Counter = field(default_factory=Counter)
     refused: Counter = field(default_factory=Counter)
+    expired: Counter = field(default_factory=Counter)  # 404: the image was dropped by --kept-images
     errors: Counter = field(default_factory=Counter)
     error_examples: list = field(default_factory=list)
     click_ms: dict = field(default_factory=lambda: defaultdict(list))
@@ -129,9 +131,10 @@ class Client(threading.Thread):
                 self.tally.refused[kind] += 1
             time.sleep(0.25)
             return True
-        if response.status_code == 404 and kind != "upload":  # the image expired: open it again
+        if response.status_code == 404 and kind != "upload":  # dropped by --kept-images: open it again
             self.open.clear()
-            self.tally.error(kind, "404 expired image (raise --kept-images)")
+            with self.tally.lock:
+                self.tally.expired[kind] += 1
             return True
         return False
 
@@ -299,7 +302,7 @@ def report(result: dict[str, Any], wrong: int, checked: int) -> dict[str, Any]:
                       "p95_ms": round(_percentile(every_click, 95))}
     summary = {key: value for key, value in result.items() if key != "tally"}
     summary.update(served=dict(tally.served), served_total=sum(tally.served.values()), refused=dict(tally.refused),
-                   refused_total=sum(tally.refused.values()), errors=dict(tally.errors),
+                   refused_total=sum(tally.refused.values()), expired=dict(tally.expired), errors=dict(tally.errors),
                    errors_total=sum(tally.errors.values()), error_examples=tally.error_examples,
                    click_latency=latency, wrong_masks=wrong, answers_checked=checked)
     return summary
