@@ -22,6 +22,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from html import unescape as html_unescape
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,7 +93,7 @@ def page_token(html: str) -> str:
     found = _TOKEN_META.search(html)
     if found is None:
         raise ValueError('the page has no <meta name="sam-serve-token" content="...">')
-    return found.group(1)
+    return html_unescape(found.group(1))
 
 
 class AccessGuard:
