@@ -84,6 +84,7 @@ class SamProcessor:
     point_depths = {3: "[image][point][x, y]", 4: "[image][prompt set][point][x, y]"}
     label_depths = {2: "[image][point]", 3: "[image][prompt set][point]"}
     point_pad_value = POINT_PAD_VALUE
+    coordinate_dtype = torch.float64  # transformers' SamProcessor scales in numpy float64
 
     def __init__(self, image_processor: SamImageProcessor | None = None) -> None:
         self.image_processor = image_processor or self.image_processor_class()
@@ -142,18 +143,16 @@ class SamProcessor:
         if points is not None:
             point_array = self._four_levels(points, 4)
             self._check_images(point_array, "input_points", len(sizes))
-            if labels is None:
-                if (point_array == pad).all(-1).any():
-                    raise ValueError("input_points have uneven point counts (padded with "
-                                     f"{pad}); give input_labels for them")
-                labels_array = np.ones(point_array.shape[:-1])
-            else:
+            if labels is None and (point_array == pad).all(-1).any():
+                raise ValueError(f"input_points have uneven point counts (padded with {pad}); give input_labels "
+                                 "for them")
+            if labels is not None:
                 labels_array = self._four_levels(labels, 3)
                 if labels_array.shape != point_array.shape[:-1]:
                     raise ValueError(f"input_labels nested as {list(labels_array.shape)} do not match input_points "
                                      f"nested as {list(point_array.shape[:-1])} ([image][prompt set][point])")
+                features["input_labels"] = torch.from_numpy(labels_array.astype(np.int64))
             features["input_points"] = self._scaled(point_array, sizes, pad)
-            features["input_labels"] = torch.from_numpy(labels_array.astype(np.int64))
         elif labels is not None:
             raise ValueError("input_labels were given without input_points")
         if boxes is not None:
@@ -183,8 +182,6 @@ class SamProcessor:
         if pad is not None:
             scaled = torch.where((tensor == pad).all(-1, keepdim=True), tensor, scaled)
         return scaled
-
-    coordinate_dtype = torch.float64  # transformers' SamProcessor scales in numpy float64
 
     def post_process_masks(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
         """``image_processor.post_process_masks``."""

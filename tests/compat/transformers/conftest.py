@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sam_core.models.sam.config import SAM_CONFIGS
-from sam_core.models.sam.parity import make_hf_sam, randomize_every_tensor_
+from sam_core.models.sam.parity import hf_config_parts, randomize_every_tensor_
 from sam_core.models.sam2.config import SAM2_CONFIGS
 from sam_core.models.sam2.parity import make_hf_sam2
 from sam_core.models.sam_hq.parity import make_hf_sam_hq
@@ -43,7 +43,11 @@ def hf_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
     sam_processor = transformers.SamProcessor(transformers.SamImageProcessor(
         size={"longest_edge": SIDE}, pad_size={"height": SIDE, "width": SIDE}))
-    sam = randomize_every_tensor_(make_hf_sam(SAM_CONFIGS["vit_tiny"]), seed=1)
+    parts = hf_config_parts(SAM_CONFIGS["vit_tiny"])
+    # Meta's LayerNorm eps in the decoder's transformer (transformers' SamConfig defaults to 1e-6; real checkpoints'
+    # config.json say 1e-6 too, and sam_core follows Meta: docs/compat-transformers.md).
+    parts["mask_decoder_config"]["layer_norm_eps"] = 1e-5
+    sam = randomize_every_tensor_(transformers.SamModel(transformers.SamConfig(**parts)).eval(), seed=1)
     _tie_positional_embeddings(sam)
     sam2 = randomize_every_tensor_(make_hf_sam2(SAM2_CONFIGS["sam2_hiera_test"]), seed=2)
     _tie_positional_embeddings(sam2)
