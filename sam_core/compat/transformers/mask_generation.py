@@ -178,7 +178,7 @@ class MaskGenerationPipeline:
         else:
             scores = torch.cat([part.scores for part in candidates])
             boxes = torch.cat([part.boxes for part in candidates])
-            keep = box_nms(boxes, scores, options["crops_nms_thresh"])
+            keep = box_nms(boxes, scores.float(), options["crops_nms_thresh"])
             masks = self._draw(candidates, keep, image_size, options["mask_threshold"])
             scores, boxes = scores[keep], boxes[keep]
         output: dict[str, Any] = {"masks": masks, "scores": scores}

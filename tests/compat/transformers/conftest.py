@@ -52,8 +52,16 @@ def hf_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sam2 = randomize_every_tensor_(make_hf_sam2(SAM2_CONFIGS["sam2_hiera_test"]), seed=2)
     _tie_positional_embeddings(sam2)
     sam2_processor = transformers.Sam2Processor(transformers.Sam2ImageProcessor(size={"height": SIDE, "width": SIDE}))
+    confident = randomize_every_tensor_(transformers.SamModel(transformers.SamConfig(**parts)).eval(), seed=4)
+    _tie_positional_embeddings(confident)
+    with torch.no_grad():
+        # Predicted IoUs near 0.9 and steep mask logits: masks that pass the guide's quality filters.
+        confident.mask_decoder.iou_prediction_head.proj_out.bias.add_(0.9)
+        for mlp in confident.mask_decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.mul_(300)
     return {
         "sam": _save(sam, sam_processor, root / "sam"),
+        "sam_confident": _save(confident, sam_processor, root / "sam_confident"),
         "sam_hq": _save(make_hf_sam_hq(SAM_CONFIGS["vit_tiny"], seed=3), sam_processor, root / "sam_hq"),
         "sam2": _save(sam2, sam2_processor, root / "sam2"),
     }
