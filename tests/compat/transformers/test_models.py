@@ -156,3 +156,16 @@ def test_local_folder_is_never_downloaded(hf_folders: dict, photo, monkeypatch: 
     assert model(**processor(photo, input_points=[[[40, 30]]])).pred_masks.shape == (1, 1, 3, 64, 64)
     generator = compat.pipeline("mask-generation", model=str(folder))
     assert len(generator(photo, points_per_crop=2, pred_iou_thresh=0, stability_score_thresh=0)["masks"]) > 0
+
+
+def test_hq_token_only_gives_one_mask_one_score(pairs: dict, photo) -> None:
+    """transformers 5.25 returns the HQ mask alone with all three IoU scores; sam_core returns it with the score
+    of SAM's best mask, as segment-anything-hq does."""
+    their_processor, their_model, processor, model = pairs["sam_hq"]
+    with torch.no_grad():
+        theirs = their_model(**their_processor(photo, input_points=[[[40, 30]]], return_tensors="pt"),
+                             hq_token_only=True)
+    ours = model(**processor(photo, input_points=[[[40, 30]]]), hq_token_only=True)
+    assert theirs.pred_masks.shape[2] == 1 and theirs.iou_scores.shape[2] == 3
+    assert ours.pred_masks.shape[2] == ours.iou_scores.shape[2] == 1
+    assert (ours.iou_scores[..., 0] - theirs.iou_scores.max(dim=2).values).abs().max() <= TOL
