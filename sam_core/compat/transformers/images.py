@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 from torchvision.transforms.v2 import functional as tvF
 
@@ -110,10 +112,6 @@ def read_processor_config(source: Any) -> dict[str, Any]:
 
 
 def _hub_processor_configs(repo_id: str) -> list[Path]:
-    # Imported here: only hub ids need it (huggingface_hub is a dependency, used the same way by load_sam).
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
     files = []
     for name in PROCESSOR_CONFIGS:
         try:

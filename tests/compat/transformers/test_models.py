@@ -144,9 +144,11 @@ def test_local_folder_is_never_downloaded(hf_folders: dict, photo, monkeypatch: 
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"download attempted: {args}")
 
+    import sam_core.compat.transformers.images
     import sam_core.io.checkpoints
 
-    for module in (huggingface_hub, huggingface_hub.file_download, sam_core.io.checkpoints):
+    for module in (huggingface_hub, huggingface_hub.file_download, sam_core.io.checkpoints,
+                   sam_core.compat.transformers.images):
         for name in ("hf_hub_download", "snapshot_download"):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, no_download)
