@@ -296,11 +296,12 @@ class MaskGenerationPipeline:
         return self.model.postprocess_masks(low_res[:, None].to(self.model.device), input_size, crop_size)[:, 0]
 
     def _geometry(self, input_size: tuple[int, int], crop_size: tuple[int, int]) -> UpscaledThresholds:
-        key = (input_size, crop_size)
-        if key not in self._geometries:
-            side = self.model.mask_input_size
-            self._geometries[key] = UpscaledThresholds(*self.model.upscale_matrices(side, input_size, crop_size))
-        return self._geometries[key]
+        """The cells of the upscaling to a crop of this size (kept: crops of a layer share their size)."""
+        geometry = self._geometries.get((input_size, crop_size))
+        if geometry is None:
+            matrices = self.model.upscale_matrices(self.model.mask_input_size, input_size, crop_size)
+            geometry = self._geometries[(input_size, crop_size)] = UpscaledThresholds(*matrices)
+        return geometry
 
     def _draw(self, candidates: list[_Candidates], keep: torch.Tensor, image_size: tuple[int, int],
               mask_threshold: float) -> list[torch.Tensor]:
