@@ -209,7 +209,7 @@ class SamImageProcessor:
 
     def pixel_values(self, image: np.ndarray) -> torch.Tensor:
         """One HxWx3 uint8 RGB image -> the (1, 3, S, S) float32 encoder input."""
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        pixels = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None]
         pixels = tvF.resize(pixels, list(self._resize_to(image.shape[:2])),
                             interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
         # Fused rescale and normalise, as transformers computes it: (x - mean / r) / (std / r), in float32.
