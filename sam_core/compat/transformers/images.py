@@ -182,6 +182,7 @@ class SamImageProcessor:
         return scaled
 
     def __call__(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+        """``preprocess``."""
         return self.preprocess(images, return_tensors=return_tensors, **kwargs)
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt", device: str | torch.device | None = None,
@@ -193,6 +194,12 @@ class SamImageProcessor:
             images: One image or a list of them (see ``load_image``).
             return_tensors: "pt" (torch tensors; the only kind returned).
             device: Where the tensors go (default CPU).
+
+        Returns:
+            (BatchFeature): ``pixel_values``, ``original_sizes`` and (SAM) ``reshaped_input_sizes``.
+
+        Raises:
+            ValueError: If there is no image, an image cannot be read, or ``return_tensors`` is not "pt".
         """
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
@@ -320,9 +327,16 @@ class NativeImageProcessor(SamImageProcessor):
 
 
 def image_processor_for(model: PromptableSegmenter) -> SamImageProcessor:
-    """The processor that prepares images for ``model`` as transformers does for its family: SAM's (long side
-    + padding) for models with SAM's transform, SAM 2's (stretch) for SAM 2's, both with ImageNet statistics;
-    the model's own preprocessing for any other transform or statistics (as its reference code does)."""
+    """The processor that prepares images for ``model`` as transformers does for its family.
+
+    Args:
+        model (PromptableSegmenter): A model of any family.
+
+    Returns:
+        (SamImageProcessor): SAM's processing (long side + padding) for models with SAM's transform, SAM 2's
+            (stretch) for SAM 2's, both with ImageNet statistics; a :class:`NativeImageProcessor` (the model's own
+            preprocessing, as its reference code does) for any other transform or statistics.
+    """
     if type(model.transform) in (ResizeLongestSide, StretchToSquare) and _has_imagenet_statistics(model):
         kind = SamImageProcessor if type(model.transform) is ResizeLongestSide else Sam2ImageProcessor
         return kind(size=model.image_size)
