@@ -20,18 +20,23 @@ from sam_core.models.sam3.config import SAM3_CONFIGS, Sam3Config
 from sam_core.models.sam3.hf_format import hf_to_native_state_dict, sam3_config_from_hf
 from sam_core.models.sam3.model import build_sam3_model
 
-# transformers' SAM 3 ViT: the one vision encoder whose patch embedding is under "embeddings".
+# transformers' SAM 3 ViT: the one vision encoder whose patch embedding is under "embeddings" (in memory, or
+# under the prefixes its files add).
 _HF_SAM3_MARKER = HF_VISION_PREFIX + "backbone.embeddings.patch_embeddings.projection.weight"
 
 
+def _is_hf_sam3(names: Collection[str]) -> bool:
+    return any(name.endswith(_HF_SAM3_MARKER) for name in names)
+
+
 def _is_sam3_checkpoint(names: Collection[str]) -> bool:
-    return is_meta_sam3(names) or any(name in names for name in (*SAM3_MARKERS, _HF_SAM3_MARKER))
+    return is_meta_sam3(names) or _is_hf_sam3(names) or any(name in names for name in SAM3_MARKERS)
 
 
 def _to_native_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if is_meta_sam3(tensors):
         return meta_to_native(tensors)
-    if _HF_SAM3_MARKER in tensors:
+    if _is_hf_sam3(tensors):
         return hf_to_native_state_dict(tensors)
     return dict(tensors)
 

@@ -26,6 +26,7 @@ from sam_core.models.sam2.hf_video_format import video_settings_from_hf
 from sam_core.models.sam3.config import NECK_SCALES, Sam3Config
 
 _HF_TRUNK = "vision_encoder.backbone."
+_HF_DETECTOR_TRUNK = "detector_model.vision_encoder.backbone."
 _HF_VIT_RENAMES: list[tuple[str, str]] = [
     (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
     (r"^layer_norm\.", "ln_pre."),
@@ -39,11 +40,30 @@ _HF_NECK = re.compile(r"^vision_encoder\.neck\.fpn_layers\.(\d+)\.(scale_layers\
 _NECK_UPSAMPLING = {(4.0, "0"): "dconv_2x2_0", (4.0, "2"): "dconv_2x2_1", (2.0, "0"): "dconv_2x2"}
 
 
+def hf_file_to_model_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The names a ``Sam3TrackerModel`` has in memory, from those its files have (``save_pretrained`` writes the
+    hub's ``facebook/sam3`` layout: ``tracker_model.`` ahead of the tracker's names, the ViT under
+    ``detector_model.vision_encoder.backbone.``, the tracker neck as ``tracker_neck.``). The detector's other
+    tensors (concept parts, its own neck) are left out."""
+    renamed = {}
+    for name, tensor in tensors.items():
+        name = name.removeprefix("tracker_model.")
+        if name.startswith("detector_model."):
+            if not name.startswith(_HF_DETECTOR_TRUNK):
+                continue
+            name = _HF_TRUNK + name[len(_HF_DETECTOR_TRUNK):]
+        elif name.startswith("tracker_neck."):
+            name = "vision_encoder.neck." + name[len("tracker_neck."):]
+        renamed[name] = tensor
+    return renamed
+
+
 def hf_to_native_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a Hugging Face Sam3TrackerModel (or Sam3TrackerVideoModel) state dict to sam_core's names."""
+    """Rename a Hugging Face Sam3TrackerModel (or Sam3TrackerVideoModel) state dict, as saved or as in memory,
+    to sam_core's names."""
     vision, rest = {}, {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for name, tensor in tensors.items():
+    for name, tensor in hf_file_to_model_names(tensors).items():
         if name.startswith(_HF_TRUNK):
             local = name[len(_HF_TRUNK):]
             if local == "embeddings.position_embeddings":
