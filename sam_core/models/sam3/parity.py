@@ -192,3 +192,63 @@ def reference_image_features(tracker: torch.nn.Module, images: torch.Tensor,
     vision_feats[-1] = vision_feats[-1] + tracker.no_mem_embed
     feats = [feat.permute(1, 2, 0).reshape(images.shape[0], -1, *size) for feat, size in zip(vision_feats, sizes)]
     return feats[-1], feats[:-1]
+
+
+def make_hf_sam3_tracker_video(config: Sam3Config, seed: int = 0, object_score_bias: float = 20.0) -> torch.nn.Module:
+    """transformers' Sam3TrackerVideoModel with the shapes and video settings of ``config`` and random values in
+    every tensor (eval mode); the object-score head's final bias is ``object_score_bias`` (the object is present:
+    with random weights it mostly says "absent", and every mask is then empty)."""
+    # Imported here: reference code (test extra), imported only by the parity helpers' callers.
+    from transformers import Sam3TrackerVideoConfig, Sam3TrackerVideoModel
+
+    # The video model reads the first three of four neck levels (and adds no_memory_embedding where Meta does).
+    image = hf_config_dict(config, three_neck_levels=False)
+    d_model = config.d_model
+    hf_config = Sam3TrackerVideoConfig(
+        **image, image_size=config.image_size, num_maskmem=config.num_maskmem,
+        memory_attention_hidden_size=d_model, memory_attention_num_layers=config.memory_attention_layers,
+        memory_attention_num_attention_heads=config.memory_attention_heads,
+        memory_attention_feed_forward_hidden_size=config.memory_attention_mlp_dim,
+        memory_attention_rope_feat_sizes=[config.embedding_size] * 2, memory_encoder_hidden_size=d_model,
+        memory_encoder_output_channels=config.mem_dim, mask_downsampler_embed_dim=d_model,
+        memory_fuser_embed_dim=d_model, memory_fuser_intermediate_dim=4 * d_model,
+        max_object_pointers_in_encoder=config.max_obj_ptrs_in_encoder,
+        max_cond_frame_num=config.max_cond_frames_in_attn)
+    torch.manual_seed(seed)
+    model = Sam3TrackerVideoModel(hf_config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and "position" not in name:
+                param.normal_(0.0, 0.05)
+            else:
+                param.add_(0.1 * torch.randn_like(param))
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_score_bias)
+        # Tied in transformers (save_pretrained writes one): kept equal, as in real checkpoints.
+        model.shared_image_embedding.positional_embedding.normal_()
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding)
+    return model
+
+
+def hf_memory_in_meta_order(model: torch.nn.Module) -> None:
+    """Make a Sam3TrackerVideoModel encode memories in Meta's order (undone by ``del model._encode_new_memory``).
+
+    transformers resizes a frame's mask logits to the memory encoder's 1152 pixels first and then binarises
+    (clicked frames) or takes the sigmoid and scales them; Meta (and sam_core) binarise or take the sigmoid and
+    scale at the model's 1008 pixels, then resize. The wrapper does Meta's steps and hands transformers logits
+    whose sigmoid is exactly that result (logit of the probabilities; +-inf where they are 0 or 1)."""
+    import torch.nn.functional as F
+
+    encode = model._encode_new_memory
+    scale, bias = model.config.sigmoid_scale_for_mem_enc, model.config.sigmoid_bias_for_mem_enc
+    size = 4 * model.prompt_encoder.mask_input_size[0]
+
+    def meta_order(current_vision_feats: torch.Tensor, pred_masks_high_res: torch.Tensor,
+                   object_score_logits: torch.Tensor, is_mask_from_pts: bool) -> tuple[torch.Tensor, list]:
+        masks = pred_masks_high_res.float()
+        masks = (masks > 0).float() if is_mask_from_pts else masks.sigmoid()
+        masks = F.interpolate(masks * scale + bias, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return encode(current_vision_feats, torch.logit((masks - bias) / scale), object_score_logits, False)
+
+    model._encode_new_memory = meta_order

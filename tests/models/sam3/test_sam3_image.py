@@ -25,6 +25,8 @@ from sam_core.models.sam3.parity import (
     save_reference_sam3_pt,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models; the machine's cores may be busy
+
 TEST_CONFIG = SAM3_CONFIGS["sam3_test"]
 SIZE = TEST_CONFIG.image_size
 TOLERANCE = 1e-4

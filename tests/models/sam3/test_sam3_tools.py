@@ -19,6 +19,8 @@ from sam_core.compat.meta import SAM3InteractiveImagePredictor
 from sam_core.io.checkpoints import save_sam
 from sam_core.models.sam3 import Sam3
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models; the machine's cores may be busy
+
 OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
 

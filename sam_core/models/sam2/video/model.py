@@ -100,7 +100,8 @@ class Sam2Video(Sam2):
         self.memory_attention = MemoryAttention(d_model, mem_dim, config.memory_attention_layers,
                                                 config.memory_attention_heads, config.memory_attention_mlp_dim,
                                                 config.rope_theta)
-        self.memory_encoder = MemoryEncoder(d_model, mem_dim)
+        # Masks enter the memory encoder at 16 x the embedding grid (SAM 3's 1008-pixel masks are resized).
+        self.memory_encoder = MemoryEncoder(d_model, mem_dim, mask_size=16 * config.embedding_size)
         self.num_maskmem = config.num_maskmem
         # Temporal encoding of the memories: index num_maskmem - 1 - position (0 for the oldest slot... and
         # num_maskmem - 1 for the conditioning frames).
