@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from sam_core.errors import CheckpointError
-from sam_core.models.sam2.hf_format import hf_to_meta_state_dict
+from sam_core.models.sam2.hf_format import heads_settings_from_hf, hf_to_meta_state_dict
 from sam_core.models.sam2.hf_video_format import video_settings_from_hf
 from sam_core.models.sam3.config import NECK_SCALES, Sam3Config
 
@@ -99,8 +99,6 @@ def sam3_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json
     try:
         vision = hf_config["vision_config"]
         trunk = vision["backbone_config"]
-        decoder = hf_config.get("mask_decoder_config", {})
-        prompt = hf_config.get("prompt_encoder_config", {})
 
         def side(value: Any) -> int:
             return value[0] if isinstance(value, (list, tuple)) else value
@@ -123,16 +121,7 @@ def sam3_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json
             global_att_blocks=tuple(trunk.get("global_attn_indexes") or (7, 15, 23, 31)),
             pretrain_image_size=side(trunk.get("pretrain_image_size", 336)),
             d_model=d_model,
-            mask_in_chans=prompt.get("mask_input_channels", 16),
-            decoder_depth=decoder.get("num_hidden_layers", 2),
-            decoder_num_heads=decoder.get("num_attention_heads", 8),
-            decoder_mlp_dim=decoder.get("mlp_dim", 2048),
-            num_multimask_outputs=decoder.get("num_multimask_outputs", 3),
-            iou_head_depth=decoder.get("iou_head_depth", 3),
-            iou_head_hidden_dim=decoder.get("iou_head_hidden_dim", 256),
-            dynamic_multimask_via_stability=decoder.get("dynamic_multimask_via_stability", True),
-            dynamic_multimask_stability_delta=decoder.get("dynamic_multimask_stability_delta", 0.05),
-            dynamic_multimask_stability_thresh=decoder.get("dynamic_multimask_stability_thresh", 0.98),
+            **heads_settings_from_hf(hf_config),
             **video,
         )
     except (KeyError, TypeError, ValueError) as error:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sam_core.models.sam2.parity import randomize_
+from sam_core.models.sam2.parity import randomize_, randomize_hf_
 from sam_core.models.sam3.config import Sam3Config
 
 # A few tensors of the detector's concept parts (text encoder, DETR transformer, segmentation head) as
@@ -146,16 +146,7 @@ def make_hf_sam3_tracker(config: Sam3Config, seed: int = 0, three_neck_levels: b
     hf_config = Sam3TrackerConfig(**hf_config_dict(config, three_neck_levels, layer_norm_eps))
     torch.manual_seed(seed)
     model = Sam3TrackerModel(hf_config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() >= 2 and "position_embeddings" not in name:
-                param.normal_(0.0, 0.05)
-            else:
-                param.add_(0.1 * torch.randn_like(param))
-        # Two buffers that transformers ties (save_pretrained writes one): kept equal, as in real checkpoints.
-        model.shared_image_embedding.positional_embedding.normal_()
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
-            model.shared_image_embedding.positional_embedding)
+    randomize_hf_(model, ("position",))
     return model.eval()
 
 
@@ -216,17 +207,9 @@ def make_hf_sam3_tracker_video(config: Sam3Config, seed: int = 0, object_score_b
         max_cond_frame_num=config.max_cond_frames_in_attn)
     torch.manual_seed(seed)
     model = Sam3TrackerVideoModel(hf_config).eval()
+    randomize_hf_(model, ("position",))
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() >= 2 and "position" not in name:
-                param.normal_(0.0, 0.05)
-            else:
-                param.add_(0.1 * torch.randn_like(param))
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_score_bias)
-        # Tied in transformers (save_pretrained writes one): kept equal, as in real checkpoints.
-        model.shared_image_embedding.positional_embedding.normal_()
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
-            model.shared_image_embedding.positional_embedding)
     return model
 
 

@@ -29,8 +29,4 @@ class Sam3Video(Sam2Video):
 
 def build_sam3_video(name_or_config: str | Sam3Config = "sam3") -> Sam3Video:
     """A randomly initialised Sam3Video of the given registry name or config (eval mode)."""
-    config = get_sam3_config(name_or_config)
-    image = build_sam3_model(config)
-    video = Sam3Video(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, config)
-    video.no_mem_embed = image.no_mem_embed
-    return video.eval()
+    return Sam3Video.around(build_sam3_model(get_sam3_config(name_or_config))).eval()

@@ -25,6 +25,7 @@ from PIL import Image
 
 from sam_core import VideoPredictor, load_checkpoint
 from sam_core.io.video_frames import VideoFrames
+from sam_core.models.sam2.parity import hf_previous_mask_as_meta
 from sam_core.models.sam3 import SAM3_CONFIGS
 from sam_core.models.sam3.model import SAM3_INPUT_STATISTICS
 from sam_core.models.sam3.parity import hf_memory_in_meta_order, make_hf_sam3_tracker_video
@@ -75,21 +76,6 @@ def draw_clip(folder: Path) -> Path:
     return folder
 
 
-def meta_previous_mask(model: torch.nn.Module):
-    """``model._run_single_frame_inference`` that gives a clicked frame's earlier mask logits (clamped to +-32)
-    to the decoder as its mask input, as Meta's predictor does."""
-    run_single_frame = model._run_single_frame_inference
-
-    def run(**kwargs):
-        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
-        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
-                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
-        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
-            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
-        return run_single_frame(**kwargs)
-    return run
-
-
 def run_hf(model: torch.nn.Module, frames: torch.Tensor) -> list:
     size = {"height": CONFIG.image_size, "width": CONFIG.image_size}
     processor = transformers.Sam3TrackerVideoProcessor(transformers.Sam2ImageProcessor(size=size),
@@ -103,7 +89,7 @@ def run_hf(model: torch.nn.Module, frames: torch.Tensor) -> list:
         masks = F.interpolate(output.pred_masks.float(), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
         outputs.append((label, list(output.object_ids), masks))
 
-    model._run_single_frame_inference = meta_previous_mask(model)
+    hf_previous_mask_as_meta(model)
     hf_memory_in_meta_order(model)
     try:
         with torch.inference_mode():
