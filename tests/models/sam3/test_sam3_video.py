@@ -124,13 +124,24 @@ def run_ours(predictor: VideoPredictor, clip: Path) -> list:
     return outputs
 
 
-def test_tracking_matches_sam3_tracker_video_model(tmp_path):
+@pytest.fixture(scope="module")
+def hf_model_and_folder(tmp_path_factory):
     hf_model = make_hf_sam3_tracker_video(CONFIG)
-    hf_model.save_pretrained(tmp_path / "hf")
-    loaded = load_checkpoint(tmp_path / "hf")
+    folder = tmp_path_factory.mktemp("sam3") / "hf"
+    hf_model.save_pretrained(folder)
+    return hf_model, folder
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return draw_clip(tmp_path_factory.mktemp("sam3") / "clip")
+
+
+def test_tracking_matches_sam3_tracker_video_model(hf_model_and_folder, clip):
+    hf_model, folder = hf_model_and_folder
+    loaded = load_checkpoint(folder)
     assert loaded.model.config == CONFIG  # the video settings too, from config.json
     ours = Sam3Video.from_image_model(loaded.model, loaded.extras)
-    clip = draw_clip(tmp_path / "clip")
     reader = VideoFrames(clip, CONFIG.image_size, *SAM3_INPUT_STATISTICS)
     expected = run_hf(hf_model, torch.stack([reader[index] for index in range(len(reader))]))
     settings = {**SAM3_TRACKER_SETTINGS, "clear_non_cond_mem_around_input": False}
@@ -152,3 +163,21 @@ def test_tracking_matches_sam3_tracker_video_model(tmp_path):
     assert all(((m > 0).any() and (m <= 0).any()) for _, _, m in expected)
     print(f"SAM 3 video: max |logit difference| {worst:.2e} over {len(actual)} outputs, {differing} mask pixels "
           "differ")
+
+
+def test_sam_video_tracks_with_a_sam3_checkpoint(hf_model_and_folder, clip, tmp_path):
+    """``sam-video --model <Sam3TrackerVideoModel folder>``: SAM 3's tracker settings, a mask on every frame."""
+    import json
+
+    from sam_core.cli.video import load_video_predictor, main
+
+    folder = str(hf_model_and_folder[1])
+    predictor = load_video_predictor(folder)
+    assert isinstance(predictor.model, Sam3Video)
+    assert (predictor.fill_hole_area, predictor.clear_non_cond_mem_around_input) == (0, True)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"frame": 0, "object": 1, "points": [[20, 25]], "labels": [1]}]))
+    assert main(["--model", folder, "--video", str(clip), "--prompts", str(prompts), "--output",
+                 str(tmp_path / "out")]) == 0
+    assert sorted(path.parent.name for path in (tmp_path / "out").rglob("1.png")) == [
+        f"{index:05d}" for index in range(NUM_FRAMES)]
