@@ -269,6 +269,7 @@ def hf_previous_mask_as_meta(model: torch.nn.Module) -> None:
     """Make a transformers Sam2VideoModel / Sam3TrackerVideoModel give a clicked frame's earlier mask logits
     (clamped to +-32) to the decoder as its mask input, as Meta's predictors do (transformers' session never
     passes them); undone by ``del model._run_single_frame_inference``."""
+    # transformers' private method, wrapped for the parity tests (transformers' name, not sam_core's).
     run_single_frame = model._run_single_frame_inference
 
     def run(**kwargs: Any) -> dict:
@@ -279,4 +280,4 @@ def hf_previous_mask_as_meta(model: torch.nn.Module) -> None:
             kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
         return run_single_frame(**kwargs)
 
-    model._run_single_frame_inference = run
+    vars(model)["_run_single_frame_inference"] = run  # an instance attribute over the class's method

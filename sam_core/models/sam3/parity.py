@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from sam_core.models.sam2.parity import randomize_, randomize_hf_
 from sam_core.models.sam3.config import Sam3Config
@@ -91,6 +92,7 @@ def make_reference_sam3_tracker(config: Sam3Config, seed: int = 0, video: bool =
             "dynamic_multimask_stability_delta": config.dynamic_multimask_stability_delta,
             "dynamic_multimask_stability_thresh": config.dynamic_multimask_stability_thresh})
     if video:
+        # Imported here: reference code (test extra), its video predictor only when asked for.
         from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 
         model = Sam3TrackerPredictor(forward_backbone_per_frame_for_eval=True, trim_past_non_cond_mem_for_eval=False,
@@ -214,14 +216,14 @@ def make_hf_sam3_tracker_video(config: Sam3Config, seed: int = 0, object_score_b
 
 
 def hf_memory_in_meta_order(model: torch.nn.Module) -> None:
-    """Make a Sam3TrackerVideoModel encode memories in Meta's order (undone by ``del model._encode_new_memory``).
+    """Make a Sam3TrackerVideoModel encode memories in Meta's order.
 
     transformers resizes a frame's mask logits to the memory encoder's 1152 pixels first and then binarises
     (clicked frames) or takes the sigmoid and scales them; Meta (and sam_core) binarise or take the sigmoid and
     scale at the model's 1008 pixels, then resize. The wrapper does Meta's steps and hands transformers logits
-    whose sigmoid is exactly that result (logit of the probabilities; +-inf where they are 0 or 1)."""
-    import torch.nn.functional as F
-
+    whose sigmoid is exactly that result (logit of the probabilities; +-inf where they are 0 or 1). Undone by
+    ``del model._encode_new_memory``."""
+    # transformers' private method, wrapped for the parity test (transformers' name, not sam_core's).
     encode = model._encode_new_memory
     scale, bias = model.config.sigmoid_scale_for_mem_enc, model.config.sigmoid_bias_for_mem_enc
     size = 4 * model.prompt_encoder.mask_input_size[0]
@@ -234,4 +236,4 @@ def hf_memory_in_meta_order(model: torch.nn.Module) -> None:
                               antialias=True)
         return encode(current_vision_feats, torch.logit((masks - bias) / scale), object_score_logits, False)
 
-    model._encode_new_memory = meta_order
+    vars(model)["_encode_new_memory"] = meta_order  # an instance attribute over the class's method
