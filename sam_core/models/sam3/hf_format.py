@@ -95,7 +95,9 @@ def hf_to_native_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, to
 
 
 def sam3_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json") -> Sam3Config:
-    """The Sam3Config of a Hugging Face Sam3TrackerModel or Sam3TrackerVideoModel ``config.json``."""
+    """The Sam3Config of a Hugging Face Sam3TrackerModel or Sam3TrackerVideoModel ``config.json`` (or of a whole
+    Sam3VideoModel's, as on the hub's ``facebook/sam3``: its ``tracker_config``)."""
+    hf_config = hf_config.get("tracker_config") or hf_config
     try:
         vision = hf_config["vision_config"]
         trunk = vision["backbone_config"]

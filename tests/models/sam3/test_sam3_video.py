@@ -14,6 +14,7 @@ with those two of SAM 3's tracker settings off. Tolerance on the logits: 2e-3 (b
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ from sam_core import VideoPredictor, load_checkpoint
 from sam_core.io.video_frames import VideoFrames
 from sam_core.models.sam2.parity import hf_previous_mask_as_meta
 from sam_core.models.sam3 import SAM3_CONFIGS
+from sam_core.models.sam3.hf_format import sam3_config_from_hf
 from sam_core.models.sam3.model import SAM3_INPUT_STATISTICS
 from sam_core.models.sam3.parity import hf_memory_in_meta_order, make_hf_sam3_tracker_video
 from sam_core.models.sam3.video import SAM3_TRACKER_SETTINGS, Sam3Video
@@ -141,6 +143,8 @@ def test_tracking_matches_sam3_tracker_video_model(hf_model_and_folder, clip):
     hf_model, folder = hf_model_and_folder
     loaded = load_checkpoint(folder)
     assert loaded.model.config == CONFIG  # the video settings too, from config.json
+    # The hub's facebook/sam3 is a whole Sam3VideoModel: its config.json nests the tracker's.
+    assert sam3_config_from_hf({"tracker_config": json.loads((folder / "config.json").read_text())}) == CONFIG
     ours = Sam3Video.from_image_model(loaded.model, loaded.extras)
     reader = VideoFrames(clip, CONFIG.image_size, *SAM3_INPUT_STATISTICS)
     expected = run_hf(hf_model, torch.stack([reader[index] for index in range(len(reader))]))
@@ -167,8 +171,6 @@ def test_tracking_matches_sam3_tracker_video_model(hf_model_and_folder, clip):
 
 def test_sam_video_tracks_with_a_sam3_checkpoint(hf_model_and_folder, clip, tmp_path):
     """``sam-video --model <Sam3TrackerVideoModel folder>``: SAM 3's tracker settings, a mask on every frame."""
-    import json
-
     from sam_core.cli.video import load_video_predictor, main
 
     folder = str(hf_model_and_folder[1])
