@@ -14,10 +14,11 @@ from sam_core.models.efficientvit.family import EFFICIENTVIT_SAM_FAMILY
 from sam_core.models.mobile_sam.family import MOBILE_SAM_FAMILY
 from sam_core.models.sam.family import SAM_FAMILY
 from sam_core.models.sam2.family import SAM2_FAMILY
+from sam_core.models.sam3.family import SAM3_FAMILY
 from sam_core.models.sam_hq.family import SAM_HQ_FAMILY
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (
-    SAM_FAMILY, SAM2_FAMILY, MOBILE_SAM_FAMILY, SAM_HQ_FAMILY, EFFICIENTVIT_SAM_FAMILY, EDGE_SAM_FAMILY)}
+    SAM_FAMILY, SAM2_FAMILY, MOBILE_SAM_FAMILY, SAM_HQ_FAMILY, EFFICIENTVIT_SAM_FAMILY, EDGE_SAM_FAMILY, SAM3_FAMILY)}
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     name: entry for family in FAMILIES.values() for name, entry in family.official_checkpoints.items()

@@ -291,3 +291,13 @@ def build_sam2_video_predictor(config_file: str | os.PathLike | Sam2Config = "sa
     if apply_postprocessing:
         return VideoPredictor(model, **kwargs)
     return VideoPredictor(model, fill_hole_area=0, binarize_mask_from_pts_for_mem_enc=False, **kwargs)
+
+
+class SAM3InteractiveImagePredictor(SAM2ImagePredictor):
+    """Meta's ``sam3.model.sam1_task_predictor.SAM3InteractiveImagePredictor`` (SAM 3's points-and-boxes image
+    predictor): :class:`SAM2ImagePredictor`'s API on a SAM 3 model, with SAM 3's default of filling background
+    holes of up to 256 low-res pixels (which Meta's skips on a CPU, where its CUDA kernel is missing)."""
+
+    def __init__(self, sam_model: PromptableSegmenter, mask_threshold: float = 0.0, max_hole_area: float = 256.0,
+                 max_sprinkle_area: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(sam_model, mask_threshold, max_hole_area, max_sprinkle_area, **kwargs)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from sam_core.io.video_frames import VideoFrames
 from sam_core.models.sam2.config import Sam2Config
-from sam_core.models.sam2.model import BOX_CORNER_LABELS, PIXEL_MEAN, PIXEL_STD
+from sam_core.models.sam2.model import BOX_CORNER_LABELS
 from sam_core.models.sam2.video.memory_bank import memory_reach
 from sam_core.models.sam2.video.model import FrameFeatures, FrameOutput, Sam2Video, keep_highest_object
 from sam_core.models.sam2.video.occlusion import NO_OBJ_SCORE
@@ -109,7 +109,7 @@ class VideoPredictor:
             ValueError: If ``video_path`` is neither a folder nor a file, the folder holds no JPEG frames or
                 frames not named by their index, or OpenCV cannot open or decode the video file.
         """
-        frames = VideoFrames(video_path, self.image_size, PIXEL_MEAN, PIXEL_STD)
+        frames = VideoFrames(video_path, self.image_size, *self.model.input_statistics)
         device = self.device
         state: InferenceState = {
             "images": frames, "num_frames": len(frames), "offload_video_to_cpu": offload_video_to_cpu,

@@ -48,7 +48,7 @@ OLD_PATHS = {
 # ``import sam_core``, and imported inside functions only, each with a comment saying why.
 OPTIONAL = {"fastapi", "uvicorn", "ray", "pyarrow", "onnx", "onnxruntime", "matplotlib", "skimage", "scipy",
             "transformers", "segment_anything", "segment_anything_hq", "sam2", "mobile_sam", "efficientsam",
-            "ssseg", "timm", "loralib"}
+            "ssseg", "timm", "loralib", "sam3"}
 
 
 def layer_of(module: str) -> int | None:

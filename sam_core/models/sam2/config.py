@@ -13,32 +13,14 @@ BACKBONE_STRIDE = 16
 PATCH_STRIDE = 4  # the Hiera patch embedding: a 7x7 convolution with stride 4
 
 
-@dataclass(frozen=True)
-class Sam2Config(DecoderFields):
-    """Every shape and inference setting of a SAM 2 model. Defaults are the official SAM 2.1 Hiera-T.
+@dataclass(frozen=True, kw_only=True)
+class TrackerFields(DecoderFields):
+    """SAM 2.1's heads and memory: the fields of the prompt encoder, mask decoder and video tracking that every
+    model built on them shares (SAM 2's Hiera models, SAM 3's tracker), with SAM 2.1's values as defaults.
+    Keyword-only, so that a subclass's own fields keep their positions."""
 
-    The image parts of SAM 2 and SAM 2.1 are identical in shape and behaviour; they differ in weights
-    and in the video modules only (the fields marked "2.1" below, off in SAM 2.0). The prompt encoder's and
-    mask decoder's shapes are :class:`~sam_core.models.configs.DecoderFields`' (their width is ``d_model``).
-    """
-
-    image_size: int = 1024
-    # Hiera trunk. Stage s has embed_dim * 2**s channels and num_heads * 2**s heads; the first block of
-    # every stage after the first max-pools its queries by q_stride (the stage's resolution halves).
-    embed_dim: int = 96
-    num_heads: int = 1
-    stages: tuple[int, ...] = (1, 2, 7, 2)
-    q_pool: int = 3
-    q_stride: int = 2
-    window_spec: tuple[int, ...] = (8, 4, 14, 7)
-    global_att_blocks: tuple[int, ...] = (5, 7, 9)
-    window_pos_embed_bkg_spatial_size: tuple[int, int] = (7, 7)
-    mlp_ratio: float = 4.0
-    # FPN neck.
+    # Width of the prompt and image tokens (the neck's output channels).
     d_model: int = 256
-    scalp: int = 1
-    fpn_top_down_levels: tuple[int, ...] = (2, 3)
-    fpn_interp_mode: str = "nearest"
     # Prompt encoder and mask decoder, beyond DecoderFields.
     use_high_res_features: bool = True
     iou_prediction_use_sigmoid: bool = True
@@ -91,6 +73,61 @@ class Sam2Config(DecoderFields):
     proj_tpos_enc_in_obj_ptrs: bool = True
     use_signed_tpos_enc_to_obj_ptrs: bool = True
 
+    def tracker_problems(self) -> list[str]:
+        """What is wrong with the heads' and the video part's fields."""
+        problems = []
+        if self.d_model % 8 or self.d_model % self.decoder_num_heads or (self.d_model // 2) % self.decoder_num_heads:
+            problems.append(f"d_model {self.d_model} must be divisible by 8 and by 2 * decoder_num_heads "
+                            f"({2 * self.decoder_num_heads})")
+        if self.mask_in_chans % 4:
+            problems.append(f"mask_in_chans {self.mask_in_chans} is not divisible by 4")
+        return problems + self._video_problems()
+
+    def _video_problems(self) -> list[str]:
+        problems = []
+        if self.num_maskmem < 0:
+            problems.append(f"num_maskmem {self.num_maskmem} is negative")
+        if self.mem_dim < 1 or self.d_model % self.mem_dim:
+            # An object pointer (d_model) enters memory attention as d_model / mem_dim tokens.
+            problems.append(f"mem_dim {self.mem_dim} must divide d_model {self.d_model}")
+        if self.d_model % self.memory_attention_heads or (self.d_model // self.memory_attention_heads) % 4:
+            problems.append(f"memory_attention_heads {self.memory_attention_heads}: the head width must be a "
+                            f"multiple of 4 (rotary encoding of rows and columns) dividing d_model {self.d_model}")
+        if self.memory_temporal_stride_for_eval < 1:
+            problems.append(f"memory_temporal_stride_for_eval {self.memory_temporal_stride_for_eval} must be >= 1")
+        if self.max_cond_frames_in_attn != -1 and self.max_cond_frames_in_attn < 2:
+            problems.append(f"max_cond_frames_in_attn {self.max_cond_frames_in_attn} must be -1 (all) or >= 2")
+        if self.proj_tpos_enc_in_obj_ptrs and not self.add_tpos_enc_to_obj_ptrs:
+            problems.append("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
+        return problems
+
+
+@dataclass(frozen=True)
+class Sam2Config(TrackerFields):
+    """Every shape and inference setting of a SAM 2 model. Defaults are the official SAM 2.1 Hiera-T.
+
+    The image parts of SAM 2 and SAM 2.1 are identical in shape and behaviour; they differ in weights
+    and in the video modules only (the fields marked "2.1" below, off in SAM 2.0). The prompt encoder's and
+    mask decoder's shapes are :class:`~sam_core.models.configs.DecoderFields`' (their width is ``d_model``).
+    """
+
+    image_size: int = 1024
+    # Hiera trunk. Stage s has embed_dim * 2**s channels and num_heads * 2**s heads; the first block of
+    # every stage after the first max-pools its queries by q_stride (the stage's resolution halves).
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (1, 2, 7, 2)
+    q_pool: int = 3
+    q_stride: int = 2
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    global_att_blocks: tuple[int, ...] = (5, 7, 9)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (7, 7)
+    mlp_ratio: float = 4.0
+    # FPN neck (its width is TrackerFields' d_model).
+    scalp: int = 1
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    fpn_interp_mode: str = "nearest"
+
     def __post_init__(self) -> None:
         for name in ("stages", "window_spec", "global_att_blocks", "window_pos_embed_bkg_spatial_size",
                      "fpn_top_down_levels"):
@@ -131,36 +168,13 @@ class Sam2Config(DecoderFields):
             problems.append("window sizes must be >= 1")
         if len(self.window_pos_embed_bkg_spatial_size) != 2:
             problems.append("window_pos_embed_bkg_spatial_size must be (height, width)")
-        if self.d_model % 8 or self.d_model % self.decoder_num_heads or (self.d_model // 2) % self.decoder_num_heads:
-            problems.append(f"d_model {self.d_model} must be divisible by 8 and by 2 * decoder_num_heads "
-                            f"({2 * self.decoder_num_heads})")
         if any(not 0 <= level < levels for level in self.fpn_top_down_levels):
             problems.append(f"fpn_top_down_levels {self.fpn_top_down_levels} outside 0..{levels - 1}")
         if self.fpn_interp_mode not in ("nearest", "bilinear"):
             problems.append(f"fpn_interp_mode {self.fpn_interp_mode!r} is not 'nearest' or 'bilinear'")
-        if self.mask_in_chans % 4:
-            problems.append(f"mask_in_chans {self.mask_in_chans} is not divisible by 4")
-        problems += self._video_problems()
+        problems += self.tracker_problems()
         if problems:
             raise ValueError("invalid Sam2Config: " + "; ".join(problems))
-
-    def _video_problems(self) -> list[str]:
-        problems = []
-        if self.num_maskmem < 0:
-            problems.append(f"num_maskmem {self.num_maskmem} is negative")
-        if self.mem_dim < 1 or self.d_model % self.mem_dim:
-            # An object pointer (d_model) enters memory attention as d_model / mem_dim tokens.
-            problems.append(f"mem_dim {self.mem_dim} must divide d_model {self.d_model}")
-        if self.d_model % self.memory_attention_heads or (self.d_model // self.memory_attention_heads) % 4:
-            problems.append(f"memory_attention_heads {self.memory_attention_heads}: the head width must be a "
-                            f"multiple of 4 (rotary encoding of rows and columns) dividing d_model {self.d_model}")
-        if self.memory_temporal_stride_for_eval < 1:
-            problems.append(f"memory_temporal_stride_for_eval {self.memory_temporal_stride_for_eval} must be >= 1")
-        if self.max_cond_frames_in_attn != -1 and self.max_cond_frames_in_attn < 2:
-            problems.append(f"max_cond_frames_in_attn {self.max_cond_frames_in_attn} must be -1 (all) or >= 2")
-        if self.proj_tpos_enc_in_obj_ptrs and not self.add_tpos_enc_to_obj_ptrs:
-            problems.append("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
-        return problems
 
     def q_pool_blocks_and_windows(self) -> list[tuple[int, int]]:
         """(index, window size) of the blocks that pool their queries: the first block of each later stage,
@@ -195,7 +209,7 @@ _BASE_PLUS = Sam2Config(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global
                         window_pos_embed_bkg_spatial_size=(14, 14))
 _LARGE = Sam2Config(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
                     window_spec=(8, 4, 16, 8))
-_FIELD_NAMES = [field.name for field in dataclasses.fields(Sam2Config)]
+_FIELD_NAMES = [field.name for field in dataclasses.fields(TrackerFields)]
 VIDEO_SETTINGS = tuple(_FIELD_NAMES[_FIELD_NAMES.index("num_maskmem"):])
 """The fields only video tracking reads. Files of an image model (a Hugging Face ``Sam2Model`` folder) do not
 describe them, so a config read from one has their defaults."""

@@ -84,10 +84,11 @@ _HF_VIDEO_FIXED = {
 }
 
 
-def video_settings_from_hf(hf_config: Mapping[str, Any], d_model: int, image_size: int) -> dict[str, Any]:
+def video_settings_from_hf(hf_config: Mapping[str, Any], d_model: int, image_size: int,
+                           stride: int = 16) -> dict[str, Any]:
     """Sam2Config fields of the video settings of a Hugging Face ``Sam2VideoConfig`` (as the dict of its
-    config.json); absent fields keep sam_core's defaults. Raises ``ValueError`` naming the settings sam_core's video
-    model cannot take."""
+    config.json; ``stride``: the image embedding's, 14 for SAM 3's tracker); absent fields keep sam_core's defaults.
+    Raises ``ValueError`` naming the settings sam_core's video model cannot take."""
     settings = {ours: hf_config[theirs] for theirs, ours in _HF_VIDEO_FIELDS.items() if theirs in hf_config}
     if "enable_temporal_pos_encoding_for_object_pointers" in hf_config:
         # One switch in transformers: the pointers' signed temporal distance, projected to mem_dim (SAM 2.1).
@@ -97,7 +98,7 @@ def video_settings_from_hf(hf_config: Mapping[str, Any], d_model: int, image_siz
     rope = hf_config.get("rope_parameters") or {}
     if "rope_theta" in rope:
         settings["rope_theta"] = float(rope["rope_theta"])
-    grid = image_size // 16
+    grid = image_size // stride
     # The widths sam_core derives from d_model (Meta's configs set them all to the image embedding's width).
     derived = {"memory_attention_hidden_size": d_model, "memory_encoder_hidden_size": d_model,
                "mask_downsampler_embed_dim": d_model, "memory_fuser_embed_dim": d_model,

@@ -1,4 +1,5 @@
-"""SAM 2's image encoder: the Hiera trunk and the FPN neck, the coarsest levels dropped ("scalp")."""
+"""SAM 2's image encoder: the Hiera trunk and the FPN neck, the coarsest levels dropped ("scalp"). SAM 3's is
+the same wiring of its ViT and simple FPN neck."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ class ImageEncoder(nn.Module):
     """Multi-scale image features, highest resolution first.
 
     Args:
-        trunk: The Hiera backbone.
-        neck: The FPN neck; its channel list must be the trunk's.
+        trunk: The backbone (SAM 2's Hiera, SAM 3's ViT); its ``channel_list`` gives its outputs' channels.
+        neck: The FPN neck (``backbone_channel_list`` must be the trunk's), with a ``position_encoding``.
         scalp: How many of the lowest-resolution levels to drop from the output.
     """
 
-    def __init__(self, trunk: Hiera, neck: FpnNeck, scalp: int = 0) -> None:
+    def __init__(self, trunk: Hiera | nn.Module, neck: FpnNeck | nn.Module, scalp: int = 0) -> None:
         super().__init__()
         if tuple(trunk.channel_list) != tuple(neck.backbone_channel_list):
             raise ValueError(f"trunk channels {trunk.channel_list} differ from the neck's "

@@ -102,10 +102,12 @@ class Sam2(NormalizingSegmenter):
     parameter_roles = {"image_encoder": ("image_encoder.", "no_mem_embed", "sam_mask_decoder.conv_s0.",
                                          "sam_mask_decoder.conv_s1."),
                        "prompt_encoder": ("sam_prompt_encoder.",), "mask_decoder": ("sam_mask_decoder.",)}
+    # Per-channel statistics of the [0, 1] image that preprocess normalises with (a subclass's own: SAM 3's).
+    input_statistics: tuple[tuple[float, ...], tuple[float, ...]] = (PIXEL_MEAN, PIXEL_STD)
 
     def __init__(self, image_encoder: ImageEncoder, sam_prompt_encoder: Sam2PromptEncoder,
                  sam_mask_decoder: Sam2MaskDecoder, config: Sam2Config | None = None) -> None:
-        super().__init__(PIXEL_MEAN, PIXEL_STD)
+        super().__init__(*self.input_statistics)
         self.image_encoder = image_encoder
         self.sam_prompt_encoder = sam_prompt_encoder
         self.sam_mask_decoder = sam_mask_decoder
@@ -133,7 +135,7 @@ class Sam2(NormalizingSegmenter):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) or (3, h, w) 0-255 images of any size -> the (B, 3, S, S) model input, as Meta's
         SAM2Transforms computes it: divided by 255, stretched to the square (``StretchToSquare.resize_torch``),
-        normalised with ImageNet statistics."""
+        normalised with ``input_statistics`` (ImageNet's)."""
         batched = images.dim() == 4
         # Contiguous first: a permuted HxWxC image would otherwise stay channels-last through the resize.
         x = (images if batched else images[None]).contiguous().to(torch.float32) / 255

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -244,9 +245,17 @@ def make_hf_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
         mask_decoder_config=dict(hidden_size=config.d_model))
     torch.manual_seed(seed)
     model = Sam2Model(hf_config)
+    randomize_hf_(model, ("pos_embed",))
+    return model.eval()
+
+
+def randomize_hf_(model: torch.nn.Module, position_names: tuple[str, ...]) -> None:
+    """Random values in every tensor of a transformers SAM 2 / SAM 3 tracker model: weight matrices drawn anew
+    (N(0, 0.05)); vectors and the parameters whose name contains one of ``position_names`` (position embeddings,
+    zero-initialised) moved by 0.1 N(0, 1); the prompt encoder's positional matrix drawn N(0, 1)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.dim() >= 2 and "pos_embed" not in name:
+            if param.dim() >= 2 and not any(part in name for part in position_names):
                 param.normal_(0.0, 0.05)
             else:
                 param.add_(0.1 * torch.randn_like(param))
@@ -254,4 +263,21 @@ def make_hf_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
         model.shared_image_embedding.positional_embedding.normal_()
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding)
-    return model.eval()
+
+
+def hf_previous_mask_as_meta(model: torch.nn.Module) -> None:
+    """Make a transformers Sam2VideoModel / Sam3TrackerVideoModel give a clicked frame's earlier mask logits
+    (clamped to +-32) to the decoder as its mask input, as Meta's predictors do (transformers' session never
+    passes them); undone by ``del model._run_single_frame_inference``."""
+    # transformers' private method, wrapped for the parity tests (transformers' name, not sam_core's).
+    run_single_frame = model._run_single_frame_inference
+
+    def run(**kwargs: Any) -> dict:
+        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
+        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
+                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
+        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
+            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
+        return run_single_frame(**kwargs)
+
+    vars(model)["_run_single_frame_inference"] = run  # an instance attribute over the class's method

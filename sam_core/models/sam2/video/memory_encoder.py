@@ -23,11 +23,14 @@ class MaskDownSampler(nn.Module):
         stride: Stride of each of them.
         padding: Their padding.
         total_stride: Overall downsampling (a power of ``stride``).
+        mask_size: Side the masks are first resized to (antialiased bilinear) when theirs differs: SAM 3's
+            1008-pixel masks go onto 16 x 72 = 1152 pixels. None: as they come (SAM 2's 1024 = 16 x 64).
     """
 
     def __init__(self, embed_dim: int, kernel_size: int = 3, stride: int = 2, padding: int = 1,
-                 total_stride: int = 16) -> None:
+                 total_stride: int = 16, mask_size: int | None = None) -> None:
         super().__init__()
+        self.mask_size = mask_size
         layers: list[nn.Module] = []
         channels = 1
         while total_stride > 1:
@@ -41,6 +44,9 @@ class MaskDownSampler(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        size = self.mask_size
+        if size is not None and tuple(masks.shape[-2:]) != (size, size):
+            masks = F.interpolate(masks.float(), (size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.encoder(masks)
 
 
@@ -91,11 +97,12 @@ class MemoryEncoder(nn.Module):
     Args:
         d_model: Channels of the image features.
         mem_dim: Channels of the memory; a 1x1 projection reduces to it when smaller than ``d_model``.
+        mask_size: The side masks are resized to before downsampling, if theirs differs (see MaskDownSampler).
     """
 
-    def __init__(self, d_model: int, mem_dim: int) -> None:
+    def __init__(self, d_model: int, mem_dim: int, mask_size: int | None = None) -> None:
         super().__init__()
-        self.mask_downsampler = MaskDownSampler(d_model)
+        self.mask_downsampler = MaskDownSampler(d_model, mask_size=mask_size)
         self.pix_feat_proj = nn.Conv2d(d_model, d_model, kernel_size=1)
         self.fuser = Fuser(d_model)
         self.out_proj = nn.Conv2d(d_model, mem_dim, kernel_size=1) if mem_dim != d_model else nn.Identity()

@@ -100,7 +100,8 @@ class Sam2Video(Sam2):
         self.memory_attention = MemoryAttention(d_model, mem_dim, config.memory_attention_layers,
                                                 config.memory_attention_heads, config.memory_attention_mlp_dim,
                                                 config.rope_theta)
-        self.memory_encoder = MemoryEncoder(d_model, mem_dim)
+        # Masks enter the memory encoder at 16 x the embedding grid (SAM 3's 1008-pixel masks are resized).
+        self.memory_encoder = MemoryEncoder(d_model, mem_dim, mask_size=16 * config.embedding_size)
         self.num_maskmem = config.num_maskmem
         # Temporal encoding of the memories: index num_maskmem - 1 - position (0 for the oldest slot... and
         # num_maskmem - 1 for the conditioning frames).
@@ -121,13 +122,20 @@ class Sam2Video(Sam2):
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem_dim))
 
     @classmethod
-    def from_image_model(cls, model: Sam2, video_tensors: Mapping[str, torch.Tensor]) -> Sam2Video:
-        """The video model around ``model``'s modules (shared, not copied), with the video-only tensors of
-        the same checkpoint (``LoadedCheckpoint.extras``; Meta's names). Missing or unexpected tensors raise."""
+    def around(cls, model: Sam2) -> Sam2Video:
+        """The video model around ``model``'s modules (shared, not copied), its video modules randomly
+        initialised."""
         if model.config is None:
             raise ValueError("the image model has no config: the video settings cannot be known")
         video = cls(model.image_encoder, model.sam_prompt_encoder, model.sam_mask_decoder, model.config)
         video.no_mem_embed = model.no_mem_embed
+        return video
+
+    @classmethod
+    def from_image_model(cls, model: Sam2, video_tensors: Mapping[str, torch.Tensor]) -> Sam2Video:
+        """The video model around ``model``'s modules (shared, not copied), with the video-only tensors of
+        the same checkpoint (``LoadedCheckpoint.extras``; Meta's names). Missing or unexpected tensors raise."""
+        video = cls.around(model)
         image_names = set(model.state_dict())
         video_names = set(video.state_dict()) - image_names
         missing, unexpected = sorted(video_names - set(video_tensors)), sorted(set(video_tensors) - video_names)
@@ -376,8 +384,4 @@ def keep_highest_object(mask_logits: torch.Tensor) -> torch.Tensor:
 
 def build_sam2_video(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2Video:
     """A randomly initialised Sam2Video of the given registry name or config (eval mode)."""
-    config = get_sam2_config(name_or_config)
-    image = build_sam2_model(config)
-    video = Sam2Video(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, config)
-    video.no_mem_embed = image.no_mem_embed
-    return video.eval()
+    return Sam2Video.around(build_sam2_model(get_sam2_config(name_or_config))).eval()

@@ -14,13 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def axial_rotation_angles(head_dim: int, width: int, height: int, theta: float = 10000.0) -> torch.Tensor:
+def axial_rotation_angles(head_dim: int, width: int, height: int, theta: float = 10000.0,
+                          scale: float = 1.0) -> torch.Tensor:
     """Rotation angle of every channel pair at every token of a (height, width) grid, row-major:
-    (height * width, head_dim / 2); pairs [0, head_dim / 4) turn with the column, the rest with the row."""
+    (height * width, head_dim / 2); pairs [0, head_dim / 4) turn with the column, the rest with the row.
+    ``scale`` multiplies the positions (SAM 3's ViT: a grid larger than the one it was trained at is
+    interpolated onto it)."""
     exponents = torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim
     frequencies = 1.0 / theta**exponents
     index = torch.arange(width * height, dtype=torch.float32)
     columns, rows = index % width, torch.div(index, width, rounding_mode="floor")
+    if scale != 1.0:
+        columns, rows = columns * scale, rows * scale
     return torch.cat([torch.outer(columns, frequencies), torch.outer(rows, frequencies)], dim=-1)
 
 
