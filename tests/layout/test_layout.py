@@ -29,7 +29,8 @@ LAYERS = [
     ("cli", ["sam_core.cli"]),
 ]
 
-# Old import paths, kept as thin re-exports of the new ones (docs/architecture.md, "Package layout"). They sit outside the layers.
+# Old import paths, kept as thin re-exports of the new ones (docs/architecture.md, "Package layout"). They sit
+# outside the layers.
 OLD_PATHS = {
     "sam_core.modeling": "sam_core.models.sam",
     "sam_core.sam2": "sam_core.models.sam2",
