@@ -45,7 +45,8 @@ PREDICT_CALLS = 20
 
 DEFAULT_IMAGE = "chelsea"
 """``--image``'s default: scikit-image's ``chelsea`` photo at truck.jpg's size (1800x1200), so that every benchmark
-runs on any clone (scikit-image comes with the test extra). The README's tables name the image they measured."""
+runs on any clone (scikit-image comes with the test extra). docs/benchmarks.md's tables name the image they
+measured."""
 
 
 def image_path(value: str) -> str:

@@ -1,4 +1,5 @@
-"""Measure how far sam_core's outputs are from Meta's reference on identical vit_b weights (README's Parity).
+"""Measure how far sam_core's outputs are from Meta's reference on identical vit_b weights (the parity table of
+docs/families/sam.md).
 
     .venv/bin/python benchmarks/parity_report.py [--image photo.jpg]
 

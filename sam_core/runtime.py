@@ -20,7 +20,7 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
 
     PyTorch allocates CPU tensors with malloc, and glibc serves every block over 32 MB with a fresh mmap that
     it unmaps on free. A ViT-B encoder pass allocates such blocks a few dozen times (qkv, MLP hidden states),
-    so each pass page-faults ~400 MB of new zeroed pages (the README's benchmark section measures the cost).
+    so each pass page-faults ~400 MB of new zeroed pages (docs/benchmarks.md measures the cost).
     Raising the mmap and trim thresholds to ``limit_bytes`` keeps those blocks in the heap for reuse; the price
     is that up to ``limit_bytes`` of freed memory stays mapped to the process. Outputs are unchanged.
 
@@ -60,7 +60,8 @@ def quantize_encoder_int8(sam: torch.nn.Module) -> torch.nn.Module:
 
     Weights are stored as int8 and activations quantised on the fly
     (``sam_core.layers.int8_linear.Int8Linear``); the prompt encoder and mask decoder stay in float32. Outputs
-    change: the README's benchmark section lists the measured speed-up and mask IoU against the exact path.
+    change: docs/benchmarks.md ("Opt-in speed modes") lists the measured speed-up and mask IoU against the exact
+    path.
     Returns ``sam``.
     """
     quantize_linears_int8(sam.image_encoder)

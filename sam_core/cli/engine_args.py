@@ -8,7 +8,7 @@ import argparse
 
 def add_engine_arguments(parser: argparse.ArgumentParser, prog: str, batch_size: int) -> None:
     """``--engine``, ``--num-workers``, ``--cpus-per-worker``, ``--batch-size`` and ``--address``."""
-    group = parser.add_argument_group("engine (--engine ray: see the README's 'Scaling out on Ray')")
+    group = parser.add_argument_group("engine (--engine ray: see docs/distributed.md)")
     group.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local: this process; ray: a pool of Ray actors, one model each (needs "
                             "pip install -e '.[ray]') (default: local)")

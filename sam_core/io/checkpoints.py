@@ -109,7 +109,10 @@ def load_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], conf
     """:func:`load_sam`, also returning the checkpoint's tensors that the model leaves out (``extras``).
 
     Args:
-        source, config, device, dtype: as for :func:`load_sam`.
+        source (str, PathLike or Mapping[str, torch.Tensor]): as for :func:`load_sam`.
+        config (str, config object or None): as for :func:`load_sam`.
+        device (str, torch.device or None): as for :func:`load_sam`.
+        dtype (torch.dtype or None): as for :func:`load_sam`.
 
     Returns:
         (LoadedCheckpoint): ``model``, as :func:`load_sam` returns it, and ``extras``: a dict of the file's

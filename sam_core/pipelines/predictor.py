@@ -101,8 +101,10 @@ class Predictor:
                 ``.safetensors`` file, a Hugging Face folder or hub id, or a registry name (``"vit_b"``,
                 ``"sam2.1_hiera_tiny"``...).
             device (str, torch.device or None): Where the model goes; None (default): the CPU.
-            mask_upscaling (str), mask_threshold (float or None), max_hole_area (float), max_sprinkle_area
-                (float): As for the constructor (see the class docstring).
+            mask_upscaling (str): As for the constructor (see the class docstring).
+            mask_threshold (float or None): As for the constructor.
+            max_hole_area (float): As for the constructor.
+            max_sprinkle_area (float): As for the constructor.
             **load_kwargs: Further arguments of ``load_sam``: ``config`` (a registry name or config object that
                 forces the model's shapes) and ``dtype`` (torch.dtype; default: the checkpoint's floating dtype).
 
@@ -364,11 +366,12 @@ class Predictor:
             point_labels (sequence of np.ndarray or None, or None): One length N array (or None) per image.
             boxes (sequence of np.ndarray or None, or None): One length 4 array (or None) per image.
             mask_inputs (sequence of np.ndarray or None, or None): One 1xSxS array (or None) per image.
-            multimask_output, return_logits, normalize_coords, hq_token_only (bool): As for ``predict``, for
-                every image.
-
-            Entry i of a sequence (or None) means exactly what the singular argument of ``predict`` means for
-            image i; an argument left None is None for every image.
+                Entry i of a sequence (or None) means exactly what the singular argument of ``predict`` means
+                for image i; an argument left None is None for every image.
+            multimask_output (bool): As for ``predict``, for every image.
+            return_logits (bool): As for ``predict``, for every image.
+            normalize_coords (bool): As for ``predict``, for every image.
+            hq_token_only (bool): As for ``predict``, for every image.
 
         Returns:
             (list of tuple): One ``predict`` result (masks CxHixWi, scores C, low-res logits CxSxS, numpy) per
@@ -409,7 +412,9 @@ class Predictor:
                 -1 = padding (a point that is ignored, to batch prompt sets of different lengths).
             boxes (torch.Tensor or None): A Bx4 float tensor of x0 y0 x1 y1 boxes in the input frame.
             mask_input (torch.Tensor or None): A Bx1xSxS float tensor of low-res logits from a previous call.
-            multimask_output, return_logits, hq_token_only (bool): As for ``predict``.
+            multimask_output (bool): As for ``predict``.
+            return_logits (bool): As for ``predict``.
+            hq_token_only (bool): As for ``predict``.
 
         Returns:
             (torch.Tensor): The masks, BxCxHxW at the image's size, bool (or float logits in the model's dtype
@@ -450,10 +455,13 @@ class Predictor:
         in pixels of set image ``image_index``.
 
         Args:
-            prompts: one prompt set (a batch of one) in original-image pixels (or fractions, see
+            prompts (Prompts): one prompt set (a batch of one) in original-image pixels (or fractions, see
                 ``normalize_coords``).
-            image_index: which of the images given to ``set_images`` (0 after ``set_image``).
-            multimask_output, return_logits, normalize_coords, hq_token_only: as for :meth:`predict`.
+            image_index (int): which of the images given to ``set_images`` (0 after ``set_image``).
+            multimask_output (bool): as for :meth:`predict`.
+            return_logits (bool): as for :meth:`predict`.
+            normalize_coords (bool): as for :meth:`predict`.
+            hq_token_only (bool): as for :meth:`predict`.
 
         Returns:
             masks CxHxW (bool, or float logits), scores C, low-res logits CxSxS, as numpy arrays.
@@ -475,8 +483,12 @@ class Predictor:
         logits returned are the decoder's, clamped if the model family's predictor clamps them.
 
         Args:
-            prompts: B prompt sets, coordinates in the resized frame (``self.transform``), on the model's device.
-            image_index, multimask_output, return_logits, hq_token_only: as for :meth:`predict_prompts`.
+            prompts (Prompts): B prompt sets, coordinates in the resized frame (``self.transform``), on the
+                model's device.
+            image_index (int): as for :meth:`predict_prompts`.
+            multimask_output (bool): as for :meth:`predict_prompts`.
+            return_logits (bool): as for :meth:`predict_prompts`.
+            hq_token_only (bool): as for :meth:`predict_prompts`.
 
         Returns:
             masks BxCxHxW (bool, or float logits), scores BxC, low-res logits BxCxSxS (torch tensors).

@@ -1,7 +1,7 @@
 """Damaged checkpoints: cut short at any offset, or with any byte changed, a file gives ``CheckpointError`` and
 never another exception.
 
-What can be detected differs by format (README, "Reliability"):
+What can be detected differs by format (the reliability notes in docs/):
 - sam_core's own safetensors (``save_sam``) carry a CRC-32 of their metadata and tensors: every truncation
   and every changed byte fails to load, except bytes that change nothing the model is built from (JSON
   whitespace, the spelling of the checksum's own key), which load the identical model.

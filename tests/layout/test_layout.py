@@ -1,5 +1,5 @@
 """The package's architecture, checked from its source: no import cycles, imports only downwards through the
-layers the README's layout section lists, nothing private crossing modules, and an ``import sam_core`` that
+layers docs/architecture.md lists, nothing private crossing modules, and an ``import sam_core`` that
 loads no console script and no optional dependency."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ LAYERS = [
     ("cli", ["sam_core.cli"]),
 ]
 
-# Old import paths, kept as thin re-exports of the new ones (README, "Layout"). They sit outside the layers.
+# Old import paths, kept as thin re-exports of the new ones (docs/architecture.md, "Package layout"). They sit
+# outside the layers.
 OLD_PATHS = {
     "sam_core.modeling": "sam_core.models.sam",
     "sam_core.sam2": "sam_core.models.sam2",
