@@ -106,23 +106,27 @@ class SpatialPerceiver(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.grid = round(num_latents_2d**0.5)
 
-    def forward(self, memory: torch.Tensor, memory_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """memory and its position encoding (B, C, H, W) -> latents and their position encoding, each
-        (B, num_latents + num_latents_2d, C): global latents first (position zero), then window latents in
-        row-major order of their windows."""
-        latents, positions = [], []
+    def forward(self, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        """memory and its position encoding (B, C, H, W) -> latents (B, num_latents + num_latents_2d, C): global
+        latents first, then window latents in row-major order of their windows (see :meth:`positions`)."""
+        latents = []
         if self.num_latents:
-            tokens = self._run(self.latents.expand(memory.shape[0], -1, -1), memory.flatten(2).transpose(1, 2),
-                               memory_pos.flatten(2).transpose(1, 2))
-            latents.append(tokens)
-            positions.append(torch.zeros_like(tokens))
+            latents.append(self._run(self.latents.expand(memory.shape[0], -1, -1), memory.flatten(2).transpose(1, 2),
+                                     memory_pos.flatten(2).transpose(1, 2)))
         if self.num_latents_2d:
-            tokens, pos = self._windows(memory)
-            latents.append(tokens)
-            positions.append(pos)
-        return torch.cat(latents, dim=1), torch.cat(positions, dim=1)
+            latents.append(self._windows(memory))
+        return torch.cat(latents, dim=1)
 
-    def _windows(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def positions(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The latents' position encoding (1, num_latents + num_latents_2d, C), float32: zero for the global
+        latents, the sine encoding of their window's cell for the window latents."""
+        dim = self.norm.normalized_shape[0]
+        parts = [torch.zeros(1, self.num_latents, dim, device=device)]
+        if self.num_latents_2d:
+            parts.append(self.position_encoding.encode(self.grid, self.grid, device).flatten(2).transpose(1, 2))
+        return torch.cat(parts, dim=1)
+
+    def _windows(self, memory: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = memory.shape
         grid, size = self.grid, height // self.grid
         windows = memory.reshape(batch, channels, grid, size, grid, size).permute(0, 2, 4, 3, 5, 1)
@@ -130,9 +134,7 @@ class SpatialPerceiver(nn.Module):
         latents = self.latents_2d.reshape(1, -1, 1, channels).expand(batch, -1, -1, -1).reshape(-1, 1, channels)
         for layer in self.layers:
             latents = layer(latents, windows)
-        latents = latents.reshape(batch, grid, grid, channels)
-        pos = self.position_encoding(latents.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
-        return self.norm(latents.flatten(1, 2)), pos
+        return self.norm(latents.reshape(batch, grid * grid, channels))
 
     def _run(self, latents: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
