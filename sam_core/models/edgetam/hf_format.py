@@ -2,7 +2,7 @@
 
 Their trunk is timm's RepViT under ``vision_encoder.backbone.timm_model.``; everything else has SAM 2's
 Hugging Face names (``sam_core.models.sam2.hf_format``), the spatial perceiver and the memory attention's
-second-version cross-attention names of their own (``sam_core.models.edgetam.hf_video_format``).
+memory attention's feed-forward names of their own (``sam_core.models.edgetam.hf_video_format``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from sam_core.errors import CheckpointError
 from sam_core.models.edgetam.checkpoint import HF_TRUNK, META_TRUNK, rename_timm_trunk
 from sam_core.models.edgetam.config import EdgeTamConfig
+from sam_core.models.edgetam.hf_video_format import edgetam_video_settings_from_hf, hf_perceiver_to_meta
 from sam_core.models.sam2.hf_format import hf_to_meta_state_dict
 
 # timm's repvit_m1 (what EdgeTamVisionConfig's backbone builds unless its model_args say otherwise).
@@ -26,21 +27,12 @@ def to_native_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     if any(name.startswith(HF_TRUNK) for name in tensors):
         trunk = {META_TRUNK + name[len(HF_TRUNK):] if name.startswith(HF_TRUNK) else name: tensor
                  for name, tensor in tensors.items()}
-        tensors = hf_video_to_meta(hf_to_meta_state_dict(trunk))
+        tensors = hf_to_meta_state_dict(hf_perceiver_to_meta(trunk))
     return rename_timm_trunk(tensors, META_TRUNK)
-
-
-def hf_video_to_meta(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The EdgeTamVideoModel names SAM 2's Hugging Face renames leave -> Meta's (the image model's pass)."""
-    from sam_core.models.edgetam.hf_video_format import hf_perceiver_to_meta  # video names: their own module
-
-    return hf_perceiver_to_meta(tensors)
 
 
 def edgetam_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json") -> EdgeTamConfig:
     """The EdgeTamConfig of a transformers EdgeTamModel or EdgeTamVideoModel ``config.json``."""
-    from sam_core.models.edgetam.hf_video_format import edgetam_video_settings_from_hf
-
     try:
         vision = hf_config["vision_config"]
         backbone = vision.get("backbone_config") or {}

@@ -92,3 +92,39 @@ def run_meta_reference(reference_dir: Path, config: EdgeTamConfig, output: Path,
     for task in tasks:
         results[task] = torch.load(output / f"{task}.pt", weights_only=False)
     return results
+
+
+def make_hf_edgetam_video(config: EdgeTamConfig, seed: int = 0) -> torch.nn.Module:
+    """transformers' EdgeTamVideoModel with the shapes and video settings of ``config``, every tensor random and
+    the object-score head forced to say "present" (else every mask is empty), in eval mode. transformers fixes the
+    memory width at 64 and always projects the memory encoder's output: ``config`` needs mem_dim 64 and
+    d_model != 64."""
+    # Imported here: reference code (test extra), imported only by the parity tests.
+    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
+
+    grid, key_grid = config.embedding_size, round(config.perceiver_latents_2d**0.5)
+    hf_config = EdgeTamVideoConfig(
+        **hf_image_config_fields(config), image_size=config.image_size, num_maskmem=config.num_maskmem,
+        memory_attention_hidden_size=config.d_model, memory_attention_num_layers=config.memory_attention_layers,
+        memory_attention_num_attention_heads=config.memory_attention_heads,
+        memory_attention_mlp_hidden_size=config.memory_attention_mlp_dim,
+        memory_attention_rope_feat_sizes=[grid, grid], memory_attention_rope_k_sizes=[key_grid, key_grid],
+        perceiver_resampler_num_latents=config.perceiver_latents,
+        perceiver_resampler_num_latents_2d=config.perceiver_latents_2d,
+        perceiver_resampler_hidden_size=config.mem_dim,
+        perceiver_resampler_mlp_intermediate_size=config.perceiver_ff_mult * config.mem_dim,
+        perceiver_resampler_num_attention_heads=config.perceiver_heads,
+        perceiver_resampler_attention_head_dim=config.perceiver_dim_head,
+        perceiver_resampler_num_layers=config.perceiver_depth,
+        memory_encoder_hidden_size=config.d_model, memory_encoder_output_channels=config.mem_dim,
+        mask_downsampler_embed_dim=config.d_model, memory_fuser_embed_dim=config.d_model,
+        memory_fuser_intermediate_dim=4 * config.d_model, max_object_pointers_in_encoder=config.max_obj_ptrs_in_encoder,
+        enable_occlusion_spatial_embedding=config.no_obj_embed_spatial,
+        enable_temporal_pos_encoding_for_object_pointers=config.add_tpos_enc_to_obj_ptrs)
+    model = EdgeTamVideoModel(hf_config)
+    randomize_all_(model, seed)
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(20.0)
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding)
+    return model.eval()

@@ -16,18 +16,22 @@ frame, the two agree.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sam_core import VideoPredictor
 from sam_core.io.checkpoints import load_checkpoint
+from sam_core.io.video_frames import VideoFrames
 from sam_core.models.edgetam import EDGETAM_CONFIGS
-from sam_core.models.edgetam.parity import run_meta_reference
+from sam_core.models.edgetam.parity import make_hf_edgetam_video, run_meta_reference
 from sam_core.models.edgetam.video import EdgeTamVideo
+from sam_core.models.sam2.model import PIXEL_MEAN, PIXEL_STD
 
 TOL = 2e-3
 # 128 x 128 pixels: an 8 x 8 memory grid, 2 x 2 windows under each of the 4 x 4 window latents.
@@ -97,3 +101,75 @@ def test_tracking_matches_meta(edgetam_reference_dir, clip, tmp_path):
     model = EdgeTamVideo.from_image_model(loaded.model, loaded.extras)
     worst = compare(run_ours(VideoPredictor(model, fill_hole_area=0), clip), meta["video"])
     print(f"EdgeTAM video vs Meta: max |logit difference| {worst:.2e}")
+
+
+# transformers' memory cross-attention reads 64-channel memories and its memory encoder always ends in a projection
+# (Meta's only when mem_dim differs from d_model): d_model 128, mem_dim 64 (perceiver: 2 heads of 32).
+HF_CONFIG = dataclasses.replace(CONFIG, d_model=128, mem_dim=64, perceiver_dim_head=32)
+
+
+def hf_previous_mask(model: torch.nn.Module) -> Callable[..., dict]:
+    """``model._run_single_frame_inference`` that gives a clicked frame's earlier mask logits (clamped to +-32) to
+    the decoder as its mask input, as Meta's predictor does (transformers' session never passes them)."""
+    run_single_frame = model._run_single_frame_inference
+
+    def run(**kwargs) -> dict:
+        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
+        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
+                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
+        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
+            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
+        return run_single_frame(**kwargs)
+    return run
+
+
+def run_hf(model: torch.nn.Module, frames: torch.Tensor) -> list:
+    """The steps through transformers' processor (prompt coordinates) and inference session, its low-res masks
+    brought to the video's size with one bilinear resize as Meta's predictor does."""
+    import transformers
+
+    size = {"height": HF_CONFIG.image_size, "width": HF_CONFIG.image_size}
+    processor = transformers.Sam2VideoProcessor(transformers.Sam2ImageProcessor(size=size),
+                                                transformers.Sam2VideoVideoProcessor(size=size),
+                                                target_size=HF_CONFIG.image_size)
+    session = transformers.EdgeTamVideoInferenceSession(video=frames, video_height=HEIGHT, video_width=WIDTH,
+                                                        dtype=torch.float32)
+    outputs = []
+
+    def keep(label: str, output) -> None:
+        masks = F.interpolate(output.pred_masks.float(), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
+        outputs.append((label, list(output.object_ids), masks))
+
+    model._run_single_frame_inference = hf_previous_mask(model)
+    try:
+        with torch.inference_mode():
+            for index, step in enumerate(STEPS):
+                if "propagate" in step:
+                    for output in model.propagate_in_video_iterator(session, start_frame_idx=step["propagate"]):
+                        keep(f"{index} propagate {output.frame_idx}", output)
+                    continue
+                box, points = step.get("box"), step.get("points")
+                processor.add_inputs_to_inference_session(
+                    session, frame_idx=step["frame"], obj_ids=step["object"],
+                    input_points=None if points is None else [[points]],
+                    input_labels=None if points is None else [[step["labels"]]],
+                    input_boxes=None if box is None else [[box]], clear_old_inputs=step.get("clear", True))
+                keep(f"{index} prompt {step['frame']}", model(inference_session=session, frame_idx=step["frame"]))
+    finally:
+        del model._run_single_frame_inference  # back to the class's method
+    return outputs
+
+
+def test_tracking_matches_transformers(clip, tmp_path):
+    """Two things are aligned on purpose, neither of them the model: the session gets sam_core's preprocessed
+    frames (transformers' video processor resizes with torch's bilinear filter, Meta and sam_core with PIL's
+    bicubic one), and transformers fills no holes (sam_core's predictor runs with ``fill_hole_area=0``)."""
+    hf_model = make_hf_edgetam_video(HF_CONFIG, seed=2)
+    hf_model.save_pretrained(tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.model.config == HF_CONFIG
+    model = EdgeTamVideo.from_image_model(loaded.model, loaded.extras)
+    reader = VideoFrames(clip, HF_CONFIG.image_size, PIXEL_MEAN, PIXEL_STD)
+    frames = torch.stack([reader[index] for index in range(len(reader))])
+    worst = compare(run_ours(VideoPredictor(model, fill_hole_area=0), clip), run_hf(hf_model, frames))
+    print(f"EdgeTAM video vs transformers: max |logit difference| {worst:.2e}")
