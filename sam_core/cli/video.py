@@ -30,6 +30,9 @@ from sam_core.jobs.video_outputs import (
     write_run_record,
 )
 from sam_core.jobs.video_prompts import VideoPrompt, read_video_prompts
+from sam_core.models.edgetam.config import EDGETAM_CONFIGS
+from sam_core.models.edgetam.model import EdgeTam
+from sam_core.models.edgetam.video import EdgeTamVideo
 from sam_core.models.sam2.config import SAM2_CONFIGS
 from sam_core.models.sam2.model import Sam2
 from sam_core.models.sam2.video.model import Sam2Video
@@ -114,10 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam-video", description="Track objects through a video with SAM 2: prompts (clicks, boxes or masks on "
                                       "any frames, in a JSON file) -> masks on every frame and an overlay video.")
-    parser.add_argument("--model", required=True, help="SAM 2 checkpoint: Meta .pt, Hugging Face Sam2VideoModel "
-                                                       "folder or hub id, or registry name (sam2.1_hiera_tiny, ...)")
-    parser.add_argument("--config", choices=sorted(SAM2_CONFIGS),
-                        help="SAM 2 model type of --model (default: read from the checkpoint)")
+    parser.add_argument("--model", required=True, help="SAM 2 or EdgeTAM checkpoint: Meta .pt, Hugging Face "
+                                                       "Sam2VideoModel / EdgeTamVideoModel folder or hub id, or "
+                                                       "registry name (sam2.1_hiera_tiny, edgetam, ...)")
+    parser.add_argument("--config", choices=sorted({**SAM2_CONFIGS, **EDGETAM_CONFIGS}),
+                        help="model type of --model (default: read from the checkpoint)")
     parser.add_argument("--video", type=Path, required=True,
                         help="a video file (read with OpenCV) or a folder of JPEG frames named by index (00000.jpg...)")
     parser.add_argument("--prompts", type=Path, required=True,
@@ -206,8 +210,9 @@ def load_video_predictor(source: str, config: str | None = None, device: str | N
     weights and its video modules (``LoadedCheckpoint.extras``)."""
     loaded = load_checkpoint(source, config=config, device=device)
     if not isinstance(loaded.model, Sam2):
-        raise CheckpointError(f"{source} holds a {loaded.model.family} model; video tracking needs SAM 2")
-    return VideoPredictor(Sam2Video.from_image_model(loaded.model, loaded.extras))
+        raise CheckpointError(f"{source} holds a {loaded.model.family} model; video tracking needs SAM 2 or EdgeTAM")
+    video_type = EdgeTamVideo if isinstance(loaded.model, EdgeTam) else Sam2Video
+    return VideoPredictor(video_type.from_image_model(loaded.model, loaded.extras))
 
 
 @torch.inference_mode()

@@ -24,7 +24,8 @@ def listed(values: list) -> str:
 def overrides(config: dict) -> list[str]:
     d_model, mem_dim, grid = config["d_model"], config["mem_dim"], config["image_size"] // 16
     key_grid = round(config["perceiver_latents_2d"] ** 0.5)
-    neck, attention, layer = "++model.image_encoder.neck.", "++model.memory_attention.", "++model.memory_attention.layer."
+    neck, attention = "++model.image_encoder.neck.", "++model.memory_attention."
+    layer = attention + "layer."
     encoder, perceiver = "++model.memory_encoder.", "++model.spatial_perceiver."
     values = [
         f"++model.image_size={config['image_size']}",
@@ -45,8 +46,8 @@ def overrides(config: dict) -> list[str]:
         f"{perceiver}position_encoding.num_pos_feats={mem_dim}",
     ]
     for attn in ("self_attention", "cross_attention"):
-        values += [f"{layer}{attn}.embedding_dim={d_model}", f"{layer}{attn}.num_heads={config['memory_attention_heads']}",
-                   f"{layer}{attn}.rope_theta={config['rope_theta']}"]
+        values += [f"{layer}{attn}.embedding_dim={d_model}", f"{layer}{attn}.rope_theta={config['rope_theta']}",
+                   f"{layer}{attn}.num_heads={config['memory_attention_heads']}"]
     for field in ("num_maskmem", "max_obj_ptrs_in_encoder", "memory_temporal_stride_for_eval",
                   "max_cond_frames_in_attn"):
         values.append(f"++model.{field}={config[field]}")

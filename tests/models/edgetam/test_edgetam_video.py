@@ -16,6 +16,7 @@ frame, the two agree.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from sam_core.io.checkpoints import load_checkpoint
 from sam_core.io.video_frames import VideoFrames
 from sam_core.models.edgetam import EDGETAM_CONFIGS
 from sam_core.models.edgetam.parity import make_hf_edgetam_video, run_meta_reference
-from sam_core.models.edgetam.video import EdgeTamVideo
+from sam_core.models.edgetam.video import EdgeTamVideo, build_edgetam_video
 from sam_core.models.sam2.model import PIXEL_MEAN, PIXEL_STD
 
 TOL = 2e-3
@@ -173,3 +174,31 @@ def test_tracking_matches_transformers(clip, tmp_path):
     frames = torch.stack([reader[index] for index in range(len(reader))])
     worst = compare(run_ours(VideoPredictor(model, fill_hole_area=0), clip), run_hf(hf_model, frames))
     print(f"EdgeTAM video vs transformers: max |logit difference| {worst:.2e}")
+
+
+def test_sam_video_tracks_with_an_edgetam_file(clip, tmp_path):
+    """``sam-video --model edgetam.pt`` (a registry-shaped EdgeTAM in Meta's file layout) writes the masks that
+    VideoPredictor gives through the Python API, on the first frames of the clip."""
+    from sam_core.cli.video import main
+
+    model = build_edgetam_video("edgetam_test")
+    with torch.no_grad():  # random weights mostly say "absent": the object is made present
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(20.0)
+    torch.save({"model": model.state_dict()}, tmp_path / "edgetam.pt")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        (frames / f"{index:05d}.jpg").write_bytes((clip / f"{index:05d}.jpg").read_bytes())
+    prompts = {"objects": [1], "prompts": [{"frame": 0, "object": 1, "points": [[25, 35]], "labels": [1]}]}
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    assert main(["--model", str(tmp_path / "edgetam.pt"), "--video", str(frames), "--prompts",
+                 str(tmp_path / "prompts.json"), "--output", str(tmp_path / "out")]) == 0
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(str(frames))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[25, 35]], labels=[1])
+    pixels = []
+    for frame, _, logits in predictor.propagate_in_video(state):
+        written = np.array(Image.open(tmp_path / "out" / f"{frame:05d}" / "1.png")) > 0
+        assert np.array_equal(written, (logits[0, 0] > 0).numpy()), frame
+        pixels.append(written.sum())
+    assert len(pixels) == 3 and 0 < max(pixels) < HEIGHT * WIDTH
