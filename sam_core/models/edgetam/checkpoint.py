@@ -74,6 +74,21 @@ def rename_timm_trunk(state_dict: Mapping[str, torch.Tensor], prefix: str) -> St
     return renamed
 
 
+def to_meta_file(state_dict: Mapping[str, torch.Tensor]) -> dict[str, StateDict]:
+    """``{"model": state_dict}`` under Meta's names (the trunk's timm names), as ``edgetam.pt`` holds it: the
+    video model's tensors (an image model's alone would not load into Meta's model: ``CheckpointError``)."""
+    if not any(name.startswith("spatial_perceiver.") for name in state_dict):
+        raise CheckpointError("Meta's EdgeTAM files hold the video model: write an EdgeTamVideo (or .safetensors)")
+    config = infer_edgetam_config(state_dict)
+    to_timm = {native: timm for timm, native in timm_trunk_renames(config.repvit_depths).items()}
+    pattern = re.compile(r"^image_encoder\.trunk\.(" + "|".join(map(re.escape, to_timm)) + ")")
+    renamed = {}
+    for name, tensor in state_dict.items():
+        match = pattern.match(name)
+        renamed[META_TRUNK + to_timm[match.group(1)] + name[match.end():] if match else name] = tensor
+    return {"model": renamed}
+
+
 def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict]:
     """(image part, video-only part) of an EdgeTAM state dict (sam_core's or Meta's names)."""
     image, video = {}, {}

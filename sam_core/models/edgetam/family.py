@@ -11,6 +11,7 @@ from sam_core.models.edgetam.checkpoint import (
     NATIVE_TRUNK,
     infer_edgetam_config,
     split_state_dict,
+    to_meta_file,
 )
 from sam_core.models.edgetam.config import EDGETAM_CONFIGS, EdgeTamConfig
 from sam_core.models.edgetam.hf_format import edgetam_config_from_hf, to_native_names
@@ -33,5 +34,5 @@ EDGETAM_FAMILY = ModelFamily(
     infer_config=infer_edgetam_config, owns_checkpoint=is_edgetam_checkpoint,
     specialises=("sam2",),  # SAM 2's test (an image_encoder.trunk / vision_encoder.backbone prefix) claims them too
     official_checkpoints=EDGETAM_OFFICIAL_CHECKPOINTS, split_extras=split_state_dict,
-    to_native_names=to_native_names, config_from_hf=edgetam_config_from_hf,
+    to_native_names=to_native_names, config_from_hf=edgetam_config_from_hf, to_meta_file=to_meta_file,
 )

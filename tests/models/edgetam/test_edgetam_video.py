@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sam_core import VideoPredictor
-from sam_core.io.checkpoints import load_checkpoint
+from sam_core.errors import CheckpointError
+from sam_core.io.checkpoints import load_checkpoint, save_meta_checkpoint
 from sam_core.io.video_frames import VideoFrames
 from sam_core.models.edgetam import EDGETAM_CONFIGS
 from sam_core.models.edgetam.parity import make_hf_edgetam_video, run_meta_reference
@@ -102,6 +103,12 @@ def test_tracking_matches_meta(edgetam_reference_dir, clip, tmp_path):
     model = EdgeTamVideo.from_image_model(loaded.model, loaded.extras)
     worst = compare(run_ours(VideoPredictor(model, fill_hole_area=0), clip), meta["video"])
     print(f"EdgeTAM video vs Meta: max |logit difference| {worst:.2e}")
+    # Written back in Meta's layout (sam-convert DST.pt), the file holds Meta's tensors under Meta's names.
+    expected = torch.load(meta["checkpoint"])["model"]
+    written = torch.load(save_meta_checkpoint(model, tmp_path / "written.pt"))["model"]
+    assert written.keys() == expected.keys() and all(torch.equal(written[k], expected[k]) for k in expected)
+    with pytest.raises(CheckpointError, match="hold the video model"):
+        save_meta_checkpoint(loaded.model, tmp_path / "image_only.pt")
 
 
 # transformers' memory cross-attention reads 64-channel memories and its memory encoder always ends in a projection
