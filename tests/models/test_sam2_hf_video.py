@@ -14,7 +14,7 @@ so sam_core's predictor runs with ``fill_hole_area=0``. Tolerance on the logits:
 A click on a frame that already has a mask (a correction) is where transformers departs from Meta: Meta's predictor
 (and sam_core) gives the decoder that frame's previous mask logits as its mask input, transformers' session never
 passes them (its ``_run_single_frame_inference`` takes ``prev_sam_mask_logits`` but no caller sets it). The test
-feeds them to transformers as Meta does (``meta_previous_mask``); without that the corrected frame's logits differ
+feeds them to transformers as Meta does (``with_previous_mask_input``); without that the corrected frame's logits differ
 by about 1e-2 and the frames tracked from it by about 1e-4.
 
 Both video configurations run: SAM 2.1's and SAM 2.0's (transformers' ``enable_occlusion_spatial_embedding`` and
@@ -39,7 +39,7 @@ from sam_core import SAM2_CONFIGS, Sam2Video, VideoPredictor, load_checkpoint
 from sam_core.io.video_frames import VideoFrames
 from sam_core.models.sam2.config import Sam2Config, as_sam2_0
 from sam_core.models.sam2.model import PIXEL_MEAN, PIXEL_STD
-from sam_core.models.sam2.parity import make_hf_sam2, make_reference_video_predictor
+from sam_core.models.sam2.parity import make_hf_sam2, make_reference_video_predictor, with_previous_mask_input
 
 transformers = pytest.importorskip("transformers")
 
@@ -200,21 +200,6 @@ CASES = [("sam2.1", name) for name in SCENARIOS] + [("sam2.0", "first_frame"),
                                                      ("sam2.0", "later_frame_forward_and_reverse")]
 
 
-def meta_previous_mask(model: torch.nn.Module) -> Callable[..., dict]:
-    """``model._run_single_frame_inference`` that, as Meta's predictor does, gives a clicked frame's earlier mask
-    logits (clamped to +-32) to the decoder as its mask input."""
-    run_single_frame = model._run_single_frame_inference
-
-    def run(**kwargs) -> dict:
-        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
-        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
-                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
-        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
-            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
-        return run_single_frame(**kwargs)
-    return run
-
-
 def run_hf(model: torch.nn.Module, frames: torch.Tensor, steps: list[Prompt | Propagate]) -> list:
     video_processor = transformers.Sam2VideoVideoProcessor(size={"height": CONFIG.image_size,
                                                                  "width": CONFIG.image_size})
@@ -229,7 +214,7 @@ def run_hf(model: torch.nn.Module, frames: torch.Tensor, steps: list[Prompt | Pr
         masks = F.interpolate(output.pred_masks.float(), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
         outputs.append((label, list(output.object_ids), masks))
 
-    model._run_single_frame_inference = meta_previous_mask(model)
+    model._run_single_frame_inference = with_previous_mask_input(model)
     try:
         with torch.inference_mode():
             for index, step in enumerate(steps):

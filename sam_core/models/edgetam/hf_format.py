@@ -16,7 +16,7 @@ from sam_core.errors import CheckpointError
 from sam_core.models.edgetam.checkpoint import HF_TRUNK, META_TRUNK, rename_timm_trunk
 from sam_core.models.edgetam.config import EdgeTamConfig
 from sam_core.models.edgetam.hf_video_format import edgetam_video_settings_from_hf, hf_perceiver_to_meta
-from sam_core.models.sam2.hf_format import hf_to_meta_state_dict
+from sam_core.models.sam2.hf_format import decoder_settings_from_hf, hf_to_meta_state_dict
 
 # timm's repvit_m1 (what EdgeTamVisionConfig's backbone builds unless its model_args say otherwise).
 M1_EMBED_DIMS, M1_DEPTHS = (48, 96, 192, 384), (2, 2, 14, 2)
@@ -40,10 +40,8 @@ def edgetam_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.j
         if architecture != "repvit_m1":
             raise ValueError(f"backbone {architecture!r}: sam_core's EdgeTAM has timm's repvit_m1 trunk")
         model_args = backbone.get("model_args") or {}
-        decoder = hf_config.get("mask_decoder_config", {})
-        prompt = hf_config.get("prompt_encoder_config", {})
         d_model = vision.get("fpn_hidden_size", 256)
-        image_size = prompt.get("image_size", 1024)
+        image_size = hf_config.get("prompt_encoder_config", {}).get("image_size", 1024)
         return EdgeTamConfig(
             image_size=image_size,
             repvit_embed_dims=tuple(model_args.get("embed_dim", M1_EMBED_DIMS)),
@@ -51,16 +49,7 @@ def edgetam_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.j
             d_model=d_model,
             scalp=4 - vision.get("num_feature_levels", 3),
             fpn_top_down_levels=tuple(vision.get("fpn_top_down_levels", (2, 3))),
-            mask_in_chans=prompt.get("mask_input_channels", 16),
-            decoder_depth=decoder.get("num_hidden_layers", 2),
-            decoder_num_heads=decoder.get("num_attention_heads", 8),
-            decoder_mlp_dim=decoder.get("mlp_dim", 2048),
-            num_multimask_outputs=decoder.get("num_multimask_outputs", 3),
-            iou_head_depth=decoder.get("iou_head_depth", 3),
-            iou_head_hidden_dim=decoder.get("iou_head_hidden_dim", 256),
-            dynamic_multimask_via_stability=decoder.get("dynamic_multimask_via_stability", True),
-            dynamic_multimask_stability_delta=decoder.get("dynamic_multimask_stability_delta", 0.05),
-            dynamic_multimask_stability_thresh=decoder.get("dynamic_multimask_stability_thresh", 0.98),
+            **decoder_settings_from_hf(hf_config),
             **edgetam_video_settings_from_hf(hf_config, d_model, image_size),
         )
     except (KeyError, TypeError, ValueError) as error:

@@ -16,7 +16,7 @@ from sam_core.models.sam2.image_encoder import ImageEncoder
 from sam_core.models.sam2.mask_decoder import Sam2MaskDecoder
 from sam_core.models.sam2.prompt_encoder import Sam2PromptEncoder
 from sam_core.models.sam2.video.memory_attention import MemoryAttention
-from sam_core.models.sam2.video.model import Sam2Video
+from sam_core.models.sam2.video.model import Sam2Video, around_image_model
 
 
 class EdgeTamVideo(Sam2Video, EdgeTam):
@@ -57,8 +57,4 @@ class EdgeTamVideo(Sam2Video, EdgeTam):
 
 def build_edgetam_video(name_or_config: str | EdgeTamConfig = "edgetam") -> EdgeTamVideo:
     """A randomly initialised EdgeTamVideo of the given registry name or config (eval mode)."""
-    config = get_edgetam_config(name_or_config)
-    image = build_edgetam(config)
-    video = EdgeTamVideo(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, config)
-    video.no_mem_embed = image.no_mem_embed
-    return video.eval()
+    return around_image_model(build_edgetam(get_edgetam_config(name_or_config)), EdgeTamVideo)

@@ -63,14 +63,29 @@ def hf_to_meta_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torc
     return hf_video_to_meta_names(renamed)
 
 
+def decoder_settings_from_hf(hf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Sam2Config's prompt encoder and mask decoder fields of a Hugging Face SAM 2 (or EdgeTAM) ``config.json``."""
+    decoder = hf_config.get("mask_decoder_config", {})
+    return dict(
+        mask_in_chans=hf_config.get("prompt_encoder_config", {}).get("mask_input_channels", 16),
+        decoder_depth=decoder.get("num_hidden_layers", 2),
+        decoder_num_heads=decoder.get("num_attention_heads", 8),
+        decoder_mlp_dim=decoder.get("mlp_dim", 2048),
+        num_multimask_outputs=decoder.get("num_multimask_outputs", 3),
+        iou_head_depth=decoder.get("iou_head_depth", 3),
+        iou_head_hidden_dim=decoder.get("iou_head_hidden_dim", 256),
+        dynamic_multimask_via_stability=decoder.get("dynamic_multimask_via_stability", True),
+        dynamic_multimask_stability_delta=decoder.get("dynamic_multimask_stability_delta", 0.05),
+        dynamic_multimask_stability_thresh=decoder.get("dynamic_multimask_stability_thresh", 0.98),
+    )
+
+
 def sam2_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json") -> Sam2Config:
     """The Sam2Config of a Hugging Face Sam2Model or Sam2VideoModel ``config.json`` (Meta's model has per-stage
     widths and heads that double at every stage; others are refused)."""
     try:
         vision = hf_config["vision_config"]
         trunk = vision["backbone_config"]
-        decoder = hf_config.get("mask_decoder_config", {})
-        prompt = hf_config.get("prompt_encoder_config", {})
         embed_dim, heads = trunk["hidden_size"], trunk["num_attention_heads"]
         stages = tuple(trunk["blocks_per_stage"])
         image_size = trunk.get("image_size", [1024, 1024])
@@ -94,16 +109,7 @@ def sam2_config_from_hf(hf_config: Mapping[str, Any], origin: str = "config.json
             d_model=vision.get("fpn_hidden_size", 256),
             scalp=len(stages) - vision.get("num_feature_levels", 3),
             fpn_top_down_levels=tuple(vision.get("fpn_top_down_levels", (2, 3))),
-            mask_in_chans=prompt.get("mask_input_channels", 16),
-            decoder_depth=decoder.get("num_hidden_layers", 2),
-            decoder_num_heads=decoder.get("num_attention_heads", 8),
-            decoder_mlp_dim=decoder.get("mlp_dim", 2048),
-            num_multimask_outputs=decoder.get("num_multimask_outputs", 3),
-            iou_head_depth=decoder.get("iou_head_depth", 3),
-            iou_head_hidden_dim=decoder.get("iou_head_hidden_dim", 256),
-            dynamic_multimask_via_stability=decoder.get("dynamic_multimask_via_stability", True),
-            dynamic_multimask_stability_delta=decoder.get("dynamic_multimask_stability_delta", 0.05),
-            dynamic_multimask_stability_thresh=decoder.get("dynamic_multimask_stability_thresh", 0.98),
+            **decoder_settings_from_hf(hf_config),
             **video_settings_from_hf(hf_config, vision.get("fpn_hidden_size", 256), image_size),
         )
     except (KeyError, TypeError, ValueError) as error:

@@ -7,7 +7,7 @@ state dict carries every video-only tensor of an official checkpoint too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -255,3 +255,19 @@ def make_hf_sam2(config: Sam2Config, seed: int = 0) -> torch.nn.Module:
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding)
     return model.eval()
+
+
+def with_previous_mask_input(model: torch.nn.Module) -> Callable[..., dict]:
+    """transformers' video model's ``_run_single_frame_inference`` that, as Meta's predictor does, gives a clicked
+    frame's earlier mask logits (clamped to +-32) to the decoder as its mask input (transformers' session never
+    passes them). Set it on the instance; ``del model._run_single_frame_inference`` restores the class's."""
+    run_single_frame = model._run_single_frame_inference
+
+    def run(**kwargs) -> dict:
+        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
+        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
+                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
+        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
+            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
+        return run_single_frame(**kwargs)
+    return run

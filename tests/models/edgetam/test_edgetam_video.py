@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from sam_core.models.edgetam import EDGETAM_CONFIGS
 from sam_core.models.edgetam.parity import make_hf_edgetam_video, run_meta_reference
 from sam_core.models.edgetam.video import EdgeTamVideo, build_edgetam_video
 from sam_core.models.sam2.model import PIXEL_MEAN, PIXEL_STD
+from sam_core.models.sam2.parity import with_previous_mask_input
 
 TOL = 2e-3
 # 128 x 128 pixels: an 8 x 8 memory grid, 2 x 2 windows under each of the 4 x 4 window latents.
@@ -116,21 +116,6 @@ def test_tracking_matches_meta(edgetam_reference_dir, clip, tmp_path):
 HF_CONFIG = dataclasses.replace(CONFIG, d_model=128, mem_dim=64, perceiver_dim_head=32)
 
 
-def hf_previous_mask(model: torch.nn.Module) -> Callable[..., dict]:
-    """``model._run_single_frame_inference`` that gives a clicked frame's earlier mask logits (clamped to +-32) to
-    the decoder as its mask input, as Meta's predictor does (transformers' session never passes them)."""
-    run_single_frame = model._run_single_frame_inference
-
-    def run(**kwargs) -> dict:
-        outputs = kwargs["inference_session"].output_dict_per_obj[kwargs["obj_idx"]]
-        previous = (outputs["cond_frame_outputs"].get(kwargs["frame_idx"])
-                    or outputs["non_cond_frame_outputs"].get(kwargs["frame_idx"]))
-        if kwargs.get("point_inputs") is not None and kwargs.get("mask_inputs") is None and previous is not None:
-            kwargs["prev_sam_mask_logits"] = previous["pred_masks"].clamp(-32.0, 32.0)
-        return run_single_frame(**kwargs)
-    return run
-
-
 def run_hf(model: torch.nn.Module, frames: torch.Tensor) -> list:
     """The steps through transformers' processor (prompt coordinates) and inference session, its low-res masks
     brought to the video's size with one bilinear resize as Meta's predictor does."""
@@ -148,7 +133,7 @@ def run_hf(model: torch.nn.Module, frames: torch.Tensor) -> list:
         masks = F.interpolate(output.pred_masks.float(), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
         outputs.append((label, list(output.object_ids), masks))
 
-    model._run_single_frame_inference = hf_previous_mask(model)
+    model._run_single_frame_inference = with_previous_mask_input(model)
     try:
         with torch.inference_mode():
             for index, step in enumerate(STEPS):

@@ -382,8 +382,11 @@ def keep_highest_object(mask_logits: torch.Tensor) -> torch.Tensor:
 
 def build_sam2_video(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> Sam2Video:
     """A randomly initialised Sam2Video of the given registry name or config (eval mode)."""
-    config = get_sam2_config(name_or_config)
-    image = build_sam2_model(config)
-    video = Sam2Video(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, config)
+    return around_image_model(build_sam2_model(get_sam2_config(name_or_config)))
+
+
+def around_image_model(image: Sam2, video_type: type[Sam2Video] = Sam2Video) -> Sam2Video:
+    """A ``video_type`` model around ``image``'s modules (shared) with fresh video modules, in eval mode."""
+    video = video_type(image.image_encoder, image.sam_prompt_encoder, image.sam_mask_decoder, image.config)
     video.no_mem_embed = image.no_mem_embed
     return video.eval()
