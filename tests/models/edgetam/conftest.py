@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgetam_case import CONFIG, PROMPTS, STEPS, draw_clip
+
+from sam_core.models.edgetam.parity import run_meta_reference
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -31,3 +34,19 @@ def photo() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut()[100:280, 150:390])
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    return draw_clip(tmp_path_factory.mktemp("edgetam_clip") / "frames")
+
+
+@pytest.fixture(scope="session")
+def meta(edgetam_reference_dir, photo, clip, tmp_path_factory) -> dict:
+    """Meta's EdgeTAM with CONFIG's shapes, built once (in a subprocess): its ``edgetam.pt``, its image predictor's
+    outputs on the photo and PROMPTS, its video predictor's masks on the clip and STEPS."""
+    folder = tmp_path_factory.mktemp("meta_edgetam")
+    np.save(folder / "photo.npy", photo)
+    return run_meta_reference(edgetam_reference_dir, CONFIG, folder, seed=1,
+                              image={"image": str(folder / "photo.npy"), "prompts": PROMPTS},
+                              video={"frames": str(clip), "steps": STEPS})

@@ -4,22 +4,21 @@ written in its own format and read by ``load_sam``. Tolerance: 1e-4 on logits, s
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from edgetam_case import CONFIG, PROMPTS
 
 import sam_core
 from sam_core.io.checkpoints import load_checkpoint
 from sam_core.models.edgetam import EDGETAM_CONFIGS, EdgeTam
-from sam_core.models.edgetam.parity import make_hf_edgetam, run_meta_reference
+from sam_core.models.edgetam.parity import make_hf_edgetam
 from sam_core.models.sam2.config import image_settings
 
 TOL = 1e-4
-CONFIG = EDGETAM_CONFIGS["edgetam_test"]
-PROMPTS = [dict(points=[[60.0, 50.0]], labels=[1], multimask=True),
-           dict(points=[[60.0, 50.0], [150.0, 100.0]], labels=[1, 0], box=[20.0, 30.0, 200.0, 150.0],
-                multimask=False),
-           dict(box=[100.0, 20.0, 230.0, 170.0], multimask=True)]
+TEST = EDGETAM_CONFIGS["edgetam_test"]
 
 
 def image_part(config) -> dict:
@@ -39,21 +38,15 @@ def predict(predictor: sam_core.Predictor, prompt: dict) -> tuple[np.ndarray, ..
                              multimask_output=prompt["multimask"], return_logits=True)
 
 
-@pytest.fixture(scope="module")
-def meta(edgetam_reference_dir, photo, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("meta_edgetam")
-    np.save(folder / "photo.npy", photo)
-    return run_meta_reference(edgetam_reference_dir, CONFIG, folder,
-                              image={"image": str(folder / "photo.npy"), "prompts": PROMPTS})
-
-
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 def test_meta_edgetam_pt_matches_meta_predictor(meta, photo, fast):
     """Meta's file loads (config read from its shapes, the video modules handed back apart) and the Predictor's
     features, masks, scores and low-res logits equal SAM2ImagePredictor's on Meta's model."""
     loaded = load_checkpoint(meta["checkpoint"])
     model = loaded.model
-    assert isinstance(model, EdgeTam) and model.config == CONFIG
+    # Shapes do not tell the input size (1024 unless told): everything else is read from them.
+    assert isinstance(model, EdgeTam) and dataclasses.replace(model.config, image_size=CONFIG.image_size) == CONFIG
+    model = load_checkpoint(meta["checkpoint"], config=CONFIG).model
     assert any(name.startswith("spatial_perceiver.") for name in loaded.extras)
     reference = meta["image"]
     predictor = sam_core.Predictor(model)
@@ -74,13 +67,13 @@ def test_meta_edgetam_pt_matches_meta_predictor(meta, photo, fast):
 def test_hugging_face_edgetam_matches(tmp_path):
     """A transformers EdgeTamModel folder loads through load_sam (config from config.json) and matches it:
     image features, then masks, IoU and object scores for clicks, box corners (labels 2, 3) and a mask input."""
-    hf_model = make_hf_edgetam(CONFIG, seed=1)
+    hf_model = make_hf_edgetam(TEST, seed=1)
     hf_model.save_pretrained(tmp_path)
     ours = sam_core.load_sam(tmp_path)
     # An EdgeTamModel folder describes the image model only: the video settings (the perceiver's too) keep
     # their defaults.
-    assert isinstance(ours, EdgeTam) and image_part(ours.config) == image_part(CONFIG)
-    images = torch.randn(1, 3, CONFIG.image_size, CONFIG.image_size, generator=torch.Generator().manual_seed(2))
+    assert isinstance(ours, EdgeTam) and image_part(ours.config) == image_part(TEST)
+    images = torch.randn(1, 3, TEST.image_size, TEST.image_size, generator=torch.Generator().manual_seed(2))
     expected = hf_model.get_image_embeddings(images)
     embed, high_res = ours.encode_image(images)
     for actual, wanted in zip([*high_res, embed], expected):

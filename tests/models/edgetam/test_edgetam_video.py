@@ -23,44 +23,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from edgetam_case import CONFIG, HEIGHT, STEPS, WIDTH
 from PIL import Image
 
 from sam_core import VideoPredictor
 from sam_core.errors import CheckpointError
 from sam_core.io.checkpoints import load_checkpoint, save_meta_checkpoint
 from sam_core.io.video_frames import VideoFrames
-from sam_core.models.edgetam import EDGETAM_CONFIGS
-from sam_core.models.edgetam.parity import make_hf_edgetam_video, run_meta_reference
+from sam_core.models.edgetam.parity import make_hf_edgetam_video
 from sam_core.models.edgetam.video import EdgeTamVideo, build_edgetam_video
 from sam_core.models.sam2.model import PIXEL_MEAN, PIXEL_STD
 from sam_core.models.sam2.parity import with_previous_mask_input
 
 TOL = 2e-3
-# 128 x 128 pixels: an 8 x 8 memory grid, 2 x 2 windows under each of the 4 x 4 window latents.
-CONFIG = dataclasses.replace(EDGETAM_CONFIGS["edgetam_test"], image_size=128)
-NUM_FRAMES, HEIGHT, WIDTH = 12, 96, 128
-STEPS = [dict(frame=0, object=1, box=[8, 18, 42, 52]),
-         dict(frame=0, object=1, points=[[25, 35]], labels=[1], clear=False),
-         dict(propagate=None),
-         dict(frame=7, object=1, points=[[60, 40]], labels=[0], clear=False),
-         dict(propagate=8)]
-
-
-def draw_clip(folder: Path) -> Path:
-    """A rectangle moving right and an ellipse moving down over smooth noise, as <index>.jpg frames."""
-    rng = np.random.default_rng(0)
-    background = rng.integers(60, 120, size=(HEIGHT // 8, WIDTH // 8, 3)).astype(np.uint8)
-    background = np.asarray(Image.fromarray(background).resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR))
-    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
-    folder.mkdir(parents=True, exist_ok=True)
-    for t in range(NUM_FRAMES):
-        frame = background.copy()
-        x0 = 10 + 5 * t
-        frame[20:50, x0:x0 + 30] = (220, 40, 40)
-        inside = ((xs - 90) / 18.0) ** 2 + ((ys - (30 + 4 * t)) / 12.0) ** 2 <= 1
-        frame[inside] = (40, 200, 60)
-        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
-    return folder
 
 
 def run_ours(predictor: VideoPredictor, clip: Path) -> list:
@@ -91,14 +66,7 @@ def compare(actual: list, expected: list) -> float:
     return worst
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return draw_clip(tmp_path_factory.mktemp("clip") / "frames")
-
-
-def test_tracking_matches_meta(edgetam_reference_dir, clip, tmp_path):
-    meta = run_meta_reference(edgetam_reference_dir, CONFIG, tmp_path, seed=1,
-                              video={"frames": str(clip), "steps": STEPS})
+def test_tracking_matches_meta(meta, clip, tmp_path):
     loaded = load_checkpoint(meta["checkpoint"], config=CONFIG)
     model = EdgeTamVideo.from_image_model(loaded.model, loaded.extras)
     worst = compare(run_ours(VideoPredictor(model, fill_hole_area=0), clip), meta["video"])
