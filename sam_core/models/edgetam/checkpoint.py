@@ -111,7 +111,9 @@ def sam2_decoder_fields(shape: ShapeReader, count: Counter) -> dict[str, int]:
 
 def infer_edgetam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> EdgeTamConfig:
     """The registry config with the shapes of ``state_dict`` (sam_core's names), else one read from them (at
-    1024 pixels, with the released model's video settings where the file has no video part)."""
+    1024 pixels, with the released model's video settings where the file has no video part). Attention heads are
+    not in the shapes: a model read from them has one in its memory attention and perceiver (and 8 in the
+    decoder), as the released one; other head counts need an explicit config."""
     shape, count = shape_readers(state_dict, origin, "an EdgeTAM")
     blocks = count(NATIVE_TRUNK)
     widths = [shape(f"{NATIVE_TRUNK}{i}.channel_mixer.m.2.c.weight")[0] for i in range(1, blocks)]
@@ -129,13 +131,20 @@ def infer_edgetam_config(state_dict: Mapping[str, torch.Tensor], origin: str = "
                       memory_attention_layers=count("memory_attention.layers."),
                       memory_attention_mlp_dim=shape("memory_attention.layers.0.linear1.weight")[0],
                       perceiver_depth=count("spatial_perceiver.layers."),
+                      perceiver_ff_mult=shape("spatial_perceiver.layers.0.ff.1.weight")[0]
+                      // shape("maskmem_tpos_enc")[-1],
                       perceiver_latents=shape("spatial_perceiver.latents")[0]
                       if "spatial_perceiver.latents" in state_dict else 0,
                       perceiver_latents_2d=shape("spatial_perceiver.latents_2d")[0]
                       if "spatial_perceiver.latents_2d" in state_dict else 0)
+    # The perceiver's heads times their width (one head of that width unless a registry config says otherwise).
+    inner = shape("spatial_perceiver.layers.0.attn.to_q.weight")[0] if "perceiver_depth" in fields else None
     for config in EDGETAM_CONFIGS.values():
-        if all(getattr(config, name) == value for name, value in fields.items()):
+        if all(getattr(config, name) == value for name, value in fields.items()) and \
+                inner in (None, config.perceiver_heads * config.perceiver_dim_head):
             return config
+    if inner is not None:
+        fields.update(perceiver_heads=1, perceiver_dim_head=inner)
     try:
         return EdgeTamConfig(**fields)
     except ValueError as error:

@@ -52,15 +52,17 @@ def test_meta_edgetam_pt_matches_meta_predictor(meta, photo, fast):
     predictor = sam_core.Predictor(model)
     with sam_core.fast_paths(fast):
         predictor.set_image(photo)
-        features = predictor._prepared[0].features  # the stored image features, by name
+        features = predictor.features_by_name
         assert max_diff(features["image_embed"], reference["image_embed"]) <= TOL
         for key, expected in zip(("high_res_feats_0", "high_res_feats_1"), reference["high_res_feats"]):
             assert max_diff(features[key], expected) <= TOL
+        worst = 0.0
         for index, prompt in enumerate(PROMPTS):
-            masks, scores, logits = predict(predictor, prompt)
-            expected_masks, expected_scores, expected_logits = reference[f"prompt{index}"]
-            assert max_diff(masks, expected_masks) <= TOL and max_diff(logits, expected_logits) <= TOL
-            assert max_diff(scores, expected_scores) <= TOL
+            outputs = predict(predictor, prompt)
+            for actual, expected in zip(outputs, reference[f"prompt{index}"]):  # masks (logits), scores, low-res
+                worst = max(worst, max_diff(actual, expected))
+        assert worst <= TOL
+    print(f"EdgeTAM image vs Meta ({'fast' if fast else 'plain'} paths): max difference {worst:.2e}")
 
 
 @torch.no_grad()
@@ -76,8 +78,7 @@ def test_hugging_face_edgetam_matches(tmp_path):
     images = torch.randn(1, 3, TEST.image_size, TEST.image_size, generator=torch.Generator().manual_seed(2))
     expected = hf_model.get_image_embeddings(images)
     embed, high_res = ours.encode_image(images)
-    for actual, wanted in zip([*high_res, embed], expected):
-        assert max_diff(actual, wanted) <= TOL
+    worst = max(max_diff(actual, wanted) for actual, wanted in zip([*high_res, embed], expected))
     points = torch.tensor([[[30.0, 40.0], [100.0, 200.0], [10.0, 10.0], [200.0, 230.0]]])
     labels = torch.tensor([[1, 0, 2, 3]])
     mask_input = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(4))
@@ -87,5 +88,7 @@ def test_hugging_face_edgetam_matches(tmp_path):
                            input_masks=masks_in, multimask_output=multimask)
             masks, iou, scores = ours.predict_masks(embed, high_res, points, labels, mask_input=masks_in,
                                                     multimask_output=multimask)
-            assert max_diff(masks, out.pred_masks[0]) <= TOL and max_diff(iou, out.iou_scores[0]) <= TOL
-            assert max_diff(scores, out.object_score_logits[0]) <= TOL
+            worst = max(worst, max_diff(masks, out.pred_masks[0]), max_diff(iou, out.iou_scores[0]),
+                        max_diff(scores, out.object_score_logits[0]))
+    assert worst <= TOL
+    print(f"EdgeTAM image vs transformers: max difference {worst:.2e}")
