@@ -1,5 +1,7 @@
 """sam_core: Segment Anything, compact, checkpoint-compatible and fast."""
 
+# First, before anything imports torch: OpenMP reads its wait policy when torch loads (see the module).
+import sam_core.openmp_wait  # noqa: F401
 from sam_core import finetune
 from sam_core.compat import (
     SAM2AutomaticMaskGenerator,

@@ -14,6 +14,7 @@ from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["predictor_tour.ipynb", "automatic_masks.ipynb", "finetune.ipynb"]
+# transformers_guide.ipynb and ssseg_tutorial.ipynb run cell by cell in tests/compat, against their references.
 
 
 def code_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class ImageRejected(ValueError):
@@ -34,11 +35,16 @@ class ImageLimits:
     max_pixels: int = 40_000_000
 
 
-def decode_image(data: bytes, name: str, limits: ImageLimits) -> np.ndarray:
-    """Validated file bytes -> (H, W, 3) uint8 RGB, upright as its EXIF orientation says.
+def inspect_image(data: bytes, name: str, limits: ImageLimits) -> tuple[int, int]:
+    """Check file bytes without decoding a pixel: size, format and pixel count from the header, then the
+    file's structure (Pillow's ``verify``). Cheap, so that a bad file is refused before it waits for the
+    encoder.
 
-    The header is read first (format and size, no pixels); the file is then checked for structural damage
-    (Pillow's ``verify``) and only then decoded. Raises ``ImageRejected`` naming the file and the reason.
+    Returns:
+        (width, height) as the header states them (before any EXIF rotation).
+
+    Raises:
+        ImageRejected: naming the file and the reason.
     """
     if len(data) > limits.max_bytes:
         raise ImageRejected(f"{name}: file of {len(data)} bytes is over the limit of {limits.max_bytes} bytes", 413)
@@ -54,12 +60,25 @@ def decode_image(data: bytes, name: str, limits: ImageLimits) -> np.ndarray:
                 raise ImageRejected(f"{name}: {width}x{height} pixels is over the limit of "
                                     f"{limits.max_pixels} pixels", 413)
             header.verify()
+            return width, height
+    except ImageRejected:
+        raise
+    except _UNREADABLE as error:
+        raise ImageRejected(f"{name}: not a readable image ({error})") from None
+
+
+def decode_image(data: bytes, name: str, limits: ImageLimits) -> np.ndarray:
+    """Validated file bytes -> (H, W, 3) uint8 RGB, upright as its EXIF orientation says.
+
+    ``inspect_image`` runs first (header and structure, no pixels); only then is the file decoded.
+    Raises ``ImageRejected`` naming the file and the reason.
+    """
+    inspect_image(data, name, limits)
+    try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image)
             return np.array(image.convert("RGB"))
-    except ImageRejected:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except _UNREADABLE as error:
         raise ImageRejected(f"{name}: not a readable image ({error})") from None
 
 

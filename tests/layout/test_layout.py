@@ -15,7 +15,7 @@ from import_graph import PACKAGE_ROOT, find_cycle, import_graph, imported_module
 
 # Lowest first: a module may import modules of its own layer and of the layers listed before it.
 LAYERS = [
-    ("foundation", ["sam_core.errors", "sam_core.fast_paths", "sam_core.transforms"]),
+    ("foundation", ["sam_core.errors", "sam_core.fast_paths", "sam_core.openmp_wait", "sam_core.transforms"]),
     ("layers", ["sam_core.layers"]),
     ("interface", ["sam_core.interface"]),
     ("models", ["sam_core.models"]),

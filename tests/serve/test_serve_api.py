@@ -44,7 +44,7 @@ def scene() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, model, scene):
+def served(tmp_path_factory, model, scene, page_client):
     root = tmp_path_factory.mktemp("served")
     folder = root / "images"
     folder.mkdir()
@@ -54,7 +54,7 @@ def served(tmp_path_factory, model, scene):
     (folder / "link.png").symlink_to(root / "secret.png")  # a link that leads out of the folder
     app = create_app(model, "shapes", ImageFolder(folder), ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
                      GENERATOR)
-    return TestClient(app)
+    return page_client(app)
 
 
 def _open(client: TestClient, **params) -> tuple[int, list[dict]]:
@@ -181,11 +181,11 @@ def edge_sam_model() -> sam_core.PromptableSegmenter:
 
 @pytest.mark.parametrize(("make_model", "options"), [(sam2_shapes_model, GENERATOR), (edge_sam_model, EVERY_MASK)],
                          ids=["sam2", "edge_sam"])
-def test_another_family_is_served_with_the_librarys_masks(scene, make_model, options):
+def test_another_family_is_served_with_the_librarys_masks(scene, make_model, options, page_client):
     """SAM 2 and EdgeSAM through the same app: progress, a click and a box equal Predictor.predict's masks, and
     segment everything equals AutomaticMaskGenerator's records."""
     model = make_model()
-    client = TestClient(create_app(model, "model", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
+    client = page_client(create_app(model, "model", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
                                    options))
     status, events = _open(client, name="scene.png", data=_png(scene))
     assert status == 200 and [event["progress"] for event in events if "progress" in event][-1] == 1.0

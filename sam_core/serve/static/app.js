@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const MASK_COLOR = [30, 144, 255, 150];
 const HOVER_COLOR = [255, 200, 0, 110];
 const DRAG_PIXELS = 4; // a press that moves less than this (on screen) is a click, not a box
+// The server's token, in the page's own HTML: every API call carries it (another site's page cannot read it).
+const TOKEN = document.querySelector('meta[name="sam-serve-token"]').content;
 
 const samApp = {
   image: null, // {id, name, width, height}
@@ -24,9 +26,13 @@ async function errorOf(response) {
   try { return (await response.json()).error || response.statusText; } catch (e) { return response.statusText; }
 }
 
+function api(url, options = {}) {
+  return fetch(url, {...options, headers: {...(options.headers || {}), "X-Sam-Serve-Token": TOKEN}});
+}
+
 async function postJSON(url, body) {
-  const response = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-                                     body: JSON.stringify(body)});
+  const response = await api(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                   body: JSON.stringify(body)});
   if (!response.ok) throw new Error(await errorOf(response));
   return response;
 }
@@ -38,7 +44,7 @@ async function openImage(url, body, label) {
   const progress = $("progress");
   progress.hidden = false; progress.value = 0;
   try {
-    const response = await fetch(url, {method: "POST", body});
+    const response = await api(url, {method: "POST", body});
     if (!response.ok) throw new Error(await errorOf(response));
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -51,6 +57,7 @@ async function openImage(url, body, label) {
         const event = JSON.parse(buffered.slice(0, newline));
         buffered = buffered.slice(newline + 1);
         if (event.error) throw new Error(event.error);
+        if (event.queued !== undefined) setStatus(`Opening ${label}: waiting for ${event.queued} image(s) ahead...`);
         if (event.progress !== undefined) {
           progress.value = event.progress;
           setStatus(`Computing the embedding of ${label}: ${Math.round(event.progress * 100)} %`);
@@ -71,9 +78,12 @@ async function openImage(url, body, label) {
 }
 
 async function showImage(image) {
+  const response = await api(`/api/images/${image.id}/pixels`);
+  if (!response.ok) throw new Error(await errorOf(response));
   const pixels = new Image();
-  pixels.src = `/api/images/${image.id}/pixels`;
+  pixels.src = URL.createObjectURL(await response.blob());
   await pixels.decode();
+  URL.revokeObjectURL(pixels.src);
   for (const id of ["image-canvas", "mask-canvas", "hover-canvas", "prompt-canvas"]) {
     $(id).width = image.width; $(id).height = image.height;
   }
@@ -283,7 +293,9 @@ async function download(format) {
 }
 
 async function start() {
-  const info = await (await fetch("/api/info")).json();
+  const response = await api("/api/info");
+  if (!response.ok) throw new Error(await errorOf(response));
+  const info = await response.json();
   $("model").textContent = `model: ${info.model}`;
   if (info.folder_images.length) {
     $("folder-label").hidden = false;
