@@ -88,10 +88,12 @@ def test_sam_serve_answers_with_the_librarys_masks(photo):
 
     from sam_core.serve import ImageLimits, create_app
     from sam_core.serve.masks_io import runs_to_mask
+    from sam_core.serve.security import TOKEN_HEADER, Access
 
     model = sam_core.build_sam("edgetam_test")
     client = TestClient(create_app(model, "edgetam_test", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
-                                   EVERY_MASK))
+                                   EVERY_MASK, access=Access(token="t0k")),
+                        base_url="http://127.0.0.1:8000", headers={TOKEN_HEADER: "t0k"})
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, format="PNG")
     response = client.post("/api/images", params={"name": "photo.png"}, content=buffer.getvalue())
