@@ -10,6 +10,7 @@ from typing import Any
 from sam_core.errors import CheckpointError
 from sam_core.interface import ModelFamily, OfficialCheckpoint, PromptableSegmenter
 from sam_core.models.edge_sam.family import EDGE_SAM_FAMILY
+from sam_core.models.edgetam.family import EDGETAM_FAMILY
 from sam_core.models.efficientvit.family import EFFICIENTVIT_SAM_FAMILY
 from sam_core.models.mobile_sam.family import MOBILE_SAM_FAMILY
 from sam_core.models.sam.family import SAM_FAMILY
@@ -18,7 +19,8 @@ from sam_core.models.sam3.family import SAM3_FAMILY
 from sam_core.models.sam_hq.family import SAM_HQ_FAMILY
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (
-    SAM_FAMILY, SAM2_FAMILY, MOBILE_SAM_FAMILY, SAM_HQ_FAMILY, EFFICIENTVIT_SAM_FAMILY, EDGE_SAM_FAMILY, SAM3_FAMILY)}
+    SAM_FAMILY, SAM2_FAMILY, MOBILE_SAM_FAMILY, SAM_HQ_FAMILY, EFFICIENTVIT_SAM_FAMILY, EDGE_SAM_FAMILY,
+    SAM3_FAMILY, EDGETAM_FAMILY)}
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     name: entry for family in FAMILIES.values() for name, entry in family.official_checkpoints.items()
@@ -47,7 +49,8 @@ def lookup_model(name: str) -> tuple[ModelFamily, Any]:
 
 
 def family_of_config(config: Any) -> ModelFamily:
-    for family in FAMILIES.values():
+    # The family of the config's own class first: EdgeTamConfig is a Sam2Config too.
+    for family in sorted(FAMILIES.values(), key=lambda family: type(config) is not family.config_type):
         if isinstance(config, family.config_type):
             return family
     raise TypeError(f"{type(config).__name__} is not the config of a known model family ({sorted(FAMILIES)})")

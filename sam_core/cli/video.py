@@ -30,6 +30,9 @@ from sam_core.jobs.video_outputs import (
     write_run_record,
 )
 from sam_core.jobs.video_prompts import VideoPrompt, read_video_prompts
+from sam_core.models.edgetam.config import EDGETAM_CONFIGS
+from sam_core.models.edgetam.model import EdgeTam
+from sam_core.models.edgetam.video import EdgeTamVideo
 from sam_core.models.sam2.config import SAM2_CONFIGS
 from sam_core.models.sam2.model import Sam2
 from sam_core.models.sam2.video.model import Sam2Video
@@ -115,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sam-video", description="Track objects through a video with SAM 2 or 3: prompts (clicks, boxes or "
-                                      "masks on any frames, in a JSON file) -> masks on every frame and an overlay "
-                                      "video.")
-    parser.add_argument("--model", required=True, help="SAM 2 or SAM 3 checkpoint: Meta .pt (sam3.pt...), Hugging "
-                                                       "Face Sam2VideoModel / Sam3TrackerVideoModel folder or hub id, "
-                                                       "or registry name (sam2.1_hiera_tiny, sam3, ...)")
-    parser.add_argument("--config", choices=sorted([*SAM2_CONFIGS, *SAM3_CONFIGS]),
-                        help="SAM 2 or SAM 3 model type of --model (default: read from the checkpoint)")
+        prog="sam-video", description="Track objects through a video with SAM 2, SAM 3 or EdgeTAM: prompts (clicks, "
+                                      "boxes or masks on any frames, in a JSON file) -> masks on every frame and an "
+                                      "overlay video.")
+    parser.add_argument("--model", required=True, help="SAM 2, SAM 3 or EdgeTAM checkpoint: Meta .pt (sam3.pt, "
+                                                       "edgetam.pt...), Hugging Face Sam2VideoModel / "
+                                                       "Sam3TrackerVideoModel / EdgeTamVideoModel folder or hub id, "
+                                                       "or registry name (sam2.1_hiera_tiny, sam3, edgetam, ...)")
+    parser.add_argument("--config", choices=sorted({**SAM2_CONFIGS, **SAM3_CONFIGS, **EDGETAM_CONFIGS}),
+                        help="model type of --model (default: read from the checkpoint)")
     parser.add_argument("--video", type=Path, required=True,
                         help="a video file (read with OpenCV) or a folder of JPEG frames named by index (00000.jpg...)")
     parser.add_argument("--prompts", type=Path, required=True,
@@ -207,15 +211,18 @@ def _check_output_folder(output: Path, video: Path, record: dict[str, Any], over
 
 
 def load_video_predictor(source: str, config: str | None = None, device: str | None = None) -> VideoPredictor:
-    """sam_core's VideoPredictor for a SAM 2 checkpoint (Meta's build_sam2_video_predictor defaults) or a SAM 3 one
-    (Meta's Sam3TrackerPredictor settings): its image weights and its video modules (``LoadedCheckpoint.extras``)."""
+    """sam_core's VideoPredictor for a SAM 2 or EdgeTAM checkpoint (Meta's build_sam2_video_predictor defaults) or a
+    SAM 3 one (Meta's Sam3TrackerPredictor settings): its image weights and its video modules
+    (``LoadedCheckpoint.extras``)."""
     loaded = load_checkpoint(source, config=config, device=device)
     if isinstance(loaded.model, Sam3):
         # SAM 3's tracker: its own predictor settings (Meta's Sam3TrackerPredictor).
         return VideoPredictor(Sam3Video.from_image_model(loaded.model, loaded.extras), **SAM3_TRACKER_SETTINGS)
     if not isinstance(loaded.model, Sam2):
-        raise CheckpointError(f"{source} holds a {loaded.model.family} model; video tracking needs SAM 2 or SAM 3")
-    return VideoPredictor(Sam2Video.from_image_model(loaded.model, loaded.extras))
+        raise CheckpointError(f"{source} holds a {loaded.model.family} model; video tracking needs SAM 2, SAM 3 "
+                              "or EdgeTAM")
+    video_type = EdgeTamVideo if isinstance(loaded.model, EdgeTam) else Sam2Video
+    return VideoPredictor(video_type.from_image_model(loaded.model, loaded.extras))
 
 
 @torch.inference_mode()

@@ -265,10 +265,17 @@ def build_sam2_model(name_or_config: str | Sam2Config = "sam2.1_hiera_tiny") -> 
                   global_att_blocks=config.global_att_blocks,
                   window_pos_embed_bkg_spatial_size=config.window_pos_embed_bkg_spatial_size,
                   mlp_ratio=config.mlp_ratio)
+    return assemble_sam2(config, trunk)
+
+
+def assemble_sam2(config: Sam2Config, trunk: nn.Module, model_type: type[Sam2] = Sam2) -> Sam2:
+    """SAM 2's FPN neck, prompt encoder and mask decoder around ``trunk`` (a module with a ``channel_list``,
+    lowest resolution first, returning its stage outputs highest resolution first), as ``model_type``, in eval
+    mode. EdgeTAM builds its RepViT trunk's model with it."""
     neck = FpnNeck(d_model=config.d_model, backbone_channel_list=config.backbone_channel_list,
                    fpn_top_down_levels=config.fpn_top_down_levels, fpn_interp_mode=config.fpn_interp_mode)
     prompt_encoder = build_prompt_encoder(config, Sam2PromptEncoder, width=config.d_model)
     mask_decoder = build_mask_decoder(config, Sam2MaskDecoder, Sam2TwoWayTransformer, width=config.d_model,
                                       **{name: getattr(config, name) for name in DECODER_SETTINGS})
     image_encoder = ImageEncoder(trunk, neck, scalp=config.scalp)
-    return Sam2(image_encoder, prompt_encoder, mask_decoder, config).eval()
+    return model_type(image_encoder, prompt_encoder, mask_decoder, config).eval()

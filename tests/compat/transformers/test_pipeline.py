@@ -133,6 +133,7 @@ FAMILY_MODELS = {  # the shipped shapes models, and small random models of the o
         EFFICIENTVIT_SAM_CONFIGS["efficientvit_sam_l0"], encoder_image_size=128)),
     "edge_sam": lambda: sam_core.build_sam(TINY_EDGE_SAM),
     "sam3": lambda: sam_core.build_sam("sam3_test"),
+    "edgetam": lambda: sam_core.build_sam("edgetam_test"),
 }
 
 

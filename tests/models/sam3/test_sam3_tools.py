@@ -54,9 +54,11 @@ def test_sam_serve_predicts_the_predictors_masks(model, image):
     from fastapi.testclient import TestClient
 
     from sam_core.serve import ImageLimits, create_app
+    from sam_core.serve.security import TOKEN_HEADER, Access
 
     client = TestClient(create_app(model, "sam3_test", None, ImageLimits(max_bytes=2_000_000, max_pixels=300_000),
-                                   OPTIONS))
+                                   OPTIONS, access=Access(token="t0k")),
+                        base_url="http://127.0.0.1:8000", headers={TOKEN_HEADER: "t0k"})
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     response = client.post("/api/images", params={"name": "astronaut.png"}, content=buffer.getvalue())

@@ -3,6 +3,8 @@ memories and object pointers), both with rotary position encoding."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,12 +24,16 @@ class MemoryAttentionLayer(nn.Module):
         num_heads: Heads of both attentions.
         mlp_dim: Hidden width of the feed-forward.
         rope_theta: Base of the rotary frequencies.
+        cross_attention: The cross-attention to the memory, if not SAM 2's :class:`RotaryAttention` (EdgeTAM's
+            rotates its keys on a grid of their own); called as ``cross_attention(q, k, v, num_k_exclude_rope=...)``.
     """
 
-    def __init__(self, d_model: int, mem_dim: int, num_heads: int, mlp_dim: int, rope_theta: float = 10000.0) -> None:
+    def __init__(self, d_model: int, mem_dim: int, num_heads: int, mlp_dim: int, rope_theta: float = 10000.0,
+                 cross_attention: nn.Module | None = None) -> None:
         super().__init__()
         self.self_attn = RotaryAttention(d_model, num_heads, rope_theta=rope_theta)
-        self.cross_attn_image = RotaryAttention(d_model, num_heads, kv_in_dim=mem_dim, rope_theta=rope_theta)
+        self.cross_attn_image = cross_attention or RotaryAttention(d_model, num_heads, kv_in_dim=mem_dim,
+                                                                   rope_theta=rope_theta)
         self.linear1 = nn.Linear(d_model, mlp_dim)
         self.linear2 = nn.Linear(mlp_dim, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -55,16 +61,19 @@ class MemoryAttention(nn.Module):
         num_heads: Heads of every attention.
         mlp_dim: Hidden width of the feed-forwards.
         rope_theta: Base of the rotary frequencies.
+        cross_attention: Makes each layer's cross-attention (see :class:`MemoryAttentionLayer`); None: SAM 2's.
     """
 
     # The image tokens' sine position encoding is added at the input, scaled down.
     INPUT_POS_SCALE = 0.1
 
     def __init__(self, d_model: int, mem_dim: int, num_layers: int, num_heads: int, mlp_dim: int,
-                 rope_theta: float = 10000.0) -> None:
+                 rope_theta: float = 10000.0, cross_attention: Callable[[], nn.Module] | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(MemoryAttentionLayer(d_model, mem_dim, num_heads, mlp_dim, rope_theta)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(d_model, mem_dim, num_heads, mlp_dim, rope_theta,
+                                 cross_attention() if cross_attention else None)
+            for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tokens: torch.Tensor, tokens_pos: torch.Tensor, memory: torch.Tensor,

@@ -97,9 +97,7 @@ class Sam2Video(Sam2):
                  sam_mask_decoder: Sam2MaskDecoder, config: Sam2Config) -> None:
         super().__init__(image_encoder, sam_prompt_encoder, sam_mask_decoder, config)
         d_model, mem_dim = config.d_model, config.mem_dim
-        self.memory_attention = MemoryAttention(d_model, mem_dim, config.memory_attention_layers,
-                                                config.memory_attention_heads, config.memory_attention_mlp_dim,
-                                                config.rope_theta)
+        self.memory_attention = self.build_memory_attention(config)
         # Masks enter the memory encoder at 16 x the embedding grid (SAM 3's 1008-pixel masks are resized).
         self.memory_encoder = MemoryEncoder(d_model, mem_dim, mask_size=16 * config.embedding_size)
         self.num_maskmem = config.num_maskmem
@@ -120,6 +118,17 @@ class Sam2Video(Sam2):
             self.no_obj_ptr = nn.Parameter(torch.zeros(1, d_model))
         if config.no_obj_embed_spatial:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem_dim))
+
+    def build_memory_attention(self, config: Sam2Config) -> MemoryAttention:
+        """The memory attention of ``config`` (a subclass with another cross-attention overrides this)."""
+        return MemoryAttention(config.d_model, config.mem_dim, config.memory_attention_layers,
+                               config.memory_attention_heads, config.memory_attention_mlp_dim, config.rope_theta)
+
+    def memory_tokens(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A stored memory (B, mem_dim, H, W) as tokens (B, HW, mem_dim) and their position encoding
+        (1, HW, mem_dim), float32 (a subclass whose memories are tokens already overrides this)."""
+        tokens = memory.flatten(2).transpose(1, 2)
+        return tokens, self.memory_encoder.position_encoding(memory[:1]).flatten(2).transpose(1, 2)
 
     @classmethod
     def around(cls, model: Sam2) -> Sam2Video:
@@ -238,15 +247,12 @@ class Sam2Video(Sam2):
                                                     config.memory_temporal_stride_for_eval, reverse):
             # An unselected conditioning frame among the recent ones counts as a recent memory.
             slots.append((position, non_cond_outputs.get(frame, unselected.get(frame))))
-        memory_pos_enc = None
         memory, memory_pos = [], []
         for position, out in slots:
             if out is None or out.maskmem_features is None:
                 continue
-            features = out.maskmem_features.to(device=device, dtype=torch.float32)
-            if memory_pos_enc is None:
-                memory_pos_enc = self.memory_encoder.position_encoding(features[:1]).flatten(2).transpose(1, 2)
-            memory.append(features.flatten(2).transpose(1, 2))
+            tokens, memory_pos_enc = self.memory_tokens(out.maskmem_features.to(device=device, dtype=torch.float32))
+            memory.append(tokens)
             memory_pos.append((memory_pos_enc + self.maskmem_tpos_enc[self.num_maskmem - position - 1].view(1, 1, -1))
                               .expand(batch, -1, -1))
         num_pointer_tokens = 0

@@ -86,17 +86,22 @@ class RotaryAttention(nn.Module):
         q = self._split_heads(self.q_proj(q))  # (B, heads, N, head_dim)
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        num_queries, num_rotated = q.shape[-2], k.shape[-2] - num_k_exclude_rope
-        if num_rotated % num_queries:
-            raise ValueError(f"{num_rotated} positional keys are not whole grids of {num_queries} tokens")
-        cos, sin = self.rotations(num_queries, q.device)
+        num_rotated = k.shape[-2] - num_k_exclude_rope
+        cos, sin = self.rotations(q.shape[-2], q.device)
         q = rotate_pairs(q, cos, sin)
         if num_rotated:
-            repeats = num_rotated // num_queries
-            rotated = rotate_pairs(k[..., :num_rotated, :], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
-            k = torch.cat([rotated, k[..., num_rotated:, :]], dim=-2)
+            k = torch.cat([self.rotate_keys(k[..., :num_rotated, :], cos, sin), k[..., num_rotated:, :]], dim=-2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def rotate_keys(self, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The keys that carry a position (B, heads, M, head_dim), rotated: whole grids of the queries' size, each
+        by the queries' angles (``cos``, ``sin``: (N, head_dim / 2))."""
+        num_rotated, num_queries = keys.shape[-2], cos.shape[0]
+        if num_rotated % num_queries:
+            raise ValueError(f"{num_rotated} positional keys are not whole grids of {num_queries} tokens")
+        repeats = num_rotated // num_queries
+        return rotate_pairs(keys, cos.repeat(repeats, 1), sin.repeat(repeats, 1))
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
