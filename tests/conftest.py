@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 from sam_core.models.sam.config import SAM_CONFIGS, SamConfig
-from sam_core.models.sam.parity import make_reference_sam, save_reference_pth  # noqa: F401 (re-exported to tests)
+from sam_core.models.sam.parity import make_reference_sam, save_reference_pth
 
 # Property-based tests run the same examples on every machine (derandomize: seeded from each test's source),
 # without time limits (shared CI cores are slow and uneven) and without an example database on disk. Each test
@@ -51,17 +49,3 @@ def one_torch_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def assert_records_equal(ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
-                         score_tolerance: float = 0.0) -> None:
-    """``assert_records_identical`` where NaN equals NaN: with the filters off, masks with no pixel above
-    ``mask_threshold - stability_score_offset`` keep their 0 / 0 stability score."""
-    assert len(ours) == len(theirs)
-    for mine, expected in zip(ours, theirs):
-        assert mine.keys() == expected.keys()
-        for key, value in expected.items():
-            if isinstance(value, float):
-                assert mine[key] == pytest.approx(value, abs=score_tolerance, nan_ok=True), key
-            else:
-                np.testing.assert_equal(mine[key], value, err_msg=key)

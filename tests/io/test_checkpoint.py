@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_reference_sam, save_reference_pth
 from safetensors import safe_open
 
 import sam_core
 from sam_core.cli import convert_main
 from sam_core.io import checkpoints as checkpoint
 from sam_core.models.sam.config import SAM_CONFIGS, SamConfig
+from sam_core.models.sam.parity import make_reference_sam, save_reference_pth
 
 HF_TOL = 1e-4
 

@@ -16,7 +16,7 @@ import mobile_sam
 import numpy as np
 import pytest
 import torch
-from conftest import assert_records_equal
+from record_checks import assert_records_equal
 from test_modeling import max_diff, prompt_cases
 
 import sam_core

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_reference_sam, save_reference_pth
 
 import sam_core
+from sam_core.models.sam.parity import make_reference_sam, save_reference_pth
 
 TINY_TOL = 1e-4
 

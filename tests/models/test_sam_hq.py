@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import segment_anything_hq
 import torch
-from conftest import assert_records_equal
+from record_checks import assert_records_equal
 from test_mobile_sam import SMALL as SMALL_MOBILE_SAM
 from test_modeling import max_diff, prompt_cases
 

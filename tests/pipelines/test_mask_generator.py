@@ -17,15 +17,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import assert_records_equal, make_reference_sam
 from make_shapes_model import DEFAULT_OUTPUT as SHAPES_WEIGHTS
 from make_shapes_model import draw_shapes_image
 from pycocotools import mask as mask_utils
+from record_checks import assert_records_equal
 from safetensors.torch import load_file
 from segment_anything import SamAutomaticMaskGenerator as ReferenceGenerator
 
 import sam_core
 from sam_core import AutomaticMaskGenerator, SamConfig
+from sam_core.models.sam.parity import make_reference_sam
 from sam_core.pipelines import mask_generator, upscaled_masks
 from sam_core.pipelines.masks import build_point_grid
 

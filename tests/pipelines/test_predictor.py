@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import make_reference_sam, save_reference_pth
 from segment_anything import SamPredictor as ReferencePredictor
 
 import sam_core
 from sam_core.io.checkpoints import load_sam
 from sam_core.models.sam.config import SAM_CONFIGS
+from sam_core.models.sam.parity import make_reference_sam, save_reference_pth
 from sam_core.pipelines.predictor import Predictor
 
 MASK_AGREEMENT = 0.9999
